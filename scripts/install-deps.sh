@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Idempotently install the system packages shotfarm needs to build, test and run.
+# Installs only what is missing; runs `apt-get update` at most once, and only if
+# something actually needs installing. Safe to run as root with no stdin (CI).
+set -euo pipefail
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf 'install-deps: %s\n' "$*"; }
+die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Each entry is one `apt-get install` invocation (space-separated package list).
+# Recommended packages are skipped everywhere: chromium's Recommends are desktop
+# bits (upower, udev, notification-daemon, system-config-printer, mesa DRI) that a
+# headless renderer does not need. The one useful recommend, fonts-liberation
+# (metric-compatible Arial/Times/Courier), is requested explicitly so pages
+# render with sane fonts.
+missing=()
+labels=()
+
+if [[ -x /usr/bin/chromium ]]; then
+    log "found chromium: /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null || echo 'version unknown'))"
+else
+    missing+=("chromium fonts-liberation")
+    labels+=("chromium")
+fi
+
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    log "found redis: $(command -v redis-server) ($(redis-server --version 2>/dev/null | awk '{print $3}' | sed 's/^v=//'))"
+else
+    missing+=("redis-server redis-tools")
+    labels+=("redis-server/redis-cli")
+fi
+
+if command -v cc >/dev/null 2>&1; then
+    log "found C toolchain: $(command -v cc)"
+else
+    missing+=("build-essential pkg-config")
+    labels+=("build tools")
+fi
+
+if ((${#missing[@]} > 0)); then
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO=(sudo -n)
+        else
+            die "need root to install: ${labels[*]} (run as root or install sudo)"
+        fi
+    else
+        SUDO=()
+    fi
+    log "running apt-get update (needed for: ${labels[*]})"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    for i in "${!missing[@]}"; do
+        # shellcheck disable=SC2086 # intentional word splitting of the package list
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends ${missing[$i]} </dev/null >/dev/null
+        log "installed ${labels[$i]} (${missing[$i]})"
+    done
+    [[ -x /usr/bin/chromium ]] || die "chromium install did not produce /usr/bin/chromium"
+fi
+
+if command -v cargo >/dev/null 2>&1; then
+    log "found cargo: $(command -v cargo) ($(cargo --version 2>/dev/null))"
+else
+    die "cargo not found (looked in \$HOME/.cargo/bin and PATH). Install Rust via rustup: https://rustup.rs"
+fi

@@ -1,0 +1,116 @@
+//! The HTTP layer (warp): the only module that knows HTTP. Routes talk to the farm through its
+//! address ([`Farm`]) and message types, never through actor structs.
+//!
+//! - [`screenshot`]: `GET`/`POST /api/v1/screenshot`.
+//! - [`options`]: capture options and their validation.
+//! - [`errors`]: the JSON error body and status mapping.
+//! - [`probes`]: `/healthz`, `/readyz` and the Prometheus exporter's routes.
+
+pub mod errors;
+pub mod options;
+pub mod probes;
+pub mod screenshot;
+
+use std::sync::Arc;
+
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::config::Config;
+use crate::farm::Farm;
+use crate::telemetry::Metrics;
+use errors::ApiError;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct ApiState {
+    pub farm: Farm,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+}
+
+/// A request id: the caller's `x-request-id` when it is sane, else a fresh UUIDv7.
+pub fn request_id(incoming: Option<&str>) -> String {
+    match incoming {
+        Some(id)
+            if (1..=128).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            id.to_string()
+        }
+        _ => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+pub fn set_request_id(response: &mut Response, id: &str) {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+}
+
+/// A filter extracting the request id.
+pub fn with_request_id() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("x-request-id").map(|h: Option<String>| request_id(h.as_deref()))
+}
+
+/// Closed set of route labels for `shotfarm_http_requests_total`.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/api/v1/screenshot" => "screenshot",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => "other",
+    }
+}
+
+/// Records every response in the HTTP metrics.
+pub fn http_metrics(metrics: Arc<Metrics>) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Clone> {
+    warp::log::custom(move |info| {
+        let route = route_label(info.path());
+        metrics
+            .http_requests_total
+            .with_label_values(&[route, info.status().as_str()])
+            .inc();
+        metrics
+            .http_request_duration_seconds
+            .with_label_values(&[route])
+            .observe(info.elapsed().as_secs_f64());
+    })
+}
+
+/// The public API: screenshots and probes, with JSON errors for anything else.
+pub fn routes(
+    state: ApiState,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let metrics = state.metrics.clone();
+    screenshot::routes(state.clone())
+        .or(probes::routes(state.farm.clone()))
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(http_metrics(metrics))
+}
+
+/// Turns warp's rejections (unknown path, wrong method) into the JSON error body.
+async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let id = request_id(None);
+    let error = if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length is required")
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the request could not be read")
+    };
+    Ok(error.into_response(&id))
+}

@@ -1,0 +1,58 @@
+//! Liveness, readiness and the Prometheus exporter.
+
+use std::sync::Arc;
+
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::farm::Farm;
+use crate::telemetry::Metrics;
+
+/// `/healthz` (the process answers) and `/readyz` (at least one browser can take work).
+pub fn routes(farm: Farm) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(warp::any().map(move || farm.clone()))
+        .then(|farm: Farm| async move {
+            let status = farm.status().await;
+            let ready = status.ready > 0 && status.accepting;
+            let body = serde_json::json!({
+                "status": if ready { "ready" } else { "not_ready" },
+                "browsers_ready": status.ready,
+                "browsers_total": status.total,
+                "queue_depth": status.queue_depth,
+                "in_flight": status.in_flight,
+            });
+            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            warp::reply::with_status(warp::reply::json(&body), code).into_response()
+        });
+    healthz.or(readyz).unify()
+}
+
+/// The exporter's own listener: `/metrics` plus the probes.
+pub fn metrics_routes(
+    metrics: Arc<Metrics>,
+    farm: Farm,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let metrics_for_log = metrics.clone();
+    let exporter = warp::path!("metrics")
+        .and(warp::get())
+        .map(move || {
+            warp::reply::with_header(
+                metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
+        });
+    exporter
+        .or(routes(farm.clone()))
+        .unify()
+        .recover(super::recover)
+        .unify()
+        .with(super::http_metrics(metrics_for_log))
+}

@@ -1,0 +1,128 @@
+//! Wiring and shutdown order. [`run`] owns the whole daemon: a multi-thread tokio runtime with
+//! the actix system on it, the farm, the API and metrics listeners. Shutdown is a future passed
+//! in (the binary gives it SIGTERM/SIGINT, tests give it a channel):
+//! stop accepting HTTP → drain captures up to the grace period → close every browser → exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::farm::Farm;
+use crate::telemetry::Metrics;
+
+/// Where the daemon listens, once bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub api: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Runs the daemon until `shutdown` resolves and the drain is over. Blocks the calling thread,
+/// which must live as long as the daemon (it hosts the actors).
+pub fn run<S, R>(config: Config, shutdown: S, on_ready: R) -> anyhow::Result<()>
+where
+    S: Future<Output = ()> + 'static,
+    R: FnOnce(Bound) + 'static,
+{
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let system = actix_rt::System::with_tokio_rt(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("shotfarm-worker")
+            .enable_all()
+            .build()
+            .expect("the tokio runtime must start")
+    });
+    let result = system.block_on(serve(config, shutdown, on_ready));
+    actix_rt::System::current().stop();
+    result
+}
+
+async fn serve<S, R>(config: Config, shutdown: S, on_ready: R) -> anyhow::Result<()>
+where
+    S: Future<Output = ()> + 'static,
+    R: FnOnce(Bound),
+{
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let api_listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let metrics_listener = TcpListener::bind(config.server.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.metrics_listen))?;
+    let bound = Bound {
+        api: api_listener.local_addr()?,
+        metrics: metrics_listener.local_addr()?,
+    };
+
+    let farm = Farm::start(&config, metrics.clone());
+    let state = ApiState {
+        farm: farm.clone(),
+        metrics: metrics.clone(),
+        config: config.clone(),
+    };
+
+    // One signal stops both listeners from accepting; in-flight requests finish.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api_server = tokio::spawn(
+        warp::serve(api::routes(state))
+            .incoming(api_listener)
+            .graceful(stopped(stop_rx.clone()))
+            .run(),
+    );
+    let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
+    let metrics_server = tokio::spawn(
+        warp::serve(api::probes::metrics_routes(metrics, farm.clone()))
+            .incoming(metrics_listener)
+            .graceful(stopped(metrics_stop_rx))
+            .run(),
+    );
+
+    tracing::info!(api = %bound.api, metrics = %bound.metrics, browsers = config.farm.browsers, tabs = config.farm.tabs_per_browser, "shotfarm listening");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    on_ready(bound);
+
+    shutdown.await;
+    tracing::info!(grace_ms = config.server.shutdown_grace_ms, "shutting down: no longer accepting requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    farm.shutdown(config.server.shutdown_grace()).await;
+    // Requests still open got their answer when the farm closed; give warp a moment to flush.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api_server).await;
+    let _ = metrics_stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), metrics_server).await;
+    tracing::info!("shotfarm stopped");
+    Ok(())
+}
+
+/// Resolves at the first SIGTERM or SIGINT; a second one exits the process at once (browsers die
+/// with it through their parent-death signal).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; use SIGKILL to stop");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

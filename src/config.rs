@@ -1,0 +1,425 @@
+//! Typed configuration: embedded defaults, an optional TOML file, and `SHOTFARM_…` environment
+//! overrides (`SHOTFARM_FARM__BROWSERS=4` sets `farm.browsers`). Unknown keys and bad values are
+//! collected and reported all at once, so an operator fixes a config in one pass.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// HTTP listeners and shutdown.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The Redis that holds the credit ledger (used from the credits issue on).
+    pub redis: RedisConfig,
+    /// How Chromium processes are launched.
+    pub chromium: ChromiumConfig,
+    /// The browser fleet and its queue.
+    pub farm: FarmConfig,
+    /// Defaults and caps of capture options.
+    pub capture: CaptureConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address of the public API.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus exporter (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics_listen: SocketAddr,
+    /// How long a graceful shutdown waits for in-flight captures, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            shutdown_grace_ms: 30_000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info,chromiumoxide=off".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Connection URL of the ledger's Redis.
+    pub url: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChromiumConfig {
+    /// The Chromium executable.
+    pub executable: PathBuf,
+    /// Parent directory of the per-browser profiles; empty means the system temp directory.
+    pub profile_dir: PathBuf,
+    /// Extra command-line flags, written with their leading `--`.
+    pub extra_args: Vec<String>,
+    /// How long a launch may take before it counts as failed, in milliseconds.
+    pub launch_timeout_ms: u64,
+}
+
+impl Default for ChromiumConfig {
+    fn default() -> Self {
+        Self {
+            executable: PathBuf::from("/usr/bin/chromium"),
+            profile_dir: PathBuf::new(),
+            extra_args: Vec::new(),
+            launch_timeout_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FarmConfig {
+    /// Number of Chromium processes.
+    pub browsers: usize,
+    /// Concurrent captures per browser (each in its own browser context).
+    pub tabs_per_browser: usize,
+    /// Jobs that may wait for a browser; beyond this, requests get 429 `queue_full`.
+    pub queue_capacity: usize,
+    /// Restart a browser after this many captures (0 = never).
+    pub recycle_after: u64,
+    /// Restart a browser whose process tree uses more resident memory than this, in MiB (0 = no limit).
+    pub max_browser_memory_mb: u64,
+    /// Consecutive deadline overruns after which a browser is recycled.
+    pub max_overruns: u32,
+    /// First restart delay after a failure, in milliseconds; doubles per consecutive failure.
+    pub restart_backoff_min_ms: u64,
+    /// Longest restart delay, in milliseconds.
+    pub restart_backoff_max_ms: u64,
+    /// Consecutive failed starts after which a browser is reported unhealthy.
+    pub unhealthy_after: u32,
+    /// Interval of the liveness probe and memory check, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// A probe slower than this marks the browser unresponsive, in milliseconds.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for FarmConfig {
+    fn default() -> Self {
+        Self {
+            browsers: 2,
+            tabs_per_browser: 2,
+            queue_capacity: 64,
+            recycle_after: 1000,
+            max_browser_memory_mb: 2048,
+            max_overruns: 3,
+            restart_backoff_min_ms: 250,
+            restart_backoff_max_ms: 30_000,
+            unhealthy_after: 5,
+            probe_interval_ms: 5_000,
+            probe_timeout_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PngEncoder {
+    /// Chromium's own PNG encoder (smaller, slower).
+    Chromium,
+    /// Chromium's fast encoding, recompressed in Rust on the worker pool.
+    Rust,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaptureConfig {
+    /// Capture timeout when the request gives none, in milliseconds.
+    pub default_timeout_ms: u64,
+    /// Largest `timeout` a request may ask for, in milliseconds.
+    pub max_timeout_ms: u64,
+    /// Largest `delay` a request may ask for, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Viewport width when the request gives none, in CSS pixels.
+    pub default_width: u32,
+    /// Viewport height when the request gives none, in CSS pixels.
+    pub default_height: u32,
+    /// Largest viewport width, in CSS pixels.
+    pub max_width: u32,
+    /// Largest viewport height, in CSS pixels.
+    pub max_height: u32,
+    /// Full-page captures are cut at this height, in CSS pixels.
+    pub max_full_page_height: u32,
+    /// Tallest strip Chromium paints in one go, in device pixels; taller captures are tiled.
+    pub max_tile_height: u32,
+    /// How long `selector` waits for its element to appear, in milliseconds.
+    pub element_wait_ms: u64,
+    /// Who compresses PNGs: `rust` or `chromium`.
+    pub png_encoder: PngEncoder,
+    /// Largest `css` or `js` option, in bytes.
+    pub max_script_bytes: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_ms: 30_000,
+            max_timeout_ms: 60_000,
+            max_delay_ms: 10_000,
+            default_width: 1280,
+            default_height: 800,
+            max_width: 3840,
+            max_height: 4320,
+            max_full_page_height: 32_768,
+            max_tile_height: 8_192,
+            element_wait_ms: 5_000,
+            png_encoder: PngEncoder::Rust,
+            max_script_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given; it must exist), then `SHOTFARM_…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError {
+                    problems: vec![format!("config file {} does not exist", path.display())],
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("SHOTFARM_").split("__"));
+        Self::from_figment(&figment)
+    }
+
+    fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let value: figment::value::Value = figment.extract().map_err(|e| ConfigError {
+            problems: e.into_iter().map(|e| e.to_string()).collect(),
+        })?;
+        let mut problems = Vec::new();
+        let mut unknown = Vec::new();
+        let config: Result<Config, _> =
+            serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()));
+        for key in unknown {
+            problems.push(format!("unknown key `{key}`"));
+        }
+        match config {
+            Ok(config) => {
+                config.validate_into(&mut problems);
+                if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigError { problems })
+                }
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                Err(ConfigError { problems })
+            }
+        }
+    }
+
+    fn validate_into(&self, problems: &mut Vec<String>) {
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                problems.push(msg.to_string());
+            }
+        };
+        let f = &self.farm;
+        let c = &self.capture;
+        check(
+            (1..=64).contains(&f.browsers),
+            "farm.browsers must be between 1 and 64",
+        );
+        check(
+            (1..=32).contains(&f.tabs_per_browser),
+            "farm.tabs_per_browser must be between 1 and 32",
+        );
+        check(f.queue_capacity >= 1, "farm.queue_capacity must be at least 1");
+        check(f.max_overruns >= 1, "farm.max_overruns must be at least 1");
+        check(f.unhealthy_after >= 1, "farm.unhealthy_after must be at least 1");
+        check(
+            f.restart_backoff_min_ms >= 1 && f.restart_backoff_min_ms <= f.restart_backoff_max_ms,
+            "farm.restart_backoff_min_ms must be at least 1 and at most farm.restart_backoff_max_ms",
+        );
+        check(
+            f.probe_interval_ms >= 100,
+            "farm.probe_interval_ms must be at least 100",
+        );
+        check(
+            f.probe_timeout_ms >= 50 && f.probe_timeout_ms < f.probe_interval_ms.max(51),
+            "farm.probe_timeout_ms must be at least 50 and below farm.probe_interval_ms",
+        );
+        check(
+            c.default_timeout_ms >= 100 && c.default_timeout_ms <= c.max_timeout_ms,
+            "capture.default_timeout_ms must be at least 100 and at most capture.max_timeout_ms",
+        );
+        check(
+            c.max_timeout_ms <= 600_000,
+            "capture.max_timeout_ms must be at most 600000",
+        );
+        check(
+            c.default_width >= 1 && c.default_width <= c.max_width,
+            "capture.default_width must be between 1 and capture.max_width",
+        );
+        check(
+            c.default_height >= 1 && c.default_height <= c.max_height,
+            "capture.default_height must be between 1 and capture.max_height",
+        );
+        check(
+            c.max_width <= 16_384 && c.max_height <= 16_384,
+            "capture.max_width and capture.max_height must be at most 16384",
+        );
+        check(
+            c.max_full_page_height >= 1 && c.max_full_page_height <= 200_000,
+            "capture.max_full_page_height must be between 1 and 200000",
+        );
+        check(
+            (256..=16_384).contains(&c.max_tile_height),
+            "capture.max_tile_height must be between 256 and 16384",
+        );
+        check(
+            c.max_script_bytes >= 1,
+            "capture.max_script_bytes must be at least 1",
+        );
+        check(
+            self.server.listen != self.server.metrics_listen || self.server.listen.port() == 0,
+            "server.listen and server.metrics_listen must differ",
+        );
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "log.level is not a valid filter directive",
+        );
+        check(
+            self.redis.url.starts_with("redis://")
+                || self.redis.url.starts_with("rediss://")
+                || self.redis.url.starts_with("unix://"),
+            "redis.url must start with redis://, rediss:// or unix://",
+        );
+        check(
+            !self.chromium.executable.as_os_str().is_empty(),
+            "chromium.executable must be set",
+        );
+    }
+
+    /// Validates a configuration changed after loading (e.g. by command-line flags).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.validate_into(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Parses a TOML text over the defaults (used by tests and `check-config`).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::from_figment(&figment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_toml_str("").expect("defaults must validate");
+        assert_eq!(config.farm.browsers, 2);
+    }
+
+    #[test]
+    fn shipped_config_file_is_valid_and_matches_defaults() {
+        let text = include_str!("../config/shotfarm.toml");
+        let config = Config::from_toml_str(text).expect("config/shotfarm.toml must validate");
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&config).ok(),
+            serde_json::to_value(&defaults).ok(),
+            "config/shotfarm.toml documents the defaults; keep them equal"
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = r#"
+            [farm]
+            browsers = 0
+            tabz_per_browser = 3
+            [capture]
+            max_tile_height = 10
+            [nope]
+            x = 1
+        "#;
+        let err = Config::from_toml_str(text).expect_err("must fail");
+        let all = err.problems.join("\n");
+        assert!(all.contains("farm.browsers"), "{all}");
+        assert!(all.contains("farm.tabz_per_browser"), "{all}");
+        assert!(all.contains("capture.max_tile_height"), "{all}");
+        assert!(all.contains("`nope`"), "{all}");
+        assert_eq!(err.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn wrong_types_are_reported() {
+        let err = Config::from_toml_str("[farm]\nbrowsers = \"many\"").expect_err("must fail");
+        assert!(err.problems.join("\n").contains("browsers"), "{:?}", err.problems);
+    }
+}

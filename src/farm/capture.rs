@@ -1,0 +1,502 @@
+//! One capture on a prepared tab: emulation, navigation and its waits, page tweaks, and the
+//! screenshot itself (viewport, element, or full page, tiled when taller than Chromium paints in
+//! one go). Every CDP call here is bounded by the caller's deadline; this module knows nothing of
+//! queues, browsers' lifecycles or HTTP.
+
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::dom::Rgba;
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    MediaFeature, SetDefaultBackgroundColorOverrideParams, SetDeviceMetricsOverrideParams,
+    SetEmulatedMediaParams, SetUserAgentOverrideParams,
+};
+use chromiumoxide::cdp::browser_protocol::network::{
+    CookieParam, Headers, SetCookiesParams, SetExtraHttpHeadersParams,
+};
+use chromiumoxide::cdp::browser_protocol::page::{
+    CaptureScreenshotFormat, CaptureScreenshotParams, EventLifecycleEvent, GetLayoutMetricsParams,
+    NavigateParams, Viewport,
+};
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::error::CdpError;
+use chromiumoxide::Page;
+use futures::StreamExt;
+
+use super::encode;
+use super::job::{CaptureError, CaptureSpec, ImageFormat, WaitUntil};
+use crate::config::PngEncoder;
+
+/// Settings of the farm that shape every capture.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureSettings {
+    pub png_encoder: PngEncoder,
+    /// Tallest strip painted at once, device pixels.
+    pub max_tile_height: u32,
+    /// How long `selector` waits for its element.
+    pub element_wait: Duration,
+}
+
+/// Largest canvas stitched in memory, in device pixels (~480 MB of RGBA).
+const MAX_STITCH_PIXELS: u64 = 120_000_000;
+
+/// An image straight from a capture.
+pub struct Rendered {
+    pub image: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub truncated: bool,
+}
+
+/// How a capture failed inside the page.
+#[derive(Debug)]
+pub enum Failure {
+    /// A user-facing outcome (navigation error, missing selector, script error …).
+    Capture(CaptureError),
+    /// The DevTools connection failed: the caller decides whether the browser died.
+    Cdp(CdpError),
+}
+
+impl From<CdpError> for Failure {
+    fn from(e: CdpError) -> Self {
+        Failure::Cdp(e)
+    }
+}
+
+impl From<CaptureError> for Failure {
+    fn from(e: CaptureError) -> Self {
+        Failure::Capture(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// A region of the page in CSS pixels.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+}
+
+/// Runs the capture. The caller bounds it with the job's deadline.
+pub async fn run(
+    page: &Page,
+    spec: &CaptureSpec,
+    settings: CaptureSettings,
+    deadline: tokio::time::Instant,
+) -> Result<Rendered> {
+    emulate(page, spec).await?;
+    navigate(page, spec).await?;
+    prepare_page(page, spec, deadline).await?;
+    if !spec.delay.is_zero() {
+        tokio::time::sleep(spec.delay).await;
+    }
+    shoot(page, spec, settings, deadline).await
+}
+
+async fn emulate(page: &Page, spec: &CaptureSpec) -> Result<()> {
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        spec.width,
+        spec.height,
+        spec.device_scale_factor,
+        false,
+    ))
+    .await?;
+    if spec.dark_mode {
+        let mut media = SetEmulatedMediaParams::default();
+        media.features = Some(vec![MediaFeature::new("prefers-color-scheme", "dark")]);
+        page.execute(media).await?;
+    }
+    if let Some(ua) = &spec.user_agent {
+        page.execute(SetUserAgentOverrideParams::new(ua.clone()))
+            .await?;
+    }
+    if !spec.headers.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> = spec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        page.execute(SetExtraHttpHeadersParams::new(Headers::new(
+            serde_json::Value::Object(map),
+        )))
+        .await?;
+    }
+    if !spec.cookies.is_empty() {
+        let cookies = spec
+            .cookies
+            .iter()
+            .map(|c| {
+                let mut p = CookieParam::new(c.name.clone(), c.value.clone());
+                if c.domain.is_none() {
+                    p.url = Some(spec.url.to_string());
+                }
+                p.domain = c.domain.clone();
+                p.path = c.path.clone();
+                p.secure = c.secure;
+                p.http_only = c.http_only;
+                p
+            })
+            .collect::<Vec<_>>();
+        page.execute(SetCookiesParams::new(cookies)).await?;
+    }
+    if spec.omit_background && spec.format != ImageFormat::Jpeg {
+        let mut params = SetDefaultBackgroundColorOverrideParams::default();
+        params.color = Some(Rgba {
+            r: 0,
+            g: 0,
+            b: 0,
+            a: Some(0.0),
+        });
+        page.execute(params).await?;
+    }
+    Ok(())
+}
+
+async fn navigate(page: &Page, spec: &CaptureSpec) -> Result<()> {
+    // Subscribe before navigating so no lifecycle event can be missed.
+    let mut lifecycle = page.event_listener::<EventLifecycleEvent>().await?;
+    let nav = page
+        .execute(NavigateParams::new(spec.url.to_string()))
+        .await?
+        .result;
+    if let Some(error) = nav.error_text.filter(|e| !e.is_empty()) {
+        return Err(CaptureError::NavigationFailed(error).into());
+    }
+    if nav.is_download == Some(true) {
+        return Err(CaptureError::NavigationFailed("the URL is a download, not a page".into()).into());
+    }
+    // Same-document navigations have no loader and no lifecycle to wait for.
+    let Some(loader) = nav.loader_id else {
+        return Ok(());
+    };
+    let wanted = match spec.wait_until {
+        WaitUntil::Load => "load",
+        WaitUntil::DomContentLoaded => "DOMContentLoaded",
+        WaitUntil::NetworkIdle => "networkIdle",
+    };
+    while let Some(event) = lifecycle.next().await {
+        if event.frame_id == nav.frame_id && event.loader_id == loader && event.name == wanted {
+            return Ok(());
+        }
+    }
+    Err(Failure::Cdp(CdpError::NoResponse))
+}
+
+async fn prepare_page(
+    page: &Page,
+    spec: &CaptureSpec,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
+    if let Some(selector) = &spec.wait_for_selector {
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !wait_for_element(page, selector, budget).await? {
+            return Err(CaptureError::SelectorNotFound(selector.clone()).into());
+        }
+    }
+    if spec.scroll_to_load {
+        let script = format!(
+            r#"(async () => {{
+                const maxY = {max};
+                const pause = ms => new Promise(r => setTimeout(r, ms));
+                let y = 0;
+                for (let i = 0; i < 400; i++) {{
+                    const h = Math.min(document.documentElement.scrollHeight, maxY);
+                    if (y + innerHeight >= h) break;
+                    y += innerHeight;
+                    window.scrollTo(0, y);
+                    await pause(100);
+                }}
+                window.scrollTo(0, 0);
+                const pending = Array.from(document.images).filter(i => !i.complete);
+                await Promise.race([
+                    Promise.all(pending.map(i => new Promise(r => {{
+                        i.addEventListener('load', r, {{ once: true }});
+                        i.addEventListener('error', r, {{ once: true }});
+                    }}))),
+                    pause(3000),
+                ]);
+                return true;
+            }})()"#,
+            max = spec.max_full_page_height
+        );
+        evaluate(page, script, true).await?;
+    }
+    let mut css = String::new();
+    for selector in &spec.hide_selectors {
+        // One rule per selector: an invalid one must not void the others.
+        css.push_str(selector);
+        css.push_str(" { visibility: hidden !important; }\n");
+    }
+    if let Some(extra) = &spec.css {
+        css.push_str(extra);
+    }
+    if !css.is_empty() {
+        let script = format!(
+            "(() => {{ const s = document.createElement('style'); s.textContent = {}; \
+             (document.head || document.documentElement).appendChild(s); return true; }})()",
+            js_string(&css)
+        );
+        evaluate(page, script, false).await?;
+    }
+    if let Some(js) = &spec.js {
+        evaluate(page, js.clone(), true)
+            .await
+            .map_err(|f| match f {
+                Failure::Capture(CaptureError::ScriptFailed(msg)) => {
+                    Failure::Capture(CaptureError::ScriptFailed(msg))
+                }
+                other => other,
+            })?;
+    }
+    Ok(())
+}
+
+async fn shoot(
+    page: &Page,
+    spec: &CaptureSpec,
+    settings: CaptureSettings,
+    deadline: tokio::time::Instant,
+) -> Result<Rendered> {
+    let dsf = spec.device_scale_factor;
+    let region = if let Some(selector) = &spec.selector {
+        let budget = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(settings.element_wait);
+        Some(element_region(page, selector, budget).await?)
+    } else if spec.full_page {
+        let metrics = page.execute(GetLayoutMetricsParams::default()).await?.result;
+        Some(Region {
+            x: 0.0,
+            y: 0.0,
+            width: f64::from(spec.width),
+            height: metrics.css_content_size.height.max(1.0),
+        })
+    } else {
+        None
+    };
+
+    let Some(mut region) = region else {
+        // Viewport capture: one call, no clip.
+        let image = screenshot(page, spec, settings, None).await?;
+        return finish(image, spec, settings, false).await;
+    };
+
+    // Cut at the configured height, the format's limit and the stitching budget.
+    let mut truncated = false;
+    let format_max = f64::from(spec.format.max_dimension()) / dsf;
+    let stitch_max = MAX_STITCH_PIXELS as f64 / (region.width * dsf * dsf).max(1.0);
+    let limit = f64::from(spec.max_full_page_height)
+        .min(format_max)
+        .min(stitch_max)
+        .floor();
+    if region.height > limit {
+        region.height = limit;
+        truncated = true;
+    }
+
+    let tile_css = (f64::from(settings.max_tile_height) / dsf).floor();
+    if region.height <= tile_css {
+        let image = screenshot(page, spec, settings, Some(region)).await?;
+        return finish(image, spec, settings, truncated).await;
+    }
+    tiled(page, spec, region, tile_css, truncated).await
+}
+
+/// Captures `region` strip by strip and stitches the strips in Rust.
+async fn tiled(
+    page: &Page,
+    spec: &CaptureSpec,
+    region: Region,
+    tile_css: f64,
+    truncated: bool,
+) -> Result<Rendered> {
+    let dsf = spec.device_scale_factor;
+    let width_px = (region.width * dsf).round() as u32;
+    let height_px = (region.height * dsf).round() as u32;
+    let mut canvas = image::RgbaImage::new(width_px, height_px);
+    let mut offset = 0.0;
+    while offset < region.height {
+        let strip = Region {
+            x: region.x,
+            y: region.y + offset,
+            width: region.width,
+            height: tile_css.min(region.height - offset),
+        };
+        let params = CaptureScreenshotParams {
+            format: Some(CaptureScreenshotFormat::Png),
+            quality: None,
+            clip: Some(viewport(strip)),
+            from_surface: Some(true),
+            capture_beyond_viewport: Some(true),
+            optimize_for_speed: Some(true),
+        };
+        let bytes = decode_base64(page.execute(params).await?.result.data.as_ref())?;
+        let top = (offset * dsf).round() as u32;
+        canvas = tokio::task::spawn_blocking(move || {
+            let tile = encode::decode(&bytes)?;
+            encode::blit(&mut canvas, &tile, top);
+            Ok::<_, encode::EncodeError>(canvas)
+        })
+        .await
+        .map_err(|e| CaptureError::Internal(e.to_string()))?
+        .map_err(|e| CaptureError::Internal(e.to_string()))?;
+        offset += strip.height;
+    }
+    let format = spec.format;
+    let quality = spec.quality;
+    let opaque = !spec.omit_background || format == ImageFormat::Jpeg;
+    let image = tokio::task::spawn_blocking(move || encode::encode(&canvas, format, quality, opaque))
+        .await
+        .map_err(|e| CaptureError::Internal(e.to_string()))?
+        .map_err(|e| CaptureError::Internal(e.to_string()))?;
+    Ok(Rendered {
+        image,
+        width: width_px,
+        height: height_px,
+        truncated,
+    })
+}
+
+async fn screenshot(
+    page: &Page,
+    spec: &CaptureSpec,
+    settings: CaptureSettings,
+    region: Option<Region>,
+) -> Result<Vec<u8>> {
+    let fast_png = spec.format == ImageFormat::Png && settings.png_encoder == PngEncoder::Rust;
+    let params = CaptureScreenshotParams {
+        format: Some(match spec.format {
+            ImageFormat::Png => CaptureScreenshotFormat::Png,
+            ImageFormat::Jpeg => CaptureScreenshotFormat::Jpeg,
+            ImageFormat::Webp => CaptureScreenshotFormat::Webp,
+        }),
+        quality: match spec.format {
+            ImageFormat::Png => None,
+            _ => Some(i64::from(spec.quality.unwrap_or(80))),
+        },
+        clip: region.map(viewport),
+        from_surface: Some(true),
+        capture_beyond_viewport: Some(region.is_some()),
+        optimize_for_speed: Some(fast_png),
+    };
+    let data = page.execute(params).await?.result.data;
+    decode_base64(data.as_ref())
+}
+
+/// Final touches on the blocking pool: PNG recompression (when configured) and measuring.
+async fn finish(
+    image: Vec<u8>,
+    spec: &CaptureSpec,
+    settings: CaptureSettings,
+    truncated: bool,
+) -> Result<Rendered> {
+    let recompress = spec.format == ImageFormat::Png && settings.png_encoder == PngEncoder::Rust;
+    let image = if recompress {
+        tokio::task::spawn_blocking(move || encode::recompress_png(&image))
+            .await
+            .map_err(|e| CaptureError::Internal(e.to_string()))?
+            .map_err(|e| CaptureError::Internal(e.to_string()))?
+    } else {
+        image
+    };
+    let size = imagesize::blob_size(&image)
+        .map_err(|e| CaptureError::Internal(format!("unreadable image from Chromium: {e}")))?;
+    Ok(Rendered {
+        width: size.width as u32,
+        height: size.height as u32,
+        image,
+        truncated,
+    })
+}
+
+fn viewport(region: Region) -> Viewport {
+    Viewport {
+        x: region.x,
+        y: region.y,
+        width: region.width,
+        height: region.height,
+        scale: 1.0,
+    }
+}
+
+fn decode_base64(data: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| CaptureError::Internal(format!("bad screenshot data: {e}")).into())
+}
+
+/// Waits until `selector` matches, polling inside the page. `Ok(false)` when time runs out.
+async fn wait_for_element(page: &Page, selector: &str, budget: Duration) -> Result<bool> {
+    let script = format!(
+        r#"new Promise((resolve, reject) => {{
+            const sel = {sel};
+            const until = Date.now() + {ms};
+            const check = () => {{
+                let found;
+                try {{ found = document.querySelector(sel); }} catch (e) {{ reject(e); return; }}
+                if (found) resolve(true);
+                else if (Date.now() >= until) resolve(false);
+                else setTimeout(check, 25);
+            }};
+            check();
+        }})"#,
+        sel = js_string(selector),
+        ms = budget.as_millis()
+    );
+    match evaluate(page, script, true).await {
+        Ok(value) => Ok(value.as_bool().unwrap_or(false)),
+        Err(Failure::Capture(CaptureError::ScriptFailed(_))) => {
+            Err(CaptureError::InvalidSelector(selector.to_string()).into())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+async fn element_region(page: &Page, selector: &str, budget: Duration) -> Result<Region> {
+    if !wait_for_element(page, selector, budget).await? {
+        return Err(CaptureError::SelectorNotFound(selector.to_string()).into());
+    }
+    let script = format!(
+        "(() => {{ const el = document.querySelector({}); if (!el) return null; \
+         const r = el.getBoundingClientRect(); \
+         return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]; }})()",
+        js_string(selector)
+    );
+    let value = evaluate(page, script, false).await?;
+    let rect: Option<[f64; 4]> = serde_json::from_value(value).ok();
+    match rect {
+        Some([x, y, width, height]) if width >= 1.0 && height >= 1.0 => Ok(Region {
+            x: x.max(0.0),
+            y: y.max(0.0),
+            width,
+            height,
+        }),
+        _ => Err(CaptureError::SelectorNotFound(format!("{selector} (element has no visible size)")).into()),
+    }
+}
+
+/// Evaluates `expression` in the page; a thrown exception becomes [`CaptureError::ScriptFailed`].
+async fn evaluate(page: &Page, expression: String, await_promise: bool) -> Result<serde_json::Value> {
+    let mut params = EvaluateParams::new(expression);
+    params.await_promise = Some(await_promise);
+    params.return_by_value = Some(true);
+    let result = page.execute(params).await?.result;
+    if let Some(details) = result.exception_details {
+        let message = details
+            .exception
+            .as_ref()
+            .and_then(|e| e.description.clone())
+            .unwrap_or(details.text);
+        let first_line = message.lines().next().unwrap_or_default().to_string();
+        return Err(CaptureError::ScriptFailed(first_line).into());
+    }
+    Ok(result.result.value.unwrap_or(serde_json::Value::Null))
+}
+
+/// A string as a JavaScript literal.
+fn js_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}

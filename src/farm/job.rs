@@ -1,0 +1,222 @@
+//! What the farm is asked to do and what it answers: a validated [`CaptureSpec`], the [`Job`]
+//! that carries it through the queue with its deadline and reply path, and the outcome types.
+//! Nothing here knows HTTP; the API layer maps [`CaptureError`] codes to statuses.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use url::Url;
+
+/// Output image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    Webp,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Webp => "webp",
+        }
+    }
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "image/png",
+            ImageFormat::Jpeg => "image/jpeg",
+            ImageFormat::Webp => "image/webp",
+        }
+    }
+
+    /// Largest image side the format can encode, in pixels.
+    pub fn max_dimension(self) -> u32 {
+        match self {
+            ImageFormat::Png => 1 << 24,
+            ImageFormat::Jpeg => 65_535,
+            ImageFormat::Webp => 16_383,
+        }
+    }
+}
+
+/// Which page event ends the navigation wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitUntil {
+    Load,
+    DomContentLoaded,
+    NetworkIdle,
+}
+
+/// A cookie set before navigation. Without a domain it applies to the capture URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSpec {
+    pub name: String,
+    pub value: String,
+    pub domain: Option<String>,
+    pub path: Option<String>,
+    pub secure: Option<bool>,
+    pub http_only: Option<bool>,
+}
+
+/// A fully validated capture request; every field is within the configured caps.
+#[derive(Debug, Clone)]
+pub struct CaptureSpec {
+    pub url: Url,
+    pub format: ImageFormat,
+    /// JPEG/WebP quality 1–100.
+    pub quality: Option<u8>,
+    /// Viewport, CSS pixels.
+    pub width: u32,
+    pub height: u32,
+    pub device_scale_factor: f64,
+    pub full_page: bool,
+    /// Cut for full-page captures, CSS pixels.
+    pub max_full_page_height: u32,
+    pub selector: Option<String>,
+    pub wait_until: WaitUntil,
+    pub wait_for_selector: Option<String>,
+    pub delay: Duration,
+    pub dark_mode: bool,
+    pub hide_selectors: Vec<String>,
+    pub css: Option<String>,
+    pub js: Option<String>,
+    pub user_agent: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub cookies: Vec<CookieSpec>,
+    pub omit_background: bool,
+    pub scroll_to_load: bool,
+}
+
+/// A finished capture.
+#[derive(Debug, Clone)]
+pub struct CaptureOutput {
+    pub image: bytes::Bytes,
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    /// True when a full-page capture was cut at the configured or format maximum.
+    pub truncated: bool,
+    pub timings: Timings,
+}
+
+/// Where a job's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Enqueue → dispatch to a browser (summed over attempts).
+    pub queue: Duration,
+    /// Dispatch → image ready (the last attempt).
+    pub render: Duration,
+}
+
+/// Why a capture failed. Each variant has a stable [`code`](CaptureError::code).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CaptureError {
+    #[error("the capture queue is full")]
+    QueueFull { retry_after: Duration },
+    #[error("the capture did not finish within its timeout")]
+    Timeout,
+    #[error("navigation failed: {0}")]
+    NavigationFailed(String),
+    #[error("no element matches the selector `{0}`")]
+    SelectorNotFound(String),
+    #[error("`{0}` is not a valid CSS selector")]
+    InvalidSelector(String),
+    #[error("the browser crashed during the capture")]
+    BrowserCrashed,
+    #[error("the page script failed: {0}")]
+    ScriptFailed(String),
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("no browser is available")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl CaptureError {
+    /// The stable machine-readable code, also the `outcome` label of `shotfarm_captures_total`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CaptureError::QueueFull { .. } => "queue_full",
+            CaptureError::Timeout => "timeout",
+            CaptureError::NavigationFailed(_) => "navigation_failed",
+            CaptureError::SelectorNotFound(_) => "selector_not_found",
+            CaptureError::InvalidSelector(_) => "invalid_selector",
+            CaptureError::BrowserCrashed => "browser_crashed",
+            CaptureError::ScriptFailed(_) => "script_error",
+            CaptureError::ShuttingDown => "shutting_down",
+            CaptureError::Unavailable => "unavailable",
+            CaptureError::Internal(_) => "internal",
+        }
+    }
+}
+
+pub type CaptureResult = Result<CaptureOutput, CaptureError>;
+
+/// One capture travelling through the queue. It cannot be built without a deadline.
+#[derive(Debug)]
+pub struct Job {
+    /// The request id, carried into every log line of the job.
+    pub id: String,
+    pub spec: std::sync::Arc<CaptureSpec>,
+    /// When the job must be answered, whatever happens.
+    pub deadline: Instant,
+    /// When the job (re-)entered the queue.
+    pub enqueued_at: Instant,
+    /// Queue time of earlier attempts.
+    pub queued_before: Duration,
+    /// 0 for the first attempt, 1 for the single retry after a browser died under it.
+    pub attempt: u8,
+    reply: Option<oneshot::Sender<CaptureResult>>,
+}
+
+/// A job is refused when less than this remains before its deadline.
+pub const MIN_REMAINING: Duration = Duration::from_millis(50);
+
+impl Job {
+    /// A job and the receiver its result arrives on.
+    pub fn new(
+        id: String,
+        spec: CaptureSpec,
+        deadline: Instant,
+    ) -> (Job, oneshot::Receiver<CaptureResult>) {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            id,
+            spec: std::sync::Arc::new(spec),
+            deadline,
+            enqueued_at: Instant::now(),
+            queued_before: Duration::ZERO,
+            attempt: 0,
+            reply: Some(tx),
+        };
+        (job, rx)
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Answers the job. Later calls do nothing: a job is answered exactly once.
+    pub fn finish(&mut self, result: CaptureResult) {
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// True when the requester is no longer waiting (client gone).
+    pub fn abandoned(&self) -> bool {
+        self.reply.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // A job dropped on any path (a mailbox closed in shutdown, a task cancelled) still answers.
+        self.finish(Err(CaptureError::Internal("job dropped unanswered".into())));
+    }
+}

@@ -1,0 +1,168 @@
+//! Messages between the API, the supervisor and the browser actors. Routes hold only an
+//! `Addr<Supervisor>` and speak in these types.
+
+use actix::prelude::*;
+
+use super::job::{CaptureError, Job};
+
+/// Why a browser was (or is being) restarted: the `reason` label of
+/// `shotfarm_browser_restarts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    ProcessExited,
+    CdpDisconnected,
+    Unresponsive,
+    DeadlineOverrun,
+    Recycled,
+    MemoryLimit,
+    LaunchFailed,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::ProcessExited => "process_exited",
+            RestartReason::CdpDisconnected => "cdp_disconnected",
+            RestartReason::Unresponsive => "unresponsive",
+            RestartReason::DeadlineOverrun => "deadline_overrun",
+            RestartReason::Recycled => "recycled",
+            RestartReason::MemoryLimit => "memory_limit",
+            RestartReason::LaunchFailed => "launch_failed",
+        }
+    }
+
+    /// Planned restarts (policy decisions) are not failures and get no back-off.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            RestartReason::ProcessExited
+                | RestartReason::CdpDisconnected
+                | RestartReason::Unresponsive
+                | RestartReason::LaunchFailed
+        )
+    }
+}
+
+// ---- API → supervisor ----
+
+/// Enqueue a capture. Refused at once when the queue is full, the farm is shutting down, no
+/// browser can serve, or the job's deadline leaves no time.
+#[derive(Message)]
+#[rtype(result = "Result<(), CaptureError>")]
+pub struct Submit(pub Job);
+
+/// A snapshot of the farm for `/readyz` and tests.
+#[derive(Message)]
+#[rtype(result = "FarmStatus")]
+pub struct GetStatus;
+
+#[derive(Debug, Clone, Default)]
+pub struct FarmStatus {
+    /// Browsers able to take work now.
+    pub ready: usize,
+    pub total: usize,
+    pub queue_depth: usize,
+    pub in_flight: usize,
+    /// PIDs of running browser processes.
+    pub pids: Vec<u32>,
+    pub accepting: bool,
+}
+
+/// Graceful shutdown: stop accepting, drain up to `grace`, then close every browser.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub grace: std::time::Duration,
+}
+
+// ---- supervisor → browser ----
+
+/// Launch Chromium (no-op if running).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Launch;
+
+/// Run one capture on a free tab of generation `generation`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunCapture {
+    pub generation: u64,
+    pub job: Job,
+}
+
+/// Stop taking work, let in-flight captures finish, then kill the process and report
+/// [`BrowserDown`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart(pub RestartReason);
+
+/// Kill the browser now (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kill;
+
+// ---- browser → supervisor ----
+
+/// A browser is up with fresh tabs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BrowserUp {
+    pub index: usize,
+    pub generation: u64,
+    pub pid: u32,
+}
+
+/// A browser's process is gone (or never started).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BrowserDown {
+    pub index: usize,
+    pub generation: u64,
+    pub reason: RestartReason,
+}
+
+/// How a capture ended, for the restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotOutcome {
+    Success,
+    /// Failed for a reason of the page's (navigation, selector, script).
+    PageError,
+    /// Ran past its deadline; its tab was killed.
+    Overrun,
+}
+
+/// A tab is free again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SlotFreed {
+    pub index: usize,
+    pub generation: u64,
+    pub outcome: SlotOutcome,
+}
+
+/// The job's browser died under it: retry once elsewhere if its deadline allows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BrowserLost {
+    pub index: usize,
+    pub generation: u64,
+    pub job: Job,
+}
+
+/// A job given to a browser that could not take it (it was restarting): queue it again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Bounce {
+    pub index: usize,
+    pub generation: u64,
+    pub job: Job,
+}
+
+/// Resident memory of a browser's process tree.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemorySample {
+    pub index: usize,
+    pub generation: u64,
+    pub bytes: u64,
+}

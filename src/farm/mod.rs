@@ -1,0 +1,81 @@
+//! The capture farm: a supervisor actor over a fleet of browser actors, each owning one Chromium.
+//! Only this module knows chromiumoxide. The API talks to it through [`Farm`] (an address and
+//! message types), never through actor structs.
+//!
+//! - [`job`]: what a capture is (validated spec, deadline, reply) and its outcomes.
+//! - [`messages`]: everything the actors say to each other and to the API.
+//! - [`supervisor`]: queue, dispatch, deadlines, restart policy.
+//! - [`browser`]: one Chromium's lifecycle, its spare tabs, captures on tokio tasks.
+//! - [`process`]: launching and killing Chromium processes (parent-death signal, process groups).
+//! - [`tab`]: the fresh browser context each capture runs in.
+//! - [`capture`]: the CDP steps of one capture.
+//! - [`encode`]: PNG recompression, tile stitching and encoding in Rust.
+//! - [`proc_tree`]: memory of a browser's process tree.
+
+pub mod browser;
+pub mod capture;
+pub mod encode;
+pub mod job;
+pub mod messages;
+pub mod proc_tree;
+pub mod process;
+pub mod supervisor;
+pub mod tab;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::config::Config;
+use crate::telemetry::Metrics;
+use browser::BrowserSettings;
+use capture::CaptureSettings;
+pub use job::{CaptureError, CaptureOutput, CaptureResult, CaptureSpec, Job};
+pub use messages::FarmStatus;
+use supervisor::Supervisor;
+
+/// The handle the rest of the daemon holds: a cloneable address of the supervisor.
+#[derive(Clone)]
+pub struct Farm {
+    supervisor: Addr<Supervisor>,
+}
+
+impl Farm {
+    /// Starts the supervisor (and through it every browser) on the current actix system.
+    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Farm {
+        let settings = BrowserSettings {
+            chromium: config.chromium.clone(),
+            tabs: config.farm.tabs_per_browser,
+            capture: CaptureSettings {
+                png_encoder: config.capture.png_encoder,
+                max_tile_height: config.capture.max_tile_height,
+                element_wait: Duration::from_millis(config.capture.element_wait_ms),
+            },
+            probe_interval: Duration::from_millis(config.farm.probe_interval_ms),
+            probe_timeout: Duration::from_millis(config.farm.probe_timeout_ms),
+        };
+        let supervisor = Supervisor::new(config.farm.clone(), settings, metrics).start();
+        Farm { supervisor }
+    }
+
+    /// Queues a job; its result arrives on the receiver returned by [`Job::new`].
+    pub async fn submit(&self, job: Job) -> Result<(), CaptureError> {
+        self.supervisor
+            .send(messages::Submit(job))
+            .await
+            .unwrap_or(Err(CaptureError::ShuttingDown))
+    }
+
+    pub async fn status(&self) -> FarmStatus {
+        self.supervisor
+            .send(messages::GetStatus)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting, drains for up to `grace`, then closes every browser.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.supervisor.send(messages::Shutdown { grace }).await;
+    }
+}

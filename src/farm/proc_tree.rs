@@ -1,0 +1,80 @@
+//! Resident memory of a process and all its descendants, read from `/proc` (Linux only).
+//! Chromium splits into a browser, a zygote, renderers and utilities; the memory limit applies
+//! to the whole tree.
+
+use std::collections::HashMap;
+
+/// Sum of resident set sizes of `root` and its descendants, in bytes (0 if unreadable).
+pub fn tree_rss_bytes(root: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let page = page_size();
+    let mut parent_of: HashMap<u32, u32> = HashMap::new();
+    let mut rss_of: HashMap<u32, u64> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest[0] = state (field 3), rest[1] = ppid (4), rest[21] = rss in pages (24).
+        let (Some(ppid), Some(rss)) = (
+            fields.get(1).and_then(|s| s.parse::<u32>().ok()),
+            fields.get(21).and_then(|s| s.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        parent_of.insert(pid, ppid);
+        rss_of.insert(pid, rss * page);
+    }
+    rss_of
+        .iter()
+        .filter(|(pid, _)| descends_from(**pid, root, &parent_of))
+        .map(|(_, rss)| *rss)
+        .sum()
+}
+
+fn descends_from(mut pid: u32, root: u32, parent_of: &HashMap<u32, u32>) -> bool {
+    for _ in 0..64 {
+        if pid == root {
+            return true;
+        }
+        match parent_of.get(&pid) {
+            Some(&ppid) if ppid != 0 && ppid != pid => pid = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_tree_has_memory() {
+        assert!(tree_rss_bytes(std::process::id()) > 1024 * 1024);
+    }
+
+    #[test]
+    fn missing_process_has_none() {
+        assert_eq!(tree_rss_bytes(u32::MAX - 1), 0);
+    }
+}

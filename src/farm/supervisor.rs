@@ -1,0 +1,443 @@
+//! The supervisor actor: owns the fleet, the bounded FIFO queue, job deadlines, dispatch to free
+//! tabs, and the restart policy (exponential back-off, unhealthy marking, recycling after N
+//! captures, memory limit, repeated overruns). It knows nothing of Chromium or HTTP: browsers are
+//! addresses that say "up", "down", "slot freed".
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::browser::{BrowserActor, BrowserSettings};
+use super::job::{CaptureError, Job, MIN_REMAINING};
+use super::messages::*;
+use crate::config::FarmConfig;
+use crate::telemetry::Metrics;
+
+/// A retry after a browser died is only worth it with this much time left.
+const MIN_RETRY_REMAINING: Duration = Duration::from_millis(500);
+/// How often queued jobs are checked against their deadlines.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Ready,
+    Draining,
+    Restarting,
+}
+
+/// The supervisor's view of one browser.
+struct Slot {
+    addr: Addr<BrowserActor>,
+    state: State,
+    generation: u64,
+    /// Tabs that can take a job now.
+    free: usize,
+    captures: u64,
+    overruns: u32,
+    /// Consecutive failures (crashes, failed launches) since the last successful capture.
+    failures: u32,
+    pid: u32,
+}
+
+pub struct Supervisor {
+    farm: FarmConfig,
+    browser_settings: BrowserSettings,
+    metrics: Arc<Metrics>,
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    accepting: bool,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Supervisor {
+    pub fn new(farm: FarmConfig, browser_settings: BrowserSettings, metrics: Arc<Metrics>) -> Self {
+        Supervisor {
+            farm,
+            browser_settings,
+            metrics,
+            slots: Vec::new(),
+            queue: VecDeque::new(),
+            accepting: true,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn is_unhealthy(&self, slot: &Slot) -> bool {
+        slot.failures >= self.farm.unhealthy_after
+    }
+
+    fn publish_gauges(&self) {
+        let mut counts = [0i64; 5];
+        for slot in &self.slots {
+            let i = if self.is_unhealthy(slot) && slot.state != State::Ready {
+                4
+            } else {
+                match slot.state {
+                    State::Starting => 0,
+                    State::Ready => 1,
+                    State::Draining => 2,
+                    State::Restarting => 3,
+                }
+            };
+            counts[i] += 1;
+        }
+        for (state, count) in crate::telemetry::metrics::BROWSER_STATES.iter().zip(counts) {
+            self.metrics.browsers.with_label_values(&[state]).set(count);
+        }
+        self.metrics.queue_depth.set(self.queue.len() as i64);
+    }
+
+    /// Hands queued jobs to free tabs, least-loaded browser first. Invariant afterwards: the
+    /// queue is empty or no ready browser has a free tab.
+    fn dispatch(&mut self) {
+        while let Some(job) = self.queue.front() {
+            if job.remaining() < MIN_REMAINING || job.abandoned() {
+                if let Some(mut job) = self.queue.pop_front() {
+                    job.finish(Err(CaptureError::Timeout));
+                }
+                continue;
+            }
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state == State::Ready && s.free > 0)
+                .max_by_key(|(i, s)| (s.free, std::cmp::Reverse(*i)))
+                .map(|(i, _)| i);
+            let Some(index) = best else { break };
+            let Some(mut job) = self.queue.pop_front() else { break };
+            let waited = job.enqueued_at.elapsed();
+            job.queued_before += waited;
+            self.metrics
+                .queue_wait_seconds
+                .observe(waited.as_secs_f64());
+            let slot = &mut self.slots[index];
+            slot.free -= 1;
+            slot.addr.do_send(RunCapture {
+                generation: slot.generation,
+                job,
+            });
+        }
+        self.publish_gauges();
+    }
+
+    /// Drops jobs whose deadline has passed while they waited.
+    fn sweep(&mut self) {
+        let before = self.queue.len();
+        let mut kept = VecDeque::with_capacity(before);
+        for mut job in self.queue.drain(..) {
+            if job.remaining() < MIN_REMAINING || job.abandoned() {
+                job.finish(Err(CaptureError::Timeout));
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.queue = kept;
+        if self.queue.len() != before {
+            self.publish_gauges();
+        }
+    }
+
+    /// Policy: take the browser out of dispatch and have it restart once drained.
+    fn restart(&mut self, index: usize, reason: RestartReason) {
+        let slot = &mut self.slots[index];
+        if slot.state != State::Ready {
+            return;
+        }
+        tracing::info!(browser = index, reason = reason.as_str(), captures = slot.captures, "restarting browser");
+        slot.state = State::Draining;
+        slot.free = 0;
+        slot.addr.do_send(Restart(reason));
+        self.publish_gauges();
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let exp = failures.saturating_sub(1).min(20);
+        let ms = self
+            .farm
+            .restart_backoff_min_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.farm.restart_backoff_max_ms);
+        Duration::from_millis(ms)
+    }
+
+    fn status(&self) -> FarmStatus {
+        FarmStatus {
+            ready: self.slots.iter().filter(|s| s.state == State::Ready).count(),
+            total: self.slots.len(),
+            queue_depth: self.queue.len(),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            pids: self.slots.iter().filter(|s| s.pid != 0).map(|s| s.pid).collect(),
+            accepting: self.accepting,
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Every job is answered: those still queued when the supervisor stops fail cleanly.
+        ctx.set_mailbox_capacity(4096);
+        for index in 0..self.farm.browsers {
+            let addr = BrowserActor::new(
+                index,
+                self.browser_settings.clone(),
+                ctx.address(),
+                self.metrics.clone(),
+                self.in_flight.clone(),
+            )
+            .start();
+            addr.do_send(Launch);
+            self.slots.push(Slot {
+                addr,
+                state: State::Starting,
+                generation: 0,
+                free: 0,
+                captures: 0,
+                overruns: 0,
+                failures: 0,
+                pid: 0,
+            });
+        }
+        ctx.run_interval(SWEEP_INTERVAL, |act, _| act.sweep());
+        self.publish_gauges();
+    }
+}
+
+impl Handler<Submit> for Supervisor {
+    type Result = Result<(), CaptureError>;
+
+    fn handle(&mut self, Submit(mut job): Submit, _: &mut Context<Self>) -> Self::Result {
+        if !self.accepting {
+            return Err(CaptureError::ShuttingDown);
+        }
+        if job.remaining() < MIN_REMAINING {
+            // A job must carry a usable deadline; one already spent is refused, not queued.
+            return Err(CaptureError::Timeout);
+        }
+        if self.slots.iter().all(|s| self.is_unhealthy(s) && s.state != State::Ready) {
+            return Err(CaptureError::Unavailable);
+        }
+        if self.queue.len() >= self.farm.queue_capacity {
+            return Err(CaptureError::QueueFull {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        job.enqueued_at = Instant::now();
+        self.queue.push_back(job);
+        self.dispatch();
+        Ok(())
+    }
+}
+
+impl Handler<GetStatus> for Supervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<BrowserUp> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BrowserUp, _: &mut Context<Self>) {
+        let tabs = self.browser_settings.tabs;
+        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        if msg.generation < slot.generation {
+            return;
+        }
+        slot.generation = msg.generation;
+        slot.state = State::Ready;
+        slot.free = tabs;
+        slot.captures = 0;
+        slot.overruns = 0;
+        slot.pid = msg.pid;
+        if !self.accepting && self.queue.is_empty() {
+            self.publish_gauges();
+            return;
+        }
+        self.dispatch();
+    }
+}
+
+impl Handler<BrowserDown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BrowserDown, ctx: &mut Context<Self>) {
+        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        if msg.generation < slot.generation {
+            return;
+        }
+        slot.generation = msg.generation;
+        slot.state = State::Restarting;
+        slot.free = 0;
+        slot.pid = 0;
+        if msg.reason.is_failure() {
+            slot.failures = slot.failures.saturating_add(1);
+        }
+        let failures = slot.failures;
+        self.metrics
+            .browser_restarts_total
+            .with_label_values(&[msg.reason.as_str()])
+            .inc();
+        if failures == self.farm.unhealthy_after {
+            tracing::error!(browser = msg.index, failures, "browser is unhealthy: it keeps failing");
+        }
+        self.publish_gauges();
+        if !self.accepting {
+            return;
+        }
+        let delay = self.backoff(failures);
+        let index = msg.index;
+        tracing::info!(browser = index, reason = msg.reason.as_str(), delay_ms = delay.as_millis() as u64, "browser down; relaunching");
+        ctx.run_later(delay, move |act, _| {
+            if !act.accepting {
+                return;
+            }
+            if let Some(slot) = act.slots.get_mut(index) {
+                if slot.state == State::Restarting {
+                    slot.state = State::Starting;
+                    slot.addr.do_send(Launch);
+                }
+            }
+            act.publish_gauges();
+        });
+    }
+}
+
+impl Handler<SlotFreed> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SlotFreed, _: &mut Context<Self>) {
+        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        if msg.generation != slot.generation || slot.state != State::Ready {
+            return;
+        }
+        slot.free += 1;
+        slot.captures += 1;
+        match msg.outcome {
+            SlotOutcome::Success => {
+                slot.overruns = 0;
+                slot.failures = 0;
+            }
+            SlotOutcome::PageError => {}
+            SlotOutcome::Overrun => slot.overruns += 1,
+        }
+        let (overruns, captures) = (slot.overruns, slot.captures);
+        if overruns >= self.farm.max_overruns {
+            self.restart(msg.index, RestartReason::DeadlineOverrun);
+        } else if self.farm.recycle_after > 0 && captures >= self.farm.recycle_after {
+            self.restart(msg.index, RestartReason::Recycled);
+        }
+        self.dispatch();
+    }
+}
+
+impl Handler<BrowserLost> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BrowserLost, _: &mut Context<Self>) {
+        let mut job = msg.job;
+        if self.accepting_or_draining() && job.attempt == 0 && job.remaining() >= MIN_RETRY_REMAINING {
+            tracing::info!(request_id = %job.id, from_browser = msg.index, "retrying on another browser");
+            job.attempt = 1;
+            job.enqueued_at = Instant::now();
+            self.queue.push_front(job);
+            self.dispatch();
+        } else {
+            job.finish(Err(CaptureError::BrowserCrashed));
+        }
+    }
+}
+
+impl Supervisor {
+    /// While draining for shutdown, accepted jobs are still served (and retried).
+    fn accepting_or_draining(&self) -> bool {
+        self.accepting || self.slots.iter().any(|s| s.state == State::Ready)
+    }
+}
+
+impl Handler<Bounce> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Bounce, _: &mut Context<Self>) {
+        if let Some(slot) = self.slots.get_mut(msg.index) {
+            if slot.generation == msg.generation && slot.state == State::Ready {
+                slot.free += 1;
+            }
+        }
+        let mut job = msg.job;
+        job.enqueued_at = Instant::now();
+        self.queue.push_front(job);
+        self.dispatch();
+    }
+}
+
+impl Handler<MemorySample> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemorySample, _: &mut Context<Self>) {
+        let limit = self.farm.max_browser_memory_mb.saturating_mul(1024 * 1024);
+        let current = self
+            .slots
+            .get(msg.index)
+            .is_some_and(|s| s.generation == msg.generation);
+        if limit > 0 && msg.bytes > limit && current {
+            tracing::warn!(browser = msg.index, bytes = msg.bytes, limit, "browser over its memory limit");
+            self.restart(msg.index, RestartReason::MemoryLimit);
+        }
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.accepting = false;
+        let until = Instant::now() + msg.grace;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut done_tx = Some(done_tx);
+        tracing::info!(
+            queued = self.queue.len(),
+            in_flight = self.in_flight.load(Ordering::SeqCst),
+            "draining captures"
+        );
+        // Accepted jobs (queued and running) may finish until the grace period ends.
+        ctx.run_interval(Duration::from_millis(20), move |act, ctx| {
+            let drained = act.queue.is_empty() && act.in_flight.load(Ordering::SeqCst) == 0;
+            let Some(tx) = done_tx.take_if(|_| drained || Instant::now() >= until) else {
+                return;
+            };
+            for mut job in act.queue.drain(..) {
+                job.finish(Err(CaptureError::ShuttingDown));
+            }
+            let addrs: Vec<_> = act.slots.iter().map(|s| s.addr.clone()).collect();
+            for slot in &mut act.slots {
+                slot.state = State::Restarting;
+                slot.free = 0;
+                slot.pid = 0;
+            }
+            act.publish_gauges();
+            ctx.spawn(
+                async move {
+                    futures::future::join_all(addrs.iter().map(|a| a.send(Kill))).await;
+                    tracing::info!("all browsers closed");
+                    let _ = tx.send(());
+                }
+                .into_actor(act),
+            );
+        });
+        Box::pin(async move {
+            let _ = done_rx.await;
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! A capture's private tab: a fresh browser context (no cookies, cache or storage shared with any
+//! other capture) holding one about:blank page. Tabs are prepared while the browser is idle, so
+//! isolation costs nothing on the request path, and disposed (context and page together) after use.
+
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::page::SetLifecycleEventsEnabledParams;
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
+};
+use chromiumoxide::{Browser, Page};
+
+/// Longest time preparing or disposing a tab may take before the browser counts as wedged.
+pub const TAB_OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A page in its own browser context, ready to navigate.
+pub struct PreparedTab {
+    pub context_id: BrowserContextId,
+    pub page: Page,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TabError {
+    #[error("browser did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("devtools: {0}")]
+    Cdp(#[from] chromiumoxide::error::CdpError),
+}
+
+/// Creates a fresh context and a blank page in it.
+pub async fn prepare(browser: &Browser) -> Result<PreparedTab, TabError> {
+    tokio::time::timeout(TAB_OP_TIMEOUT, async {
+        let context_id = browser
+            .create_browser_context(CreateBrowserContextParams::default())
+            .await?;
+        let mut params = CreateTargetParams::new("about:blank");
+        params.browser_context_id = Some(context_id.clone());
+        let page = match browser.new_page(params).await {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = browser
+                    .execute(DisposeBrowserContextParams::new(context_id))
+                    .await;
+                return Err(e.into());
+            }
+        };
+        page.execute(SetLifecycleEventsEnabledParams::new(true))
+            .await?;
+        Ok(PreparedTab { context_id, page })
+    })
+    .await
+    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?
+}
+
+/// Closes the tab's context and with it its page, cookies, cache and storage.
+pub async fn dispose(browser: &Browser, tab: PreparedTab) -> Result<(), TabError> {
+    tokio::time::timeout(TAB_OP_TIMEOUT, async {
+        browser
+            .execute(DisposeBrowserContextParams::new(tab.context_id))
+            .await?;
+        Ok(())
+    })
+    .await
+    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?
+}

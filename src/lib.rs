@@ -1,0 +1,15 @@
+//! shotfarm: a self-hosted screenshot API.
+//!
+//! Crate map (start reading at [`app`]):
+//! - [`config`]: typed configuration, defaults, validation that reports every problem at once.
+//! - [`app`]: wiring — the actix system on a tokio runtime, the farm, both HTTP listeners, and
+//!   the shutdown order.
+//! - [`api`]: the only module that knows HTTP (warp): routes, request options, error mapping.
+//! - [`farm`]: the supervised Chromium fleet; the only module that knows chromiumoxide.
+//! - [`telemetry`]: logging setup and the Prometheus registry.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod farm;
+pub mod telemetry;

@@ -1,0 +1,163 @@
+//! The daemon's Prometheus registry. One [`Metrics`] per daemon (not a global), so several daemons
+//! in one test process keep separate counts.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets for capture latencies, in seconds: 5 ms … 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs waiting for a free tab.
+    pub queue_depth: IntGauge,
+    /// Captures currently running in a browser.
+    pub captures_in_flight: IntGauge,
+    /// Finished captures by outcome (`success` or an error code).
+    pub captures_total: IntCounterVec,
+    /// Time from enqueue to dispatch.
+    pub queue_wait_seconds: Histogram,
+    /// Time from dispatch to image ready.
+    pub render_seconds: HistogramVec,
+    /// Browsers by lifecycle state.
+    pub browsers: IntGaugeVec,
+    /// Browser restarts by reason.
+    pub browser_restarts_total: IntCounterVec,
+    /// Resident memory of each browser's process tree.
+    pub browser_memory_bytes: IntGaugeVec,
+    /// HTTP requests by route and status.
+    pub http_requests_total: IntCounterVec,
+    /// HTTP request duration by route.
+    pub http_request_duration_seconds: HistogramVec,
+}
+
+/// The closed set of browser states exported in `shotfarm_browsers{state}`.
+pub const BROWSER_STATES: &[&str] = &["starting", "ready", "draining", "restarting", "unhealthy"];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let queue_depth = IntGauge::new("shotfarm_queue_depth", "Jobs waiting for a free tab")
+            .expect("static metric definition");
+        let captures_in_flight =
+            IntGauge::new("shotfarm_captures_in_flight", "Captures running in a browser")
+                .expect("static metric definition");
+        let captures_total = IntCounterVec::new(
+            Opts::new("shotfarm_captures_total", "Finished captures by outcome"),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let queue_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "shotfarm_queue_wait_seconds",
+                "Time a job waited in the queue before a browser took it",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        let render_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "shotfarm_render_seconds",
+                "Time from dispatch to a finished image (navigation, waits, capture, encoding)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["format"],
+        )
+        .expect("static metric definition");
+        let browsers = IntGaugeVec::new(
+            Opts::new("shotfarm_browsers", "Browsers by state"),
+            &["state"],
+        )
+        .expect("static metric definition");
+        let browser_restarts_total = IntCounterVec::new(
+            Opts::new("shotfarm_browser_restarts_total", "Browser restarts by reason"),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let browser_memory_bytes = IntGaugeVec::new(
+            Opts::new(
+                "shotfarm_browser_memory_bytes",
+                "Resident memory of a browser's process tree",
+            ),
+            &["browser"],
+        )
+        .expect("static metric definition");
+        let http_requests_total = IntCounterVec::new(
+            Opts::new("shotfarm_http_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .expect("static metric definition");
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "shotfarm_http_request_duration_seconds",
+                "HTTP request duration by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new("shotfarm_build_info", "Build information"),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for collector in [
+            Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(captures_in_flight.clone()),
+            Box::new(captures_total.clone()),
+            Box::new(queue_wait_seconds.clone()),
+            Box::new(render_seconds.clone()),
+            Box::new(browsers.clone()),
+            Box::new(browser_restarts_total.clone()),
+            Box::new(browser_memory_bytes.clone()),
+            Box::new(http_requests_total.clone()),
+            Box::new(http_request_duration_seconds.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        for state in BROWSER_STATES {
+            browsers.with_label_values(&[state]).set(0);
+        }
+        Metrics {
+            registry,
+            queue_depth,
+            captures_in_flight,
+            captures_total,
+            queue_wait_seconds,
+            render_seconds,
+            browsers,
+            browser_restarts_total,
+            browser_memory_bytes,
+            http_requests_total,
+            http_request_duration_seconds,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
