@@ -1,1 +1,702 @@
-fn main(){}
+//! Load benchmark of the whole daemon against the raw Chromium limit and a naive baseline.
+//!
+//! Everything runs on loopback and in one process, in phases so that only one fleet of browsers
+//! is alive at a time (the machine has few cores):
+//!
+//! 1. **raw**: chromiumoxide alone — 2 browsers × 2 warm tabs (the daemon's fleet), each tab
+//!    looping `goto` (waits for `load`) + `Page.captureScreenshot` (PNG, Chromium's default
+//!    encoding). No HTTP, no queue: the limit the daemon can approach.
+//! 2. **ours**: the real daemon (`shotfarm::app::run`) on its own thread, driven over HTTP by
+//!    reqwest with `GET /api/v1/screenshot`, with the default `png_encoder = rust`, then again
+//!    with `png_encoder = chromium` (c=1 and c=8 only).
+//! 3. **naive**: a fresh Chromium per capture (launch, page, navigate, capture, kill), sequential.
+//!
+//! Latency counts from the moment a request is issued (so queueing for a tab is included, for raw
+//! as for ours) until the PNG bytes are in hand. Output: ratios of one run (absolute numbers are
+//! printed alongside). Counts can be scaled down with `CAPTURE_LOAD_SCALE=0.5`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::page::{CaptureScreenshotFormat, CaptureScreenshotParams};
+use chromiumoxide::cdp::browser_protocol::target::{CreateBrowserContextParams, CreateTargetParams};
+use chromiumoxide::handler::HandlerConfig;
+use chromiumoxide::{Browser, Page};
+use futures::StreamExt;
+use shotfarm::app::Bound;
+use shotfarm::config::{ChromiumConfig, Config, PngEncoder};
+use shotfarm::farm::process::ChromiumProcess;
+use tokio::sync::{mpsc, oneshot};
+use warp::Filter;
+
+const WIDTH: i64 = 1280;
+const HEIGHT: i64 = 800;
+const BROWSERS: usize = 2;
+const TABS_PER_BROWSER: usize = 2;
+const LEVELS: [usize; 4] = [1, 2, 4, 8];
+/// Bound on any single capture; a capture slower than this fails the bench.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+const TINY_PAGE: &str = "<!doctype html><html><head><meta charset=utf-8><title>tiny</title></head>\
+<body style=\"font:16px sans-serif;margin:40px\"><h1>Hello</h1><p>A tiny page for the capture bench.</p></body></html>";
+
+/// A deterministic ~50 KB marketing-style page: header, hero, feature cards with inline SVG,
+/// long text sections, a pricing table and a footer. No external requests.
+fn landing_page() -> String {
+    const WORDS: &[&str] = &[
+        "cloud", "render", "fleet", "browser", "capture", "pixel", "latency", "queue", "secure",
+        "scale", "deploy", "team", "workflow", "insight", "metric", "archive", "preview", "social",
+        "card", "thumbnail", "design", "quality", "reliable", "fast", "simple", "private", "api",
+        "request", "response", "image", "format", "viewport", "screen", "daily", "monitor",
+    ];
+    let mut seed: u64 = 0x5eed_1234_abcd;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let sentence = |n: usize, next: &mut dyn FnMut() -> usize| {
+        let mut s = String::new();
+        for i in 0..n {
+            let w = WORDS[next() % WORDS.len()];
+            if i == 0 {
+                let mut c = w.chars();
+                s.extend(c.next().map(|c| c.to_ascii_uppercase()));
+                s.push_str(c.as_str());
+            } else {
+                s.push(' ');
+                s.push_str(w);
+            }
+        }
+        s.push('.');
+        s
+    };
+    let mut html = String::with_capacity(56_000);
+    html.push_str(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Acme Shots — screenshots at scale</title>
+<style>
+*{box-sizing:border-box}body{margin:0;font:16px/1.6 "DejaVu Sans",Arial,sans-serif;color:#1d2433;background:#f6f8fb}
+header{display:flex;align-items:center;justify-content:space-between;padding:18px 48px;background:#fff;box-shadow:0 1px 4px rgba(0,0,0,.08)}
+header nav a{margin-left:24px;color:#3b4a66;text-decoration:none;font-weight:600}
+.hero{padding:72px 48px;background:linear-gradient(135deg,#4f46e5 0%,#06b6d4 60%,#22c55e 100%);color:#fff}
+.hero h1{font-size:48px;line-height:1.1;margin:0 0 16px}.hero p{font-size:20px;max-width:720px;opacity:.92}
+.btn{display:inline-block;padding:12px 22px;border-radius:8px;background:#fff;color:#4f46e5;font-weight:700;margin-right:12px}
+.btn.ghost{background:transparent;color:#fff;border:2px solid rgba(255,255,255,.7)}
+.cards{display:grid;grid-template-columns:repeat(3,1fr);gap:24px;padding:48px}
+.card{background:#fff;border-radius:14px;padding:24px;box-shadow:0 6px 18px rgba(31,41,55,.08);border-top:4px solid var(--c)}
+.card h3{margin:12px 0 8px}.card p{color:#526079;font-size:15px}
+section{padding:32px 48px;max-width:1100px}section h2{font-size:30px;margin:0 0 12px;color:#111827}
+section p{color:#39465e}.quote{border-left:4px solid #06b6d4;padding:12px 20px;background:#ecfeff;border-radius:0 10px 10px 0;font-style:italic}
+table{border-collapse:collapse;width:100%;margin:16px 0;background:#fff}th,td{padding:10px 14px;border-bottom:1px solid #e5e7eb;text-align:left}
+th{background:#f1f5f9}.badge{display:inline-block;padding:2px 10px;border-radius:999px;background:#eef2ff;color:#4338ca;font-size:13px}
+footer{padding:40px 48px;background:#0f172a;color:#cbd5e1}footer a{color:#93c5fd}
+</style></head><body>
+<header><strong style="font-size:22px;color:#4f46e5">&#9673; Acme Shots</strong><nav><a href="#">Product</a><a href="#">Pricing</a><a href="#">Docs</a><a href="#">Blog</a><a href="#">Sign in</a></nav></header>
+<div class="hero"><h1>Pixel-perfect screenshots of any page, at fleet scale</h1>
+<p>"#,
+    );
+    html.push_str(&sentence(28, &mut next));
+    html.push_str(r#"</p><p><span class="btn">Start free</span><span class="btn ghost">Read the docs</span></p></div>"#);
+    let colors = ["#4f46e5", "#06b6d4", "#22c55e", "#f59e0b", "#ef4444", "#8b5cf6"];
+    html.push_str(r#"<div class="cards">"#);
+    for (i, c) in colors.iter().enumerate() {
+        html.push_str(&format!(
+            r#"<div class="card" style="--c:{c}"><svg width="56" height="56" viewBox="0 0 56 56"><rect rx="12" width="56" height="56" fill="{c}" opacity=".15"/><circle cx="28" cy="28" r="{r}" fill="{c}"/><path d="M14 40 L28 16 L42 40 Z" fill="none" stroke="#fff" stroke-width="3"/></svg><h3>{title}</h3><p>{body}</p></div>"#,
+            r = 10 + i * 2,
+            title = sentence(3, &mut next),
+            body = sentence(30, &mut next),
+        ));
+    }
+    html.push_str("</div>");
+    let mut section = 0;
+    while html.len() < 48_000 {
+        section += 1;
+        html.push_str(&format!("<section><h2>{}</h2>", sentence(5, &mut next)));
+        for _ in 0..3 {
+            html.push_str(&format!("<p>{}</p>", sentence(60, &mut next)));
+        }
+        if section % 2 == 0 {
+            html.push_str(&format!(r#"<p class="quote">{}</p>"#, sentence(24, &mut next)));
+        } else {
+            html.push_str("<table><tr><th>Plan</th><th>Captures / month</th><th>Price</th><th></th></tr>");
+            for (j, plan) in ["Hobby", "Team", "Business", "Enterprise"].iter().enumerate() {
+                html.push_str(&format!(
+                    r#"<tr><td>{plan}</td><td>{}</td><td>${}</td><td><span class="badge">{}</span></td></tr>"#,
+                    (j + 1) * 10_000,
+                    (j + 1) * 29,
+                    sentence(2, &mut next)
+                ));
+            }
+            html.push_str("</table>");
+        }
+        html.push_str(&format!(
+            r#"<svg width="1000" height="80" viewBox="0 0 1000 80"><defs><linearGradient id="g{section}" x1="0" x2="1"><stop offset="0" stop-color="{}"/><stop offset="1" stop-color="{}"/></linearGradient></defs><rect width="1000" height="80" rx="10" fill="url(#g{section})"/><polyline points="0,60 120,30 260,50 400,12 560,44 700,20 860,52 1000,26" fill="none" stroke="#fff" stroke-width="3"/></svg>"#,
+            colors[section % colors.len()],
+            colors[(section + 2) % colors.len()]
+        ));
+        html.push_str("</section>");
+    }
+    html.push_str(r#"<footer><p>&copy; Acme Shots. <a href="#">Privacy</a> · <a href="#">Terms</a> · <a href="#">Status</a></p></footer></body></html>"#);
+    html
+}
+
+/// Serves `/landing` and `/tiny` on 127.0.0.1:0 with `Cache-Control: no-store`, so raw tabs
+/// (which keep their context) and the daemon's fresh contexts both fetch the page every time.
+async fn serve_fixtures(landing: &'static str) -> anyhow::Result<SocketAddr> {
+    let page = |body: &'static str| {
+        warp::reply::with_header(warp::reply::html(body), "cache-control", "no-store")
+    };
+    let routes = warp::path!("landing")
+        .map(move || page(landing))
+        .or(warp::path!("tiny").map(move || page(TINY_PAGE)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    Ok(addr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Stats {
+    count: usize,
+    wall: Duration,
+    /// Sorted.
+    lat: Vec<Duration>,
+}
+
+impl Stats {
+    fn thr(&self) -> f64 {
+        self.count as f64 / self.wall.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> Duration {
+        // Nearest rank.
+        let rank = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
+        self.lat[rank.clamp(1, self.lat.len()) - 1]
+    }
+    fn p50(&self) -> Duration {
+        self.pct(50.0)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `count` operations with `concurrency` workers; each latency counts from issue to done.
+async fn run_level<F, Fut>(concurrency: usize, count: usize, op: F) -> anyhow::Result<Stats>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let remaining = Arc::new(AtomicUsize::new(count));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (op, remaining, lat) = (op.clone(), remaining.clone(), lat.clone());
+        workers.push(tokio::spawn(async move {
+            while remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t = Instant::now();
+                tokio::time::timeout(OP_TIMEOUT, op())
+                    .await
+                    .map_err(|_| anyhow!("a capture took longer than {OP_TIMEOUT:?}"))??;
+                lat.lock().unwrap().push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    let wall = start.elapsed();
+    let mut lat = std::mem::take(&mut *lat.lock().unwrap());
+    lat.sort();
+    Ok(Stats { count, wall, lat })
+}
+
+fn check_png(bytes: &[u8]) -> anyhow::Result<()> {
+    if !bytes.starts_with(PNG_MAGIC) {
+        bail!("not a PNG ({} bytes)", bytes.len());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw chromiumoxide fleet
+// ---------------------------------------------------------------------------------------------
+
+struct RawBrowser {
+    process: ChromiumProcess,
+    browser: Browser,
+    handler: tokio::task::JoinHandle<()>,
+}
+
+async fn connect(chromium: &ChromiumConfig, label: &str) -> anyhow::Result<RawBrowser> {
+    let process = ChromiumProcess::launch(chromium, label).await?;
+    let (browser, mut handler) = Browser::connect_with_config(
+        process.ws_url.clone(),
+        HandlerConfig {
+            viewport: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("devtools connection")?;
+    // The handler must be polled continuously for any command to complete.
+    let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    Ok(RawBrowser {
+        process,
+        browser,
+        handler,
+    })
+}
+
+impl RawBrowser {
+    async fn close(self) {
+        drop(self.browser);
+        self.handler.abort();
+        self.process.kill().await;
+    }
+}
+
+/// A page in its own browser context with the bench viewport set once.
+async fn open_tab(browser: &Browser) -> anyhow::Result<Page> {
+    let context = browser
+        .create_browser_context(CreateBrowserContextParams::default())
+        .await?;
+    let page = browser
+        .new_page(CreateTargetParams {
+            browser_context_id: Some(context),
+            ..CreateTargetParams::new("about:blank")
+        })
+        .await?;
+    page.execute(SetDeviceMetricsOverrideParams::new(WIDTH, HEIGHT, 1.0, false))
+        .await?;
+    Ok(page)
+}
+
+/// Navigate (waits for `load`) and capture with Chromium's default PNG encoding.
+async fn raw_capture(page: &Page, url: &str) -> anyhow::Result<()> {
+    page.goto(url).await?;
+    let shot = page
+        .execute(CaptureScreenshotParams {
+            format: Some(CaptureScreenshotFormat::Png),
+            ..Default::default()
+        })
+        .await?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(AsRef::<str>::as_ref(&shot.result.data))?;
+    check_png(&bytes)
+}
+
+/// Warm tabs shared by workers; a worker waits (FIFO) when all are busy.
+struct TabPool {
+    tx: mpsc::UnboundedSender<Page>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Page>>,
+}
+
+impl TabPool {
+    async fn take(&self) -> Page {
+        self.rx.lock().await.recv().await.expect("the pool owns a sender")
+    }
+    fn put(&self, page: Page) {
+        let _ = self.tx.send(page);
+    }
+}
+
+async fn raw_level(pool: &Arc<TabPool>, url: &str, concurrency: usize, count: usize) -> anyhow::Result<Stats> {
+    let (pool, url) = (pool.clone(), url.to_string());
+    run_level(concurrency, count, move || {
+        let (pool, url) = (pool.clone(), url.clone());
+        async move {
+            let page = pool.take().await;
+            let result = raw_capture(&page, &url).await;
+            pool.put(page);
+            result
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+// ---------------------------------------------------------------------------------------------
+
+struct Daemon {
+    bound: Bound,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    _profiles: tempfile::TempDir,
+}
+
+async fn start_daemon(encoder: PngEncoder, client: &reqwest::Client) -> anyhow::Result<Daemon> {
+    let profiles = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.server.metrics_listen = "127.0.0.1:0".parse()?;
+    config.farm.browsers = BROWSERS;
+    config.farm.tabs_per_browser = TABS_PER_BROWSER;
+    config.farm.queue_capacity = 256;
+    config.chromium.profile_dir = profiles.path().to_path_buf();
+    config.capture.png_encoder = encoder;
+    config.validate()?;
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Bound>();
+    let thread = std::thread::Builder::new()
+        .name("shotfarm-daemon".into())
+        .spawn(move || {
+            shotfarm::app::run(
+                config,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move |bound| {
+                    let _ = ready_tx.send(bound);
+                },
+            )
+        })?;
+    let bound = match tokio::time::timeout(Duration::from_secs(20), ready_rx).await {
+        Ok(Ok(bound)) => bound,
+        _ => {
+            let _ = stop_tx.send(());
+            let result = tokio::task::spawn_blocking(move || thread.join()).await;
+            bail!("the daemon did not start: {result:?}");
+        }
+    };
+    let mut daemon = Daemon {
+        bound,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        _profiles: profiles,
+    };
+    // Listening is not ready: wait until every browser can take work.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = async {
+            let body: serde_json::Value = client
+                .get(format!("http://{}/readyz", daemon.bound.metrics))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok::<_, anyhow::Error>(
+                body["browsers_ready"].as_u64() == Some(BROWSERS as u64)
+                    && body["browsers_total"].as_u64() == Some(BROWSERS as u64),
+            )
+        }
+        .await;
+        if matches!(ready, Ok(true)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            daemon.stop().await;
+            bail!("the daemon's browsers were not all ready within 60 s (last: {ready:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(daemon)
+}
+
+impl Daemon {
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::time::timeout(
+                Duration::from_secs(60),
+                tokio::task::spawn_blocking(move || thread.join()),
+            )
+            .await;
+            match joined {
+                Ok(Ok(Ok(Ok(())))) => {}
+                other => eprintln!("warning: daemon shutdown: {other:?}"),
+            }
+        }
+    }
+}
+
+async fn ours_capture(client: &reqwest::Client, api: SocketAddr, page_url: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse_with_params(
+        &format!("http://{api}/api/v1/screenshot"),
+        &[("url", page_url), ("width", "1280"), ("height", "800")],
+    )?;
+    let response = client.get(url).send().await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("status {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+    }
+    check_png(&body)
+}
+
+async fn ours_level(
+    client: &reqwest::Client,
+    api: SocketAddr,
+    url: &str,
+    concurrency: usize,
+    count: usize,
+) -> anyhow::Result<Stats> {
+    let (client, url) = (client.clone(), url.to_string());
+    run_level(concurrency, count, move || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { ours_capture(&client, api, &url).await }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naive baseline
+// ---------------------------------------------------------------------------------------------
+
+/// Launch, open a page, navigate, capture; the latency stops when the PNG is in hand (the kill
+/// that follows is not counted, which favours the baseline).
+async fn naive_capture(chromium: &ChromiumConfig, url: &str) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let raw = connect(chromium, "naive").await?;
+    let result = async {
+        let page = raw.browser.new_page("about:blank").await?;
+        page.execute(SetDeviceMetricsOverrideParams::new(WIDTH, HEIGHT, 1.0, false))
+            .await?;
+        raw_capture(&page, url).await
+    }
+    .await;
+    let elapsed = t.elapsed();
+    raw.close().await;
+    result.map(|()| elapsed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn scaled(n: usize) -> usize {
+    let scale: f64 = std::env::var("CAPTURE_LOAD_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * scale).round() as usize).max(4)
+}
+
+fn count_for(concurrency: usize) -> usize {
+    scaled(if concurrency == 1 { 40 } else { 80 })
+}
+
+fn fmt_stats(s: &Stats) -> String {
+    format!(
+        "{:>6.2} {:>6.0} {:>6.0} {:>6.0}",
+        s.thr(),
+        ms(s.p50()),
+        ms(s.pct(95.0)),
+        ms(s.pct(99.0))
+    )
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    a / b
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; accept and ignore any argument.
+    let bench_start = Instant::now();
+    let landing: &'static str = Box::leak(landing_page().into_boxed_str());
+    let fixtures = serve_fixtures(landing).await?;
+    let landing_url = format!("http://{fixtures}/landing");
+    let tiny_url = format!("http://{fixtures}/tiny");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(16)
+        .timeout(OP_TIMEOUT)
+        .build()?;
+    let profiles = tempfile::tempdir()?;
+    let chromium = ChromiumConfig {
+        profile_dir: profiles.path().to_path_buf(),
+        ..ChromiumConfig::default()
+    };
+    println!("capture_load: fixtures on {fixtures}; landing page {} bytes, tiny page {} bytes", landing.len(), TINY_PAGE.len());
+    println!(
+        "fleet: {BROWSERS} browsers x {TABS_PER_BROWSER} tabs, viewport {WIDTH}x{HEIGHT}; cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // ---- 1. raw chromiumoxide -----------------------------------------------------------------
+    let phase = Instant::now();
+    let mut raws = Vec::new();
+    for i in 0..BROWSERS {
+        raws.push(connect(&chromium, &format!("raw{i}")).await?);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    for raw in &raws {
+        for _ in 0..TABS_PER_BROWSER {
+            tx.send(open_tab(&raw.browser).await?).ok();
+        }
+    }
+    let pool = Arc::new(TabPool {
+        tx,
+        rx: tokio::sync::Mutex::new(rx),
+    });
+    raw_level(&pool, &landing_url, 4, 8).await.context("raw warm-up")?;
+    let mut raw_stats = Vec::new();
+    for c in LEVELS {
+        raw_stats.push(raw_level(&pool, &landing_url, c, count_for(c)).await.with_context(|| format!("raw c={c}"))?);
+    }
+    raw_level(&pool, &tiny_url, 4, 8).await.context("raw tiny warm-up")?;
+    let raw_tiny = raw_level(&pool, &tiny_url, 1, count_for(1)).await.context("raw tiny")?;
+    drop(pool);
+    for raw in raws {
+        raw.close().await;
+    }
+    println!("phase raw: {:.1} s", phase.elapsed().as_secs_f64());
+
+    // ---- 2. ours, png_encoder = rust (default) ------------------------------------------------
+    let phase = Instant::now();
+    let mut daemon = start_daemon(PngEncoder::Rust, &client).await?;
+    let api = daemon.bound.api;
+    let run = async {
+        ours_level(&client, api, &landing_url, 4, 8).await.context("ours warm-up")?;
+        let mut stats = Vec::new();
+        for c in LEVELS {
+            stats.push(ours_level(&client, api, &landing_url, c, count_for(c)).await.with_context(|| format!("ours c={c}"))?);
+        }
+        ours_level(&client, api, &tiny_url, 4, 8).await.context("ours tiny warm-up")?;
+        let tiny = ours_level(&client, api, &tiny_url, 1, count_for(1)).await.context("ours tiny")?;
+        Ok::<_, anyhow::Error>((stats, tiny))
+    }
+    .await;
+    daemon.stop().await;
+    let (ours_stats, ours_tiny) = run?;
+    println!("phase ours (png_encoder=rust): {:.1} s", phase.elapsed().as_secs_f64());
+
+    // ---- 3. ours, png_encoder = chromium (c=1, c=8) -------------------------------------------
+    let phase = Instant::now();
+    let mut daemon = start_daemon(PngEncoder::Chromium, &client).await?;
+    let api = daemon.bound.api;
+    let run = async {
+        ours_level(&client, api, &landing_url, 4, 8).await.context("ours/chromium warm-up")?;
+        let c1 = ours_level(&client, api, &landing_url, 1, count_for(1)).await.context("ours/chromium c=1")?;
+        let c8 = ours_level(&client, api, &landing_url, 8, count_for(8)).await.context("ours/chromium c=8")?;
+        let tiny = ours_level(&client, api, &tiny_url, 1, count_for(1)).await.context("ours/chromium tiny")?;
+        Ok::<_, anyhow::Error>((c1, c8, tiny))
+    }
+    .await;
+    daemon.stop().await;
+    let (chr_c1, chr_c8, chr_tiny) = run?;
+    println!("phase ours (png_encoder=chromium): {:.1} s", phase.elapsed().as_secs_f64());
+
+    // ---- 4. naive: a fresh Chromium per capture -----------------------------------------------
+    let phase = Instant::now();
+    naive_capture(&chromium, &landing_url).await.context("naive warm-up")?;
+    let naive_count = scaled(10);
+    let mut naive = Vec::new();
+    let naive_start = Instant::now();
+    for _ in 0..naive_count {
+        naive.push(naive_capture(&chromium, &landing_url).await.context("naive")?);
+    }
+    let naive_wall = naive_start.elapsed();
+    naive.sort();
+    let naive = Stats {
+        count: naive_count,
+        wall: naive_wall,
+        lat: naive,
+    };
+    println!("phase naive: {:.1} s", phase.elapsed().as_secs_f64());
+
+    // ---- report -------------------------------------------------------------------------------
+    println!();
+    println!("landing page, {WIDTH}x{HEIGHT} PNG; thr = captures/s, latencies in ms; ours = png_encoder rust (default)");
+    println!(
+        "{:>4} {:>5} | {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} | {:>12} {:>12}",
+        "conc", "n", "rawthr", "p50", "p95", "p99", "ourthr", "p50", "p95", "p99", "p50 ours/raw", "thr ours/raw"
+    );
+    for (i, c) in LEVELS.iter().enumerate() {
+        let (r, o) = (&raw_stats[i], &ours_stats[i]);
+        println!(
+            "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",
+            c,
+            r.count,
+            fmt_stats(r),
+            fmt_stats(o),
+            ratio(ms(o.p50()), ms(r.p50())),
+            ratio(o.thr(), r.thr())
+        );
+    }
+    println!();
+    println!("ours with png_encoder = chromium (same raw baseline):");
+    for (c, r, o) in [(1, &raw_stats[0], &chr_c1), (8, &raw_stats[3], &chr_c8)] {
+        println!(
+            "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",
+            c,
+            o.count,
+            fmt_stats(r),
+            fmt_stats(o),
+            ratio(ms(o.p50()), ms(r.p50())),
+            ratio(o.thr(), r.thr())
+        );
+    }
+    println!();
+    println!("tiny page ({} bytes), c=1:", TINY_PAGE.len());
+    for (label, o) in [("rust", &ours_tiny), ("chromium", &chr_tiny)] {
+        println!(
+            "   {label:>8}: raw {} | ours {} | p50 ours/raw {:.3}, thr ours/raw {:.3}",
+            fmt_stats(&raw_tiny),
+            fmt_stats(o),
+            ratio(ms(o.p50()), ms(raw_tiny.p50())),
+            ratio(o.thr(), raw_tiny.thr())
+        );
+    }
+    println!();
+    println!(
+        "naive (fresh Chromium per capture, c=1, n={}): p50 {:.0} ms, p95 {:.0} ms, {:.2} captures/s",
+        naive.count,
+        ms(naive.p50()),
+        ms(naive.pct(95.0)),
+        naive.thr()
+    );
+    println!(
+        "naive p50 / ours p50 (c=1): {:.2}x (rust encoder), {:.2}x (chromium encoder); naive p50 / raw p50: {:.2}x",
+        ratio(ms(naive.p50()), ms(ours_stats[0].p50())),
+        ratio(ms(naive.p50()), ms(chr_c1.p50())),
+        ratio(ms(naive.p50()), ms(raw_stats[0].p50()))
+    );
+    println!();
+    println!("goals:");
+    for (label, c1, c8) in [("rust", &ours_stats[0], &ours_stats[3]), ("chromium", &chr_c1, &chr_c8)] {
+        let p = ratio(ms(c1.p50()), ms(raw_stats[0].p50()));
+        let t = ratio(c8.thr(), raw_stats[3].thr());
+        println!(
+            "  png_encoder={label:<8}  p50 at c=1 within 1.1x raw: {:.3} -> {}   thr at c=8 >= 0.9x raw: {:.3} -> {}",
+            p,
+            verdict(p <= 1.1),
+            t,
+            verdict(t >= 0.9)
+        );
+    }
+    println!("total bench time: {:.1} s", bench_start.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -253,8 +253,9 @@ impl Config {
         })?;
         let mut problems = Vec::new();
         let mut unknown = Vec::new();
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
         let config: Result<Config, _> =
-            serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()));
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&value, &mut record));
         for key in unknown {
             problems.push(format!("unknown key `{key}`"));
         }
@@ -268,7 +269,7 @@ impl Config {
                 }
             }
             Err(e) => {
-                problems.push(e.to_string());
+                problems.push(format!("`{}`: {}", e.path(), e.inner()));
                 Err(ConfigError { problems })
             }
         }

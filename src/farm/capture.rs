@@ -39,6 +39,9 @@ pub struct CaptureSettings {
 /// Largest canvas stitched in memory, in device pixels (~480 MB of RGBA).
 const MAX_STITCH_PIXELS: u64 = 120_000_000;
 
+/// Time kept back from `wait_for_selector` to answer `selector_not_found` before the deadline.
+const SELECTOR_REPORT_RESERVE: Duration = Duration::from_millis(300);
+
 /// An image straight from a capture.
 pub struct Rendered {
     pub image: Vec<u8>,
@@ -190,7 +193,9 @@ async fn prepare_page(
     deadline: tokio::time::Instant,
 ) -> Result<()> {
     if let Some(selector) = &spec.wait_for_selector {
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // Leave time to report "not found" before the job's own deadline passes.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let budget = remaining.saturating_sub(SELECTOR_REPORT_RESERVE);
         if !wait_for_element(page, selector, budget).await? {
             return Err(CaptureError::SelectorNotFound(selector.clone()).into());
         }

@@ -1,0 +1,161 @@
+//! The farm under stress: a full queue, killed browsers, and shutdown leaving no Chromium behind.
+
+use std::time::Duration;
+
+use crate::support::{browser_pids, eventually, free_port, live_pgids, metric_value, page, processes_under, Daemon};
+use serde_json::Value;
+
+fn enc(url: &str) -> String {
+    form_urlencoded::byte_serialize(url.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.tabs_per_browser = 1;
+        c.farm.queue_capacity = 1;
+    });
+    daemon.wait_ready(1).await;
+    let hang = daemon.url(&format!("/api/v1/screenshot?url={}&timeout=4000", enc(&page("/hang"))));
+    // One capture occupies the only tab, one waits in the queue.
+    let client = reqwest::Client::new();
+    let running = tokio::spawn(client.get(&hang).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = tokio::spawn(client.get(&hang).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = client.get(&hang).send().await.expect("third request");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "queue_full");
+    for task in [running, queued] {
+        let response = task.await.expect("join").expect("response");
+        assert_eq!(response.status(), 504, "the hanging captures time out");
+    }
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.tabs_per_browser = 1;
+    });
+    daemon.wait_ready(1).await;
+    let pids = browser_pids(&daemon.profile_dir);
+    assert_eq!(pids.len(), 1, "one browser process: {pids:?}");
+    // A page that takes 1.5 s to arrive; kill the browser while it loads.
+    let slow = daemon.url(&format!("/api/v1/screenshot?url={}&timeout=15000", enc(&page("/slow/1500"))));
+    let capture = tokio::spawn(reqwest::get(slow));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: plain syscall on a PID this test found.
+    unsafe {
+        libc::kill(pids[0] as libc::pid_t, libc::SIGKILL);
+    }
+    let response = capture.await.expect("join").expect("response");
+    assert_eq!(response.status(), 200, "retried on the restarted browser");
+    // The next captures succeed on the new browser.
+    for _ in 0..3 {
+        let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))))).await.expect("get");
+        assert_eq!(ok.status(), 200);
+    }
+    let new_pids = browser_pids(&daemon.profile_dir);
+    assert_eq!(new_pids.len(), 1);
+    assert_ne!(new_pids, pids, "a new process");
+    let text = reqwest::get(daemon.metrics_url()).await.expect("metrics").text().await.expect("text");
+    assert!(metric_value(&text, "shotfarm_browser_restarts_total") >= 1.0, "{text}");
+    let dir = daemon.profile_dir.clone();
+    daemon.stop();
+    assert!(processes_under(&dir).is_empty(), "{:?}", processes_under(&dir));
+}
+
+#[tokio::test]
+async fn an_in_process_daemon_stopped_gracefully_leaves_no_chromium() {
+    let daemon = Daemon::start(|c| c.farm.browsers = 2);
+    daemon.wait_ready(2).await;
+    let dir = daemon.profile_dir.clone();
+    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))))).await.expect("get");
+    assert_eq!(ok.status(), 200);
+    let groups: Vec<u32> = browser_pids(&dir);
+    assert_eq!(groups.len(), 2);
+    daemon.stop();
+    assert!(processes_under(&dir).is_empty(), "{:?}", processes_under(&dir));
+    let live = live_pgids();
+    assert!(groups.iter().all(|g| !live.contains(g)), "no process left in a browser's group");
+}
+
+/// Starts the real binary; returns the child, its API address and its profile directory.
+fn spawn_binary(profiles: &std::path::Path) -> (std::process::Child, String) {
+    let api = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
+        .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
+        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
+        .env("SHOTFARM_FARM__BROWSERS", "2")
+        .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "5000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn shotfarm");
+    (child, format!("http://{api}"))
+}
+
+async fn wait_ready(base: &str) {
+    for _ in 0..300 {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["browsers_ready"] == 2 {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("daemon at {base} never became ready");
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_leaves_no_chromium() {
+    let profiles = tempfile::tempdir().expect("tmp");
+    let (mut child, base) = spawn_binary(profiles.path());
+    wait_ready(&base).await;
+    let groups = browser_pids(profiles.path());
+    assert_eq!(groups.len(), 2);
+    // A capture in flight when SIGTERM arrives still completes.
+    let slow = tokio::spawn(reqwest::get(format!("{base}/api/v1/screenshot?url={}", enc(&page("/slow/800")))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let response = slow.await.expect("join").expect("response");
+    assert_eq!(response.status(), 200, "in-flight capture drained");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(processes_under(profiles.path()).is_empty());
+    let live = live_pgids();
+    assert!(groups.iter().all(|g| !live.contains(g)));
+}
+
+#[tokio::test]
+async fn sigkill_of_the_daemon_leaves_no_chromium() {
+    let profiles = tempfile::tempdir().expect("tmp");
+    let (mut child, base) = spawn_binary(profiles.path());
+    wait_ready(&base).await;
+    let groups = browser_pids(profiles.path());
+    assert_eq!(groups.len(), 2);
+    assert!(processes_under(profiles.path()).len() > 2, "browsers with helpers are running");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let dir = profiles.path().to_path_buf();
+    let gone = eventually(Duration::from_secs(10), || processes_under(&dir).is_empty()).await;
+    assert!(gone, "orphans: {:?}", processes_under(&dir));
+    // Killed processes linger a moment as zombies until init reaps them.
+    let groups_gone = eventually(Duration::from_secs(10), || {
+        let live = live_pgids();
+        groups.iter().all(|g| !live.contains(g))
+    })
+    .await;
+    assert!(groups_gone, "a process is left in a browser's group");
+}

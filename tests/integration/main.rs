@@ -1,0 +1,6 @@
+//! Integration tests: the real daemon, real Chromium, and a fixture site on 127.0.0.1:0.
+
+mod api;
+mod capture;
+mod lifecycle;
+mod support;

@@ -1,0 +1,348 @@
+//! Test fixtures: a site served on 127.0.0.1:0, in-process daemons, a spawned daemon binary,
+//! and helpers to find a daemon's Chromium processes by their profile directory.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use shotfarm::app::Bound;
+use shotfarm::config::Config;
+use warp::Filter;
+
+/// The fixture site, shared by all tests (its own thread and runtime outlive each test's).
+pub fn site() -> SocketAddr {
+    static SITE: OnceLock<SocketAddr> = OnceLock::new();
+    *SITE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("fixture runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind fixture site");
+                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                warp::serve(fixture_routes()).incoming(listener).run().await;
+            });
+        });
+        rx.recv().expect("fixture site started")
+    })
+}
+
+pub fn page(path: &str) -> String {
+    format!("http://{}{}", site(), path)
+}
+
+fn html(body: String) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::html(body).into_response()
+}
+
+const RESET: &str = "<style>html,body{margin:0;padding:0}</style>";
+
+fn fixture_routes() -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    // White page with a red box at (10,10) 300x150 and a blue `.ad` square at (400,10) 100x100;
+    // the background turns black under prefers-color-scheme: dark.
+    let plain = warp::path!("plain").map(|| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}<style>
+               body {{ background: rgb(255,255,255); }}
+               @media (prefers-color-scheme: dark) {{ body {{ background: rgb(0,0,0); }} }}
+               #box {{ position:absolute; left:10px; top:10px; width:300px; height:150px; background: rgb(255,0,0); }}
+               .ad {{ position:absolute; left:400px; top:10px; width:100px; height:100px; background: rgb(0,0,255); }}
+             </style></head><body><div id=box></div><div class=ad></div></body></html>"
+        ))
+    });
+    // A page exactly `h` px tall: red first 1000 px, blue last 1000 px, green between.
+    let tall = warp::path!("tall" / u32).map(|h: u32| {
+        let mid = h.saturating_sub(2000);
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body>
+               <div style='height:1000px;background:rgb(255,0,0)'></div>
+               <div style='height:{mid}px;background:rgb(0,255,0)'></div>
+               <div style='height:1000px;background:rgb(0,0,255)'></div></body></html>"
+        ))
+    });
+    // An element 321x123 far below the fold.
+    let element = warp::path!("element").map(|| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body style='height:3000px'>
+               <div id=target style='position:absolute;left:50px;top:1500px;width:321px;height:123px;background:rgb(0,128,0)'></div>
+             </body></html>"
+        ))
+    });
+    // An element that appears after `ms` milliseconds.
+    let late = warp::path!("late" / u64).map(|ms: u64| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body>
+               <script>setTimeout(() => {{ const d = document.createElement('div'); d.id = 'late';
+                 d.style.cssText = 'width:77px;height:33px;background:rgb(0,0,255)'; document.body.appendChild(d); }}, {ms});</script>
+             </body></html>"
+        ))
+    });
+    // A page whose load event never fires: its image never answers.
+    let hang = warp::path!("hang").map(|| {
+        html(format!("<!doctype html><html><head>{RESET}</head><body><img src='/never'></body></html>"))
+    });
+    let never = warp::path!("never").then(|| async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        html(String::new())
+    });
+    // A page served after `ms` milliseconds.
+    let slow = warp::path!("slow" / u64).then(|ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        html(format!("<!doctype html><html><head>{RESET}</head><body style='background:rgb(0,255,0)'></body></html>"))
+    });
+    // Green when the request carried cookie `k=v`, header `x-test: yes`, or the user agent
+    // `shotfarm-test`; red otherwise.
+    let echo = warp::path!("echo")
+        .and(warp::header::optional::<String>("cookie"))
+        .and(warp::header::optional::<String>("x-test"))
+        .and(warp::header::optional::<String>("user-agent"))
+        .map(|cookie: Option<String>, xtest: Option<String>, ua: Option<String>| {
+            let ok = |b: bool| if b { "rgb(0,255,0)" } else { "rgb(255,0,0)" };
+            let c = ok(cookie.is_some_and(|c| c.contains("k=v")));
+            let h = ok(xtest.as_deref() == Some("yes"));
+            let u = ok(ua.as_deref() == Some("shotfarm-test"));
+            html(format!(
+                "<!doctype html><html><head>{RESET}</head><body>
+                   <div style='height:100px;background:{c}'></div>
+                   <div style='height:100px;background:{h}'></div>
+                   <div style='height:100px;background:{u}'></div></body></html>"
+            ))
+        });
+    // No background at all (for omit_background).
+    let bare = warp::path!("bare").map(|| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body><div style='width:50px;height:50px;background:rgb(255,0,0)'></div></body></html>"
+        ))
+    });
+    // Turns its marker red only once the page has been scrolled far down (lazy content).
+    let lazy = warp::path!("lazy").map(|| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body style='height:4000px;background:rgb(255,255,255)'>
+               <div id=mark style='position:absolute;top:3500px;width:100px;height:100px;background:rgb(255,255,255)'></div>
+               <script>addEventListener('scroll', () => {{ if (scrollY > 2000) document.getElementById('mark').style.background = 'rgb(255,0,0)'; }});</script>
+             </body></html>"
+        ))
+    });
+    plain
+        .or(tall)
+        .unify()
+        .or(element)
+        .unify()
+        .or(late)
+        .unify()
+        .or(hang)
+        .unify()
+        .or(never)
+        .unify()
+        .or(slow)
+        .unify()
+        .or(echo)
+        .unify()
+        .or(bare)
+        .unify()
+        .or(lazy)
+        .unify()
+}
+
+/// A daemon running in this process on its own thread.
+pub struct Daemon {
+    pub bound: Bound,
+    pub profile_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _profiles: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start(tweak: impl FnOnce(&mut Config)) -> Daemon {
+        let profiles = tempfile::tempdir().expect("profile dir");
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().expect("addr");
+        config.server.metrics_listen = "127.0.0.1:0".parse().expect("addr");
+        config.server.shutdown_grace_ms = 5_000;
+        config.chromium.profile_dir = profiles.path().to_path_buf();
+        config.capture.default_timeout_ms = 20_000;
+        tweak(&mut config);
+        config.validate().expect("test config must be valid");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let result = shotfarm::app::run(
+                config,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move |bound| {
+                    let _ = ready_tx.send(bound);
+                },
+            );
+            if let Err(e) = result {
+                eprintln!("daemon failed: {e:#}");
+            }
+        });
+        let bound = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("daemon must start");
+        Daemon {
+            bound,
+            profile_dir: profiles.path().to_path_buf(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _profiles: profiles,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.bound.api, path_and_query)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.bound.metrics)
+    }
+
+    /// Waits until `/readyz` reports `n` ready browsers.
+    pub async fn wait_ready(&self, n: usize) {
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if v["browsers_ready"].as_u64() == Some(n as u64) {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("daemon never had {n} ready browsers");
+    }
+
+    /// Graceful stop; returns when the daemon's thread has ended.
+    pub fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The daemon most tests share: 2 browsers × 2 tabs.
+pub fn shared() -> &'static Daemon {
+    static SHARED: OnceLock<Daemon> = OnceLock::new();
+    SHARED.get_or_init(|| Daemon::start(|_| {}))
+}
+
+/// Processes whose command line mentions `dir` (browsers and their helpers).
+pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().to_string();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) && !is_zombie(pid) {
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Main browser processes (no `--type=`) under `dir`.
+pub fn browser_pids(dir: &Path) -> Vec<u32> {
+    processes_under(dir)
+        .into_iter()
+        .filter(|(_, cmd)| !cmd.contains("--type="))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Process group ids of every live process.
+pub fn live_pgids() -> HashSet<u32> {
+    let mut out = HashSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if is_zombie(pid) {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
+                if let Some(pgid) = rest.split_whitespace().nth(2).and_then(|s| s.parse().ok()) {
+                    out.insert(pgid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Polls `check` for up to `limit`.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Reads a counter's value from Prometheus text.
+pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Decodes an image response body.
+pub fn decode(bytes: &[u8]) -> image::RgbaImage {
+    image::load_from_memory(bytes).expect("decodable image").to_rgba8()
+}
+
+/// The pixel at (x, y) as RGB.
+pub fn rgb(img: &image::RgbaImage, x: u32, y: u32) -> [u8; 3] {
+    let p = img.get_pixel(x, y).0;
+    [p[0], p[1], p[2]]
+}
+
+/// True when every channel is within `tol` of `want`.
+pub fn near(got: [u8; 3], want: [u8; 3], tol: u8) -> bool {
+    got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= tol)
+}
