@@ -30,7 +30,9 @@ where
     S: Future<Output = ()> + 'static,
     R: FnOnce(Bound) + 'static,
 {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
     let system = actix_rt::System::with_tokio_rt(move || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -93,7 +95,10 @@ where
     on_ready(bound);
 
     shutdown.await;
-    tracing::info!(grace_ms = config.server.shutdown_grace_ms, "shutting down: no longer accepting requests");
+    tracing::info!(
+        grace_ms = config.server.shutdown_grace_ms,
+        "shutting down: no longer accepting requests"
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     farm.shutdown(config.server.shutdown_grace()).await;
@@ -109,7 +114,10 @@ where
 /// with it through their parent-death signal).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; use SIGKILL to stop");
         return std::future::pending().await;
     };

@@ -291,9 +291,15 @@ impl Config {
             (1..=32).contains(&f.tabs_per_browser),
             "farm.tabs_per_browser must be between 1 and 32",
         );
-        check(f.queue_capacity >= 1, "farm.queue_capacity must be at least 1");
+        check(
+            f.queue_capacity >= 1,
+            "farm.queue_capacity must be at least 1",
+        );
         check(f.max_overruns >= 1, "farm.max_overruns must be at least 1");
-        check(f.unhealthy_after >= 1, "farm.unhealthy_after must be at least 1");
+        check(
+            f.unhealthy_after >= 1,
+            "farm.unhealthy_after must be at least 1",
+        );
         check(
             f.restart_backoff_min_ms >= 1 && f.restart_backoff_min_ms <= f.restart_backoff_max_ms,
             "farm.restart_backoff_min_ms must be at least 1 and at most farm.restart_backoff_max_ms",
@@ -371,7 +377,8 @@ impl Config {
 
     /// Parses a TOML text over the defaults (used by tests and `check-config`).
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
         Self::from_figment(&figment)
     }
 }
@@ -421,6 +428,10 @@ mod tests {
     #[test]
     fn wrong_types_are_reported() {
         let err = Config::from_toml_str("[farm]\nbrowsers = \"many\"").expect_err("must fail");
-        assert!(err.problems.join("\n").contains("browsers"), "{:?}", err.problems);
+        assert!(
+            err.problems.join("\n").contains("browsers"),
+            "{:?}",
+            err.problems
+        );
     }
 }

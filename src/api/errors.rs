@@ -76,7 +76,11 @@ impl ApiError {
                 code: self.code,
                 message: &self.message,
                 field,
-                details: if self.details.len() > 1 { &self.details } else { &[] },
+                details: if self.details.len() > 1 {
+                    &self.details
+                } else {
+                    &[]
+                },
             },
             request_id,
         };
@@ -84,10 +88,16 @@ impl ApiError {
         let mut response = Response::new(json.into());
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
         }
         super::set_request_id(&mut response, request_id);
         response
@@ -116,9 +126,9 @@ impl From<CaptureError> for ApiError {
         };
         let retry_after = match &e {
             CaptureError::QueueFull { retry_after } => Some(*retry_after),
-            CaptureError::BrowserCrashed | CaptureError::ShuttingDown | CaptureError::Unavailable => {
-                Some(Duration::from_secs(1))
-            }
+            CaptureError::BrowserCrashed
+            | CaptureError::ShuttingDown
+            | CaptureError::Unavailable => Some(Duration::from_secs(1)),
             _ => None,
         };
         ApiError {

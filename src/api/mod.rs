@@ -35,7 +35,9 @@ pub fn request_id(incoming: Option<&str>) -> String {
     match incoming {
         Some(id)
             if (1..=128).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
         {
             id.to_string()
         }
@@ -51,7 +53,8 @@ pub fn set_request_id(response: &mut Response, id: &str) {
 
 /// A filter extracting the request id.
 pub fn with_request_id() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("x-request-id").map(|h: Option<String>| request_id(h.as_deref()))
+    warp::header::optional::<String>("x-request-id")
+        .map(|h: Option<String>| request_id(h.as_deref()))
 }
 
 /// Closed set of route labels for `shotfarm_http_requests_total`.
@@ -105,12 +108,24 @@ async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::I
             "method not allowed on this endpoint",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        )
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length is required")
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a Content-Length is required",
+        )
     } else {
         tracing::debug!(?rejection, "unhandled rejection");
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the request could not be read")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request could not be read",
+        )
     };
     Ok(error.into_response(&id))
 }

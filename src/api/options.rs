@@ -66,14 +66,26 @@ pub fn query_to_map(query: &str) -> Map<String, Value> {
 }
 
 /// Validates options against the configured caps.
-pub fn parse(map: Map<String, Value>, caps: &CaptureConfig) -> Result<CaptureRequest, Vec<FieldError>> {
-    let mut r = Reader { map, errors: Vec::new() };
+pub fn parse(
+    map: Map<String, Value>,
+    caps: &CaptureConfig,
+) -> Result<CaptureRequest, Vec<FieldError>> {
+    let mut r = Reader {
+        map,
+        errors: Vec::new(),
+    };
 
-    let url = r.string("url").and_then(|raw| r.check("url", parse_url(&raw)));
+    let url = r
+        .string("url")
+        .and_then(|raw| r.check("url", parse_url(&raw)));
     if url.is_none() && !r.has_error("url") {
         r.error("url", "is required");
     }
-    let format = match r.string("format").map(|s| s.to_ascii_lowercase()).as_deref() {
+    let format = match r
+        .string("format")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("png") => ImageFormat::Png,
         Some("jpeg") | Some("jpg") => ImageFormat::Jpeg,
         Some("webp") => ImageFormat::Webp,
@@ -98,12 +110,19 @@ pub fn parse(map: Map<String, Value>, caps: &CaptureConfig) -> Result<CaptureReq
     if full_page && selector.is_some() {
         r.error("selector", "cannot be combined with full_page");
     }
-    let wait_until = match r.string("wait_until").map(|s| s.to_ascii_lowercase()).as_deref() {
+    let wait_until = match r
+        .string("wait_until")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("load") => WaitUntil::Load,
         Some("domcontentloaded") => WaitUntil::DomContentLoaded,
         Some("networkidle") => WaitUntil::NetworkIdle,
         Some(_) => {
-            r.error("wait_until", "must be one of load, domcontentloaded, networkidle");
+            r.error(
+                "wait_until",
+                "must be one of load, domcontentloaded, networkidle",
+            );
             WaitUntil::Load
         }
     };
@@ -119,7 +138,10 @@ pub fn parse(map: Map<String, Value>, caps: &CaptureConfig) -> Result<CaptureReq
     let hide_selectors = r.string_list("hide_selectors");
     for s in &hide_selectors {
         if s.is_empty() || s.len() > MAX_SELECTOR || s.contains(['{', '}']) {
-            r.error("hide_selectors", "each entry must be a CSS selector of 1 to 1024 characters without braces");
+            r.error(
+                "hide_selectors",
+                "each entry must be a CSS selector of 1 to 1024 characters without braces",
+            );
             break;
         }
     }
@@ -135,10 +157,17 @@ pub fn parse(map: Map<String, Value>, caps: &CaptureConfig) -> Result<CaptureReq
     let cookies = r.cookies("cookies");
     let omit_background = r.bool("omit_background").unwrap_or(false);
     if omit_background && format == ImageFormat::Jpeg {
-        r.error("omit_background", "needs a format with transparency (png or webp)");
+        r.error(
+            "omit_background",
+            "needs a format with transparency (png or webp)",
+        );
     }
     let scroll_to_load = r.bool("scroll_to_load").unwrap_or(false);
-    let response_type = match r.string("response_type").map(|s| s.to_ascii_lowercase()).as_deref() {
+    let response_type = match r
+        .string("response_type")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("binary") => ResponseType::Binary,
         Some("json") => ResponseType::Json,
         Some(_) => {
@@ -385,7 +414,9 @@ impl Reader {
         }
         for (name, value) in &pairs {
             let token = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !token {
                 self.error(field, &format!("`{name}` is not a valid header name"));
                 return Vec::new();
@@ -394,8 +425,12 @@ impl Reader {
                 self.error(field, &format!("`{name}` cannot be set"));
                 return Vec::new();
             }
-            if value.len() > MAX_HEADER_VALUE || value.chars().any(|c| c.is_control() && c != '\t') {
-                self.error(field, &format!("the value of `{name}` is not a valid header value"));
+            if value.len() > MAX_HEADER_VALUE || value.chars().any(|c| c.is_control() && c != '\t')
+            {
+                self.error(
+                    field,
+                    &format!("the value of `{name}` is not a valid header value"),
+                );
                 return Vec::new();
             }
         }
@@ -450,7 +485,15 @@ impl Reader {
 }
 
 fn cookie_from_object(map: &Map<String, Value>) -> Option<CookieSpec> {
-    let known = ["name", "value", "domain", "path", "secure", "httpOnly", "http_only"];
+    let known = [
+        "name",
+        "value",
+        "domain",
+        "path",
+        "secure",
+        "httpOnly",
+        "http_only",
+    ];
     if map.keys().any(|k| !known.contains(&k.as_str())) {
         return None;
     }
@@ -506,25 +549,67 @@ mod tests {
             (json!({"url": "file:///etc/passwd"}), "url"),
             (json!({"url": "not a url"}), "url"),
             (json!({"url": "https://e.com", "format": "gif"}), "format"),
-            (json!({"url": "https://e.com", "format": "jpeg", "quality": 0}), "quality"),
+            (
+                json!({"url": "https://e.com", "format": "jpeg", "quality": 0}),
+                "quality",
+            ),
             (json!({"url": "https://e.com", "quality": 50}), "quality"),
             (json!({"url": "https://e.com", "width": 0}), "width"),
             (json!({"url": "https://e.com", "height": 99999}), "height"),
-            (json!({"url": "https://e.com", "device_scale_factor": 4}), "device_scale_factor"),
-            (json!({"url": "https://e.com", "device_scale_factor": "NaN"}), "device_scale_factor"),
-            (json!({"url": "https://e.com", "full_page": "maybe"}), "full_page"),
-            (json!({"url": "https://e.com", "full_page": true, "selector": "h1"}), "selector"),
-            (json!({"url": "https://e.com", "wait_until": "never"}), "wait_until"),
+            (
+                json!({"url": "https://e.com", "device_scale_factor": 4}),
+                "device_scale_factor",
+            ),
+            (
+                json!({"url": "https://e.com", "device_scale_factor": "NaN"}),
+                "device_scale_factor",
+            ),
+            (
+                json!({"url": "https://e.com", "full_page": "maybe"}),
+                "full_page",
+            ),
+            (
+                json!({"url": "https://e.com", "full_page": true, "selector": "h1"}),
+                "selector",
+            ),
+            (
+                json!({"url": "https://e.com", "wait_until": "never"}),
+                "wait_until",
+            ),
             (json!({"url": "https://e.com", "delay": 999999}), "delay"),
             (json!({"url": "https://e.com", "timeout": 5}), "timeout"),
-            (json!({"url": "https://e.com", "timeout": 1000, "delay": 2000}), "delay"),
-            (json!({"url": "https://e.com", "hide_selectors": [1]}), "hide_selectors"),
-            (json!({"url": "https://e.com", "css": "x".repeat(70_000)}), "css"),
-            (json!({"url": "https://e.com", "headers": {"Host": "a"}}), "headers"),
-            (json!({"url": "https://e.com", "headers": {"X-A": "a\r\nb"}}), "headers"),
-            (json!({"url": "https://e.com", "cookies": ["novalue"]}), "cookies"),
-            (json!({"url": "https://e.com", "response_type": "xml"}), "response_type"),
-            (json!({"url": "https://e.com", "format": "jpeg", "omit_background": true}), "omit_background"),
+            (
+                json!({"url": "https://e.com", "timeout": 1000, "delay": 2000}),
+                "delay",
+            ),
+            (
+                json!({"url": "https://e.com", "hide_selectors": [1]}),
+                "hide_selectors",
+            ),
+            (
+                json!({"url": "https://e.com", "css": "x".repeat(70_000)}),
+                "css",
+            ),
+            (
+                json!({"url": "https://e.com", "headers": {"Host": "a"}}),
+                "headers",
+            ),
+            (
+                json!({"url": "https://e.com", "headers": {"X-A": "a\r\nb"}}),
+                "headers",
+            ),
+            (
+                json!({"url": "https://e.com", "cookies": ["novalue"]}),
+                "cookies",
+            ),
+            (
+                json!({"url": "https://e.com", "response_type": "xml"}),
+                "response_type",
+            ),
+            (
+                json!({"url": "https://e.com", "format": "jpeg", "omit_background": true}),
+                "omit_background",
+            ),
             (json!({"url": "https://e.com", "colour": "red"}), "colour"),
         ];
         for (input, field) in cases {
@@ -535,7 +620,9 @@ mod tests {
 
     #[test]
     fn all_errors_are_reported_together() {
-        let got = fields(parse_json(json!({"url": "x", "width": -1, "format": "bmp"})));
+        let got = fields(parse_json(
+            json!({"url": "x", "width": -1, "format": "bmp"}),
+        ));
         assert_eq!(got, vec!["url", "format", "width"]);
     }
 
@@ -554,7 +641,10 @@ mod tests {
         assert!((spec.device_scale_factor - 2.0).abs() < f64::EPSILON);
         assert!(spec.full_page && spec.dark_mode);
         assert_eq!(spec.hide_selectors, vec![".a", "#b"]);
-        assert_eq!(spec.headers, vec![("X-Test".to_string(), "yes".to_string())]);
+        assert_eq!(
+            spec.headers,
+            vec![("X-Test".to_string(), "yes".to_string())]
+        );
         assert_eq!(spec.cookies[0].name, "session");
         assert_eq!(spec.cookies[0].value, "abc");
         assert_eq!(spec.wait_until, WaitUntil::NetworkIdle);

@@ -27,7 +27,11 @@ pub fn routes(farm: Farm) -> impl Filter<Extract = (Response,), Error = warp::Re
                 "queue_depth": status.queue_depth,
                 "in_flight": status.in_flight,
             });
-            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             warp::reply::with_status(warp::reply::json(&body), code).into_response()
         });
     healthz.or(readyz).unify()
@@ -39,16 +43,14 @@ pub fn metrics_routes(
     farm: Farm,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let metrics_for_log = metrics.clone();
-    let exporter = warp::path!("metrics")
-        .and(warp::get())
-        .map(move || {
-            warp::reply::with_header(
-                metrics.render(),
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-            .into_response()
-        });
+    let exporter = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            metrics.render(),
+            "content-type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .into_response()
+    });
     exporter
         .or(routes(farm.clone()))
         .unify()

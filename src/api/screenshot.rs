@@ -19,7 +19,9 @@ use crate::farm::{CaptureError, CaptureOutput, Job};
 /// Extra time the API gives the farm past the job's deadline to deliver its own answer.
 const ANSWER_SLACK: Duration = Duration::from_millis(250);
 
-pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    state: ApiState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let max_body = state.config.server.max_body_bytes;
     let with_state = warp::any().map(move || state.clone());
     let get = warp::path!("api" / "v1" / "screenshot")
@@ -56,7 +58,11 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = war
     get.or(post).unify()
 }
 
-async fn handle(state: ApiState, id: String, options: Result<Map<String, Value>, ApiError>) -> Response {
+async fn handle(
+    state: ApiState,
+    id: String,
+    options: Result<Map<String, Value>, ApiError>,
+) -> Response {
     let span = tracing::info_span!("screenshot", request_id = %id);
     let response = async {
         match capture(&state, &id, options).await {
@@ -91,7 +97,11 @@ async fn capture(
         Ok(_) => "success",
         Err(e) => e.code(),
     };
-    state.metrics.captures_total.with_label_values(&[code]).inc();
+    state
+        .metrics
+        .captures_total
+        .with_label_values(&[code])
+        .inc();
     match outcome {
         Ok(output) => {
             tracing::info!(
@@ -114,7 +124,12 @@ async fn capture(
     }
 }
 
-fn success(output: CaptureOutput, response_type: ResponseType, total: Duration, id: &str) -> Response {
+fn success(
+    output: CaptureOutput,
+    response_type: ResponseType,
+    total: Duration,
+    id: &str,
+) -> Response {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let timing = format!(
         "queue;dur={:.2}, render;dur={:.2}, total;dur={:.2}",
@@ -125,8 +140,10 @@ fn success(output: CaptureOutput, response_type: ResponseType, total: Duration, 
     let mut response = match response_type {
         ResponseType::Binary => {
             let mut r = Response::new(output.image.clone().into());
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(output.format.mime()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(output.format.mime()),
+            );
             r
         }
         ResponseType::Json => {
@@ -144,8 +161,10 @@ fn success(output: CaptureOutput, response_type: ResponseType, total: Duration, 
                 },
             });
             let mut r = Response::new(serde_json::to_vec(&body).unwrap_or_default().into());
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
     };

@@ -120,14 +120,25 @@ impl BrowserActor {
             .browser_memory_bytes
             .with_label_values(&[&self.index.to_string()])
             .set(0);
-        let Some(running) = self.running.take() else { return };
+        let Some(running) = self.running.take() else {
+            return;
+        };
         let supervisor = self.supervisor.clone();
         let (index, generation) = (self.index, self.generation);
-        tracing::info!(browser = index, pid = running.process.pid, reason = reason.as_str(), "stopping browser");
+        tracing::info!(
+            browser = index,
+            pid = running.process.pid,
+            reason = reason.as_str(),
+            "stopping browser"
+        );
         tokio::spawn(async move {
             drop(running.browser);
             running.process.kill().await;
-            supervisor.do_send(BrowserDown { index, generation, reason });
+            supervisor.do_send(BrowserDown {
+                index,
+                generation,
+                reason,
+            });
         });
     }
 }
@@ -144,11 +155,18 @@ impl Actor for BrowserActor {
             let timeout = act.settings.probe_timeout;
             let addr = ctx.address();
             tokio::spawn(async move {
-                let alive = matches!(tokio::time::timeout(timeout, browser.version()).await, Ok(Ok(_)));
+                let alive = matches!(
+                    tokio::time::timeout(timeout, browser.version()).await,
+                    Ok(Ok(_))
+                );
                 let rss = tokio::task::spawn_blocking(move || proc_tree::tree_rss_bytes(pid))
                     .await
                     .unwrap_or(0);
-                addr.do_send(ProbeResult { generation, alive, rss });
+                addr.do_send(ProbeResult {
+                    generation,
+                    alive,
+                    rss,
+                });
             });
         });
     }
@@ -174,7 +192,10 @@ impl Handler<Launch> for BrowserActor {
     }
 }
 
-async fn launch(settings: &BrowserSettings, label: &str) -> Result<(Running, Vec<PreparedTab>), String> {
+async fn launch(
+    settings: &BrowserSettings,
+    label: &str,
+) -> Result<(Running, Vec<PreparedTab>), String> {
     let process = ChromiumProcess::launch(&settings.chromium, label)
         .await
         .map_err(|e| e.to_string())?;
@@ -241,7 +262,14 @@ async fn launch(settings: &BrowserSettings, label: &str) -> Result<(Running, Vec
             }
         }
     }
-    Ok((Running { process, browser, dead }, tabs))
+    Ok((
+        Running {
+            process,
+            browser,
+            dead,
+        },
+        tabs,
+    ))
 }
 
 #[derive(Message)]
@@ -266,7 +294,12 @@ impl Handler<Launched> for BrowserActor {
         match msg.result {
             Ok((running, tabs)) => {
                 let pid = running.process.pid;
-                tracing::info!(browser = index, pid, generation = msg.generation, "browser ready");
+                tracing::info!(
+                    browser = index,
+                    pid,
+                    generation = msg.generation,
+                    "browser ready"
+                );
                 let mut dead = running.dead.clone();
                 let addr = ctx.address();
                 let generation = msg.generation;
@@ -278,7 +311,11 @@ impl Handler<Launched> for BrowserActor {
                 });
                 self.running = Some(running);
                 self.spare = tabs.into();
-                self.supervisor.do_send(BrowserUp { index, generation, pid });
+                self.supervisor.do_send(BrowserUp {
+                    index,
+                    generation,
+                    pid,
+                });
             }
             Err(error) => {
                 tracing::warn!(browser = index, "browser launch failed: {error}");
@@ -304,7 +341,11 @@ impl Handler<Died> for BrowserActor {
 
     fn handle(&mut self, msg: Died, _: &mut Context<Self>) {
         if msg.generation == self.generation && self.running.is_some() {
-            tracing::warn!(browser = self.index, reason = msg.reason.as_str(), "browser died");
+            tracing::warn!(
+                browser = self.index,
+                reason = msg.reason.as_str(),
+                "browser died"
+            );
             self.stop(msg.reason);
         }
     }
@@ -536,10 +577,7 @@ impl CaptureTask {
             },
         };
 
-        let mut crashed = match tab.page.event_listener::<EventTargetCrashed>().await {
-            Ok(stream) => Some(stream),
-            Err(_) => None,
-        };
+        let mut crashed = tab.page.event_listener::<EventTargetCrashed>().await.ok();
         let mut dead = self.dead.clone();
         let spec = job.spec.clone();
         let ended = tokio::select! {
@@ -571,7 +609,13 @@ impl CaptureTask {
     }
 
     /// Answers (or hands back) the job first, then cleans the tab up and frees the slot.
-    async fn conclude(self, mut job: Job, started: Instant, ended: Ended, tab: Option<PreparedTab>) {
+    async fn conclude(
+        self,
+        mut job: Job,
+        started: Instant,
+        ended: Ended,
+        tab: Option<PreparedTab>,
+    ) {
         let render = started.elapsed();
         let outcome = match ended {
             Ended::Done(Ok(rendered)) => {
@@ -619,7 +663,10 @@ impl CaptureTask {
         let alive = self.dead.borrow().is_none();
         let wedged = match tab {
             Some(tab) if alive => {
-                matches!(tab::dispose(&self.browser, tab).await, Err(TabError::Timeout(_)))
+                matches!(
+                    tab::dispose(&self.browser, tab).await,
+                    Err(TabError::Timeout(_))
+                )
             }
             _ => false,
         };

@@ -107,9 +107,11 @@ async fn emulate(page: &Page, spec: &CaptureSpec) -> Result<()> {
     ))
     .await?;
     if spec.dark_mode {
-        let mut media = SetEmulatedMediaParams::default();
-        media.features = Some(vec![MediaFeature::new("prefers-color-scheme", "dark")]);
-        page.execute(media).await?;
+        page.execute(SetEmulatedMediaParams {
+            features: Some(vec![MediaFeature::new("prefers-color-scheme", "dark")]),
+            ..Default::default()
+        })
+        .await?;
     }
     if let Some(ua) = &spec.user_agent {
         page.execute(SetUserAgentOverrideParams::new(ua.clone()))
@@ -145,14 +147,16 @@ async fn emulate(page: &Page, spec: &CaptureSpec) -> Result<()> {
         page.execute(SetCookiesParams::new(cookies)).await?;
     }
     if spec.omit_background && spec.format != ImageFormat::Jpeg {
-        let mut params = SetDefaultBackgroundColorOverrideParams::default();
-        params.color = Some(Rgba {
+        let transparent = Rgba {
             r: 0,
             g: 0,
             b: 0,
             a: Some(0.0),
-        });
-        page.execute(params).await?;
+        };
+        page.execute(SetDefaultBackgroundColorOverrideParams {
+            color: Some(transparent),
+        })
+        .await?;
     }
     Ok(())
 }
@@ -168,7 +172,9 @@ async fn navigate(page: &Page, spec: &CaptureSpec) -> Result<()> {
         return Err(CaptureError::NavigationFailed(error).into());
     }
     if nav.is_download == Some(true) {
-        return Err(CaptureError::NavigationFailed("the URL is a download, not a page".into()).into());
+        return Err(
+            CaptureError::NavigationFailed("the URL is a download, not a page".into()).into(),
+        );
     }
     // Same-document navigations have no loader and no lifecycle to wait for.
     let Some(loader) = nav.loader_id else {
@@ -246,14 +252,7 @@ async fn prepare_page(
         evaluate(page, script, false).await?;
     }
     if let Some(js) = &spec.js {
-        evaluate(page, js.clone(), true)
-            .await
-            .map_err(|f| match f {
-                Failure::Capture(CaptureError::ScriptFailed(msg)) => {
-                    Failure::Capture(CaptureError::ScriptFailed(msg))
-                }
-                other => other,
-            })?;
+        evaluate(page, js.clone(), true).await?;
     }
     Ok(())
 }
@@ -271,7 +270,10 @@ async fn shoot(
             .min(settings.element_wait);
         Some(element_region(page, selector, budget).await?)
     } else if spec.full_page {
-        let metrics = page.execute(GetLayoutMetricsParams::default()).await?.result;
+        let metrics = page
+            .execute(GetLayoutMetricsParams::default())
+            .await?
+            .result;
         Some(Region {
             x: 0.0,
             y: 0.0,
@@ -352,10 +354,11 @@ async fn tiled(
     let format = spec.format;
     let quality = spec.quality;
     let opaque = !spec.omit_background || format == ImageFormat::Jpeg;
-    let image = tokio::task::spawn_blocking(move || encode::encode(&canvas, format, quality, opaque))
-        .await
-        .map_err(|e| CaptureError::Internal(e.to_string()))?
-        .map_err(|e| CaptureError::Internal(e.to_string()))?;
+    let image =
+        tokio::task::spawn_blocking(move || encode::encode(&canvas, format, quality, opaque))
+            .await
+            .map_err(|e| CaptureError::Internal(e.to_string()))?
+            .map_err(|e| CaptureError::Internal(e.to_string()))?;
     Ok(Rendered {
         image,
         width: width_px,
@@ -479,12 +482,19 @@ async fn element_region(page: &Page, selector: &str, budget: Duration) -> Result
             width,
             height,
         }),
-        _ => Err(CaptureError::SelectorNotFound(format!("{selector} (element has no visible size)")).into()),
+        _ => Err(CaptureError::SelectorNotFound(format!(
+            "{selector} (element has no visible size)"
+        ))
+        .into()),
     }
 }
 
 /// Evaluates `expression` in the page; a thrown exception becomes [`CaptureError::ScriptFailed`].
-async fn evaluate(page: &Page, expression: String, await_promise: bool) -> Result<serde_json::Value> {
+async fn evaluate(
+    page: &Page,
+    expression: String,
+    await_promise: bool,
+) -> Result<serde_json::Value> {
     let mut params = EvaluateParams::new(expression);
     params.await_promise = Some(await_promise);
     params.return_by_value = Some(true);

@@ -30,7 +30,13 @@ pub fn recompress_png(input: &[u8]) -> Result<Vec<u8>, EncodeError> {
         .next_frame(&mut buf)
         .map_err(|e| EncodeError::Decode(e.to_string()))?;
     buf.truncate(info.buffer_size());
-    encode_png_raw(&buf, info.width, info.height, info.color_type, info.bit_depth)
+    encode_png_raw(
+        &buf,
+        info.width,
+        info.height,
+        info.color_type,
+        info.bit_depth,
+    )
 }
 
 fn encode_png_raw(
@@ -103,10 +109,8 @@ pub fn encode(
         ImageFormat::Jpeg => {
             let rgb = image::DynamicImage::ImageRgba8(canvas.clone()).to_rgb8();
             let mut out = Vec::new();
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut out,
-                quality.unwrap_or(80),
-            );
+            let encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.unwrap_or(80));
             rgb.write_with_encoder(encoder)
                 .map_err(|e| EncodeError::Encode(e.to_string()))?;
             Ok(out)
@@ -126,7 +130,9 @@ mod tests {
     use super::*;
 
     fn sample(w: u32, h: u32) -> RgbaImage {
-        RgbaImage::from_fn(w, h, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 7, 255]))
+        RgbaImage::from_fn(w, h, |x, y| {
+            image::Rgba([(x % 256) as u8, (y % 256) as u8, 7, 255])
+        })
     }
 
     #[test]

@@ -13,7 +13,11 @@ pub fn tree_rss_bytes(root: u32) -> u64 {
     let mut parent_of: HashMap<u32, u32> = HashMap::new();
     let mut rss_of: HashMap<u32, u64> = HashMap::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

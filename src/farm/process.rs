@@ -68,9 +68,15 @@ pub struct ChromiumProcess {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("could not create a profile directory in {dir}: {source}")]
-    Profile { dir: PathBuf, source: std::io::Error },
+    Profile {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("could not start {exe}: {source}")]
-    Spawn { exe: PathBuf, source: std::io::Error },
+    Spawn {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
     #[error("Chromium exited before printing its DevTools address")]
     EarlyExit,
     #[error("Chromium did not print its DevTools address within {0:?}")]
@@ -81,7 +87,10 @@ pub enum LaunchError {
 
 impl ChromiumProcess {
     /// Starts Chromium and waits for its DevTools address.
-    pub async fn launch(config: &ChromiumConfig, label: &str) -> Result<ChromiumProcess, LaunchError> {
+    pub async fn launch(
+        config: &ChromiumConfig,
+        label: &str,
+    ) -> Result<ChromiumProcess, LaunchError> {
         let parent = if config.profile_dir.as_os_str().is_empty() {
             std::env::temp_dir()
         } else {
@@ -91,7 +100,10 @@ impl ChromiumProcess {
         let profile = tempfile::Builder::new()
             .prefix(&format!("shotfarm-{label}-"))
             .tempdir_in(&parent)
-            .map_err(|source| LaunchError::Profile { dir: parent.clone(), source })?;
+            .map_err(|source| LaunchError::Profile {
+                dir: parent.clone(),
+                source,
+            })?;
 
         let mut command = Command::new(&config.executable);
         command

@@ -109,7 +109,9 @@ impl Supervisor {
                 .max_by_key(|(i, s)| (s.free, std::cmp::Reverse(*i)))
                 .map(|(i, _)| i);
             let Some(index) = best else { break };
-            let Some(mut job) = self.queue.pop_front() else { break };
+            let Some(mut job) = self.queue.pop_front() else {
+                break;
+            };
             let waited = job.enqueued_at.elapsed();
             job.queued_before += waited;
             self.metrics
@@ -148,7 +150,12 @@ impl Supervisor {
         if slot.state != State::Ready {
             return;
         }
-        tracing::info!(browser = index, reason = reason.as_str(), captures = slot.captures, "restarting browser");
+        tracing::info!(
+            browser = index,
+            reason = reason.as_str(),
+            captures = slot.captures,
+            "restarting browser"
+        );
         slot.state = State::Draining;
         slot.free = 0;
         slot.addr.do_send(Restart(reason));
@@ -170,11 +177,20 @@ impl Supervisor {
 
     fn status(&self) -> FarmStatus {
         FarmStatus {
-            ready: self.slots.iter().filter(|s| s.state == State::Ready).count(),
+            ready: self
+                .slots
+                .iter()
+                .filter(|s| s.state == State::Ready)
+                .count(),
             total: self.slots.len(),
             queue_depth: self.queue.len(),
             in_flight: self.in_flight.load(Ordering::SeqCst),
-            pids: self.slots.iter().filter(|s| s.pid != 0).map(|s| s.pid).collect(),
+            pids: self
+                .slots
+                .iter()
+                .filter(|s| s.pid != 0)
+                .map(|s| s.pid)
+                .collect(),
             accepting: self.accepting,
         }
     }
@@ -223,7 +239,11 @@ impl Handler<Submit> for Supervisor {
             // A job must carry a usable deadline; one already spent is refused, not queued.
             return Err(CaptureError::Timeout);
         }
-        if self.slots.iter().all(|s| self.is_unhealthy(s) && s.state != State::Ready) {
+        if self
+            .slots
+            .iter()
+            .all(|s| self.is_unhealthy(s) && s.state != State::Ready)
+        {
             return Err(CaptureError::Unavailable);
         }
         if self.queue.len() >= self.farm.queue_capacity {
@@ -251,7 +271,9 @@ impl Handler<BrowserUp> for Supervisor {
 
     fn handle(&mut self, msg: BrowserUp, _: &mut Context<Self>) {
         let tabs = self.browser_settings.tabs;
-        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        let Some(slot) = self.slots.get_mut(msg.index) else {
+            return;
+        };
         if msg.generation < slot.generation {
             return;
         }
@@ -273,7 +295,9 @@ impl Handler<BrowserDown> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: BrowserDown, ctx: &mut Context<Self>) {
-        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        let Some(slot) = self.slots.get_mut(msg.index) else {
+            return;
+        };
         if msg.generation < slot.generation {
             return;
         }
@@ -290,7 +314,11 @@ impl Handler<BrowserDown> for Supervisor {
             .with_label_values(&[msg.reason.as_str()])
             .inc();
         if failures == self.farm.unhealthy_after {
-            tracing::error!(browser = msg.index, failures, "browser is unhealthy: it keeps failing");
+            tracing::error!(
+                browser = msg.index,
+                failures,
+                "browser is unhealthy: it keeps failing"
+            );
         }
         self.publish_gauges();
         if !self.accepting {
@@ -298,7 +326,12 @@ impl Handler<BrowserDown> for Supervisor {
         }
         let delay = self.backoff(failures);
         let index = msg.index;
-        tracing::info!(browser = index, reason = msg.reason.as_str(), delay_ms = delay.as_millis() as u64, "browser down; relaunching");
+        tracing::info!(
+            browser = index,
+            reason = msg.reason.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            "browser down; relaunching"
+        );
         ctx.run_later(delay, move |act, _| {
             if !act.accepting {
                 return;
@@ -318,7 +351,9 @@ impl Handler<SlotFreed> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SlotFreed, _: &mut Context<Self>) {
-        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        let Some(slot) = self.slots.get_mut(msg.index) else {
+            return;
+        };
         if msg.generation != slot.generation || slot.state != State::Ready {
             return;
         }
@@ -347,7 +382,10 @@ impl Handler<BrowserLost> for Supervisor {
 
     fn handle(&mut self, msg: BrowserLost, _: &mut Context<Self>) {
         let mut job = msg.job;
-        if self.accepting_or_draining() && job.attempt == 0 && job.remaining() >= MIN_RETRY_REMAINING {
+        if self.accepting_or_draining()
+            && job.attempt == 0
+            && job.remaining() >= MIN_RETRY_REMAINING
+        {
             tracing::info!(request_id = %job.id, from_browser = msg.index, "retrying on another browser");
             job.attempt = 1;
             job.enqueued_at = Instant::now();
@@ -392,7 +430,12 @@ impl Handler<MemorySample> for Supervisor {
             .get(msg.index)
             .is_some_and(|s| s.generation == msg.generation);
         if limit > 0 && msg.bytes > limit && current {
-            tracing::warn!(browser = msg.index, bytes = msg.bytes, limit, "browser over its memory limit");
+            tracing::warn!(
+                browser = msg.index,
+                bytes = msg.bytes,
+                limit,
+                "browser over its memory limit"
+            );
             self.restart(msg.index, RestartReason::MemoryLimit);
         }
     }

@@ -2,8 +2,8 @@
 //! in one test process keep separate counts.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for capture latencies, in seconds: 5 ms … 60 s.
@@ -44,9 +44,11 @@ impl Metrics {
         let registry = Registry::new();
         let queue_depth = IntGauge::new("shotfarm_queue_depth", "Jobs waiting for a free tab")
             .expect("static metric definition");
-        let captures_in_flight =
-            IntGauge::new("shotfarm_captures_in_flight", "Captures running in a browser")
-                .expect("static metric definition");
+        let captures_in_flight = IntGauge::new(
+            "shotfarm_captures_in_flight",
+            "Captures running in a browser",
+        )
+        .expect("static metric definition");
         let captures_total = IntCounterVec::new(
             Opts::new("shotfarm_captures_total", "Finished captures by outcome"),
             &["outcome"],
@@ -75,7 +77,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let browser_restarts_total = IntCounterVec::new(
-            Opts::new("shotfarm_browser_restarts_total", "Browser restarts by reason"),
+            Opts::new(
+                "shotfarm_browser_restarts_total",
+                "Browser restarts by reason",
+            ),
             &["reason"],
         )
         .expect("static metric definition");
@@ -88,7 +93,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let http_requests_total = IntCounterVec::new(
-            Opts::new("shotfarm_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "shotfarm_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["route", "status"],
         )
         .expect("static metric definition");

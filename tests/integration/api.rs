@@ -12,7 +12,10 @@ fn enc(url: &str) -> String {
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     assert_eq!(response.headers()["content-type"], "application/json");
-    let header_id = response.headers()["x-request-id"].to_str().expect("id").to_string();
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
     let body: Value = response.json().await.expect("json error body");
     assert!(body["error"]["code"].is_string(), "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -28,19 +31,29 @@ async fn invalid_options_get_400_naming_the_field() {
     for (query, field) in [
         (format!("url={url}&format=gif"), "format"),
         (format!("url={url}&width=0"), "width"),
-        (format!("url={url}&device_scale_factor=9"), "device_scale_factor"),
+        (
+            format!("url={url}&device_scale_factor=9"),
+            "device_scale_factor",
+        ),
         (format!("url={url}&timeout=999999999"), "timeout"),
         (format!("url={url}&wait_until=sometime"), "wait_until"),
         ("url=javascript:alert(1)".to_string(), "url"),
         (format!("url={url}&bogus=1"), "bogus"),
         (String::new(), "url"),
     ] {
-        let response = client.get(daemon.url(&format!("/api/v1/screenshot?{query}"))).send().await.expect("get");
+        let response = client
+            .get(daemon.url(&format!("/api/v1/screenshot?{query}")))
+            .send()
+            .await
+            .expect("get");
         let (status, body) = error_of(response).await;
         assert_eq!(status, 400, "{query}");
         assert_eq!(body["error"]["code"], "invalid_parameter");
         assert_eq!(body["error"]["field"], field, "{query}: {body}");
-        assert!(body["error"]["message"].as_str().unwrap_or("").contains(field));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(field));
     }
     // The JSON body takes the same names.
     let response = client
@@ -50,7 +63,10 @@ async fn invalid_options_get_400_naming_the_field() {
         .await
         .expect("post");
     let (status, body) = error_of(response).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("quality")));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("quality"))
+    );
     // A body that is not JSON is a clear 400 too.
     let response = client
         .post(daemon.url("/api/v1/screenshot"))
@@ -59,7 +75,10 @@ async fn invalid_options_get_400_naming_the_field() {
         .await
         .expect("post");
     let (status, body) = error_of(response).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_body")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body"))
+    );
 }
 
 #[tokio::test]
@@ -67,14 +86,20 @@ async fn success_carries_request_id_and_server_timing() {
     let daemon = shared();
     daemon.wait_ready(2).await;
     let response = reqwest::Client::new()
-        .get(daemon.url(&format!("/api/v1/screenshot?url={}&width=300&height=200", enc(&page("/plain")))))
+        .get(daemon.url(&format!(
+            "/api/v1/screenshot?url={}&width=300&height=200",
+            enc(&page("/plain"))
+        )))
         .header("x-request-id", "test-req-42")
         .send()
         .await
         .expect("get");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "test-req-42");
-    let timing = response.headers()["server-timing"].to_str().expect("ascii").to_string();
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     for part in ["queue;dur=", "render;dur=", "total;dur="] {
         assert!(timing.contains(part), "{timing}");
     }
@@ -88,15 +113,49 @@ async fn page_failures_have_their_own_codes() {
     let closed = format!("http://127.0.0.1:{}/", free_port());
     let cases = [
         (format!("url={}", enc(&closed)), 502, "navigation_failed"),
-        (format!("url={}&selector=%23nothing-here&timeout=8000", enc(&page("/plain"))), 404, "selector_not_found"),
-        (format!("url={}&wait_for_selector=%23nothing&timeout=1500", enc(&page("/plain"))), 404, "selector_not_found"),
-        (format!("url={}&selector=%5B%5B%5B", enc(&page("/plain"))), 400, "invalid_selector"),
-        (format!("url={}&js={}", enc(&page("/plain")), enc("throw new Error('boom')")), 400, "script_error"),
+        (
+            format!(
+                "url={}&selector=%23nothing-here&timeout=8000",
+                enc(&page("/plain"))
+            ),
+            404,
+            "selector_not_found",
+        ),
+        (
+            format!(
+                "url={}&wait_for_selector=%23nothing&timeout=1500",
+                enc(&page("/plain"))
+            ),
+            404,
+            "selector_not_found",
+        ),
+        (
+            format!("url={}&selector=%5B%5B%5B", enc(&page("/plain"))),
+            400,
+            "invalid_selector",
+        ),
+        (
+            format!(
+                "url={}&js={}",
+                enc(&page("/plain")),
+                enc("throw new Error('boom')")
+            ),
+            400,
+            "script_error",
+        ),
     ];
     for (query, want_status, want_code) in cases {
-        let response = client.get(daemon.url(&format!("/api/v1/screenshot?{query}"))).send().await.expect("get");
+        let response = client
+            .get(daemon.url(&format!("/api/v1/screenshot?{query}")))
+            .send()
+            .await
+            .expect("get");
         let (status, body) = error_of(response).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (want_status, Some(want_code)), "{query}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{query}: {body}"
+        );
     }
 }
 
@@ -105,16 +164,30 @@ async fn a_page_that_never_loads_times_out_within_its_deadline() {
     let daemon = shared();
     daemon.wait_ready(2).await;
     let started = Instant::now();
-    let response = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}&timeout=1500", enc(&page("/hang")))))
-        .await
-        .expect("get");
+    let response = reqwest::get(daemon.url(&format!(
+        "/api/v1/screenshot?url={}&timeout=1500",
+        enc(&page("/hang"))
+    )))
+    .await
+    .expect("get");
     let elapsed = started.elapsed();
     let (status, body) = error_of(response).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("timeout")));
-    assert!(elapsed >= Duration::from_millis(1400), "not before the deadline: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500 + 1000), "answered at the deadline: {elapsed:?}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("timeout"))
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "not before the deadline: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(1500 + 1000),
+        "answered at the deadline: {elapsed:?}"
+    );
     // The farm is still serving afterwards.
-    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))))).await.expect("get");
+    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+        .await
+        .expect("get");
     assert_eq!(ok.status(), 200);
 }
 
@@ -123,8 +196,18 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let daemon = shared();
     let client = reqwest::Client::new();
     let (status, body) = error_of(client.get(daemon.url("/nope")).send().await.expect("get")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
-    let (status, _) = error_of(client.delete(daemon.url("/api/v1/screenshot")).send().await.expect("delete")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = error_of(
+        client
+            .delete(daemon.url("/api/v1/screenshot"))
+            .send()
+            .await
+            .expect("delete"),
+    )
+    .await;
     assert!(status == 405 || status == 404, "{status}");
 }
 
@@ -132,14 +215,33 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn probes_and_metrics_are_served() {
     let daemon = shared();
     daemon.wait_ready(2).await;
-    let ready: Value = reqwest::get(daemon.url("/readyz")).await.expect("readyz").json().await.expect("json");
-    assert_eq!(ready["status"], "ready");
-    assert_eq!(reqwest::get(daemon.url("/healthz")).await.expect("healthz").status(), 200);
-    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}&width=100&height=100", enc(&page("/plain")))))
+    let ready: Value = reqwest::get(daemon.url("/readyz"))
         .await
-        .expect("capture");
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(
+        reqwest::get(daemon.url("/healthz"))
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    let ok = reqwest::get(daemon.url(&format!(
+        "/api/v1/screenshot?url={}&width=100&height=100",
+        enc(&page("/plain"))
+    )))
+    .await
+    .expect("capture");
     assert_eq!(ok.status(), 200);
-    let text = reqwest::get(daemon.metrics_url()).await.expect("metrics").text().await.expect("text");
+    let text = reqwest::get(daemon.metrics_url())
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for name in [
         "shotfarm_queue_depth",
         "shotfarm_captures_in_flight",
@@ -152,5 +254,8 @@ async fn probes_and_metrics_are_served() {
         assert!(text.contains(name), "missing {name}");
     }
     assert!(metric_value(&text, "shotfarm_captures_total{outcome=\"success\"}") >= 1.0);
-    assert_eq!(metric_value(&text, "shotfarm_browsers{state=\"ready\"}"), 2.0);
+    assert_eq!(
+        metric_value(&text, "shotfarm_browsers{state=\"ready\"}"),
+        2.0
+    );
 }

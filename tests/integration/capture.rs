@@ -26,13 +26,27 @@ fn enc(url: &str) -> String {
 #[tokio::test]
 async fn viewport_size_is_viewport_times_scale() {
     let url = enc(&page("/plain"));
-    for (w, h, dsf) in [(640u32, 480u32, 1.0f64), (500, 300, 2.0), (333, 222, 3.0), (800, 600, 1.5)] {
-        let img = image(&format!("url={url}&width={w}&height={h}&device_scale_factor={dsf}")).await;
-        let want = ((f64::from(w) * dsf).round() as u32, (f64::from(h) * dsf).round() as u32);
+    for (w, h, dsf) in [
+        (640u32, 480u32, 1.0f64),
+        (500, 300, 2.0),
+        (333, 222, 3.0),
+        (800, 600, 1.5),
+    ] {
+        let img = image(&format!(
+            "url={url}&width={w}&height={h}&device_scale_factor={dsf}"
+        ))
+        .await;
+        let want = (
+            (f64::from(w) * dsf).round() as u32,
+            (f64::from(h) * dsf).round() as u32,
+        );
         assert_eq!(img.dimensions(), want, "viewport {w}x{h} at {dsf}");
     }
     // The red box (10,10)-(310,160) in CSS px lands at twice the coordinates at scale 2.
-    let img = image(&format!("url={url}&width=500&height=300&device_scale_factor=2")).await;
+    let img = image(&format!(
+        "url={url}&width=500&height=300&device_scale_factor=2"
+    ))
+    .await;
     assert!(near(rgb(&img, 40, 40), [255, 0, 0], 8));
     assert!(near(rgb(&img, 630, 40), [255, 255, 255], 8));
 }
@@ -41,8 +55,14 @@ async fn viewport_size_is_viewport_times_scale() {
 async fn full_page_height_is_the_page_height() {
     for (height, dsf) in [(3000u32, 1.0f64), (3000, 2.0)] {
         let url = enc(&page(&format!("/tall/{height}")));
-        let img = image(&format!("url={url}&full_page=true&width=400&height=300&device_scale_factor={dsf}")).await;
-        assert_eq!(img.dimensions(), ((400.0 * dsf) as u32, (f64::from(height) * dsf) as u32));
+        let img = image(&format!(
+            "url={url}&full_page=true&width=400&height=300&device_scale_factor={dsf}"
+        ))
+        .await;
+        assert_eq!(
+            img.dimensions(),
+            ((400.0 * dsf) as u32, (f64::from(height) * dsf) as u32)
+        );
         let bottom = img.height() - 5;
         assert!(near(rgb(&img, 10, 5), [255, 0, 0], 8));
         assert!(near(rgb(&img, 10, bottom), [0, 0, 255], 8));
@@ -66,7 +86,11 @@ async fn full_page_taller_than_chromium_paints_at_once_is_stitched() {
         (19000, [0, 0, 255]),
         (19999, [0, 0, 255]),
     ] {
-        assert!(near(rgb(&img, 150, y), want, 8), "row {y}: {:?}", rgb(&img, 150, y));
+        assert!(
+            near(rgb(&img, 150, y), want, 8),
+            "row {y}: {:?}",
+            rgb(&img, 150, y)
+        );
     }
 }
 
@@ -76,7 +100,10 @@ async fn element_capture_has_the_element_size() {
     let img = image(&format!("url={url}&selector=%23target")).await;
     assert_eq!(img.dimensions(), (321, 123));
     assert!(near(rgb(&img, 160, 60), [0, 128, 0], 8));
-    let img = image(&format!("url={url}&selector=%23target&device_scale_factor=2")).await;
+    let img = image(&format!(
+        "url={url}&selector=%23target&device_scale_factor=2"
+    ))
+    .await;
     assert_eq!(img.dimensions(), (642, 246));
 }
 
@@ -85,14 +112,21 @@ async fn element_that_appears_later_is_waited_for() {
     let url = enc(&page("/late/300"));
     let img = image(&format!("url={url}&selector=%23late")).await;
     assert_eq!(img.dimensions(), (77, 33));
-    let img = image(&format!("url={url}&wait_for_selector=%23late&width=200&height=100")).await;
+    let img = image(&format!(
+        "url={url}&wait_for_selector=%23late&width=200&height=100"
+    ))
+    .await;
     assert!(near(rgb(&img, 10, 10), [0, 0, 255], 8));
 }
 
 #[tokio::test]
 async fn jpeg_and_webp_decode_with_the_right_type() {
     let url = enc(&page("/plain"));
-    for (format, mime) in [("jpeg", "image/jpeg"), ("webp", "image/webp"), ("png", "image/png")] {
+    for (format, mime) in [
+        ("jpeg", "image/jpeg"),
+        ("webp", "image/webp"),
+        ("png", "image/png"),
+    ] {
         let response = shot(&format!("url={url}&format={format}&width=640&height=360")).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], mime);
@@ -114,9 +148,15 @@ async fn hide_selectors_css_and_dark_mode_change_pixels() {
     assert!(near(rgb(&base, 450, 50), [0, 0, 255], 8));
     assert!(near(rgb(&base, 550, 250), [255, 255, 255], 8));
 
-    let hidden = image(&format!("url={url}&width=600&height=300&hide_selectors=.ad")).await;
+    let hidden = image(&format!(
+        "url={url}&width=600&height=300&hide_selectors=.ad"
+    ))
+    .await;
     assert!(near(rgb(&hidden, 450, 50), [255, 255, 255], 8));
-    assert!(near(rgb(&hidden, 100, 50), [255, 0, 0], 8), "other elements stay");
+    assert!(
+        near(rgb(&hidden, 100, 50), [255, 0, 0], 8),
+        "other elements stay"
+    );
 
     let css = enc("#box { background: rgb(0, 255, 0) !important; }");
     let styled = image(&format!("url={url}&width=600&height=300&css={css}")).await;
@@ -145,7 +185,12 @@ async fn headers_cookies_and_user_agent_reach_the_site_and_do_not_leak() {
         "headers": {"X-Test": "yes"},
         "user_agent": "shotfarm-test",
     });
-    let response = client.post(daemon.url("/api/v1/screenshot")).json(&body).send().await.expect("post");
+    let response = client
+        .post(daemon.url("/api/v1/screenshot"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(response.status(), 200);
     let img = decode(&response.bytes().await.expect("body"));
     for y in [50, 150, 250] {
@@ -155,7 +200,10 @@ async fn headers_cookies_and_user_agent_reach_the_site_and_do_not_leak() {
     for _ in 0..4 {
         let img = image(&format!("url={}&width=200&height=300", enc(&page("/echo")))).await;
         for y in [50, 150, 250] {
-            assert!(near(rgb(&img, 100, y), [255, 0, 0], 8), "row {y} leaked state");
+            assert!(
+                near(rgb(&img, 100, y), [255, 0, 0], 8),
+                "row {y} leaked state"
+            );
         }
     }
 }
@@ -163,9 +211,16 @@ async fn headers_cookies_and_user_agent_reach_the_site_and_do_not_leak() {
 #[tokio::test]
 async fn omit_background_gives_transparency() {
     let url = enc(&page("/bare"));
-    let img = image(&format!("url={url}&width=200&height=100&omit_background=true")).await;
+    let img = image(&format!(
+        "url={url}&width=200&height=100&omit_background=true"
+    ))
+    .await;
     assert_eq!(img.get_pixel(150, 80).0[3], 0, "background is transparent");
-    assert_eq!(img.get_pixel(10, 10).0, [255, 0, 0, 255], "content stays opaque");
+    assert_eq!(
+        img.get_pixel(10, 10).0,
+        [255, 0, 0, 255],
+        "content stays opaque"
+    );
     let img = image(&format!("url={url}&width=200&height=100")).await;
     assert_eq!(img.get_pixel(150, 80).0[3], 255);
 }
@@ -174,15 +229,27 @@ async fn omit_background_gives_transparency() {
 async fn scroll_to_load_triggers_lazy_content() {
     let url = enc(&page("/lazy"));
     let img = image(&format!("url={url}&full_page=true&width=300&height=400")).await;
-    assert!(near(rgb(&img, 50, 3550), [255, 255, 255], 8), "untouched without scrolling");
-    let img = image(&format!("url={url}&full_page=true&width=300&height=400&scroll_to_load=true")).await;
-    assert!(near(rgb(&img, 50, 3550), [255, 0, 0], 8), "loaded after scrolling");
+    assert!(
+        near(rgb(&img, 50, 3550), [255, 255, 255], 8),
+        "untouched without scrolling"
+    );
+    let img = image(&format!(
+        "url={url}&full_page=true&width=300&height=400&scroll_to_load=true"
+    ))
+    .await;
+    assert!(
+        near(rgb(&img, 50, 3550), [255, 0, 0], 8),
+        "loaded after scrolling"
+    );
 }
 
 #[tokio::test]
 async fn json_response_carries_image_and_metadata() {
     let url = enc(&page("/plain"));
-    let response = shot(&format!("url={url}&width=320&height=200&response_type=json&format=webp")).await;
+    let response = shot(&format!(
+        "url={url}&width=320&height=200&response_type=json&format=webp"
+    ))
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let v: serde_json::Value = response.json().await.expect("json");

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::{browser_pids, eventually, free_port, live_pgids, metric_value, page, processes_under, Daemon};
+use crate::support::{
+    browser_pids, eventually, free_port, live_pgids, metric_value, page, processes_under, Daemon,
+};
 use serde_json::Value;
 
 fn enc(url: &str) -> String {
@@ -17,7 +19,10 @@ async fn a_full_queue_answers_429_with_retry_after() {
         c.farm.queue_capacity = 1;
     });
     daemon.wait_ready(1).await;
-    let hang = daemon.url(&format!("/api/v1/screenshot?url={}&timeout=4000", enc(&page("/hang"))));
+    let hang = daemon.url(&format!(
+        "/api/v1/screenshot?url={}&timeout=4000",
+        enc(&page("/hang"))
+    ));
     // One capture occupies the only tab, one waits in the queue.
     let client = reqwest::Client::new();
     let running = tokio::spawn(client.get(&hang).send());
@@ -46,7 +51,10 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
     let pids = browser_pids(&daemon.profile_dir);
     assert_eq!(pids.len(), 1, "one browser process: {pids:?}");
     // A page that takes 1.5 s to arrive; kill the browser while it loads.
-    let slow = daemon.url(&format!("/api/v1/screenshot?url={}&timeout=15000", enc(&page("/slow/1500"))));
+    let slow = daemon.url(&format!(
+        "/api/v1/screenshot?url={}&timeout=15000",
+        enc(&page("/slow/1500"))
+    ));
     let capture = tokio::spawn(reqwest::get(slow));
     tokio::time::sleep(Duration::from_millis(500)).await;
     // SAFETY: plain syscall on a PID this test found.
@@ -57,17 +65,32 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
     assert_eq!(response.status(), 200, "retried on the restarted browser");
     // The next captures succeed on the new browser.
     for _ in 0..3 {
-        let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))))).await.expect("get");
+        let ok =
+            reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+                .await
+                .expect("get");
         assert_eq!(ok.status(), 200);
     }
     let new_pids = browser_pids(&daemon.profile_dir);
     assert_eq!(new_pids.len(), 1);
     assert_ne!(new_pids, pids, "a new process");
-    let text = reqwest::get(daemon.metrics_url()).await.expect("metrics").text().await.expect("text");
-    assert!(metric_value(&text, "shotfarm_browser_restarts_total") >= 1.0, "{text}");
+    let text = reqwest::get(daemon.metrics_url())
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric_value(&text, "shotfarm_browser_restarts_total") >= 1.0,
+        "{text}"
+    );
     let dir = daemon.profile_dir.clone();
     daemon.stop();
-    assert!(processes_under(&dir).is_empty(), "{:?}", processes_under(&dir));
+    assert!(
+        processes_under(&dir).is_empty(),
+        "{:?}",
+        processes_under(&dir)
+    );
 }
 
 #[tokio::test]
@@ -75,14 +98,23 @@ async fn an_in_process_daemon_stopped_gracefully_leaves_no_chromium() {
     let daemon = Daemon::start(|c| c.farm.browsers = 2);
     daemon.wait_ready(2).await;
     let dir = daemon.profile_dir.clone();
-    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))))).await.expect("get");
+    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+        .await
+        .expect("get");
     assert_eq!(ok.status(), 200);
     let groups: Vec<u32> = browser_pids(&dir);
     assert_eq!(groups.len(), 2);
     daemon.stop();
-    assert!(processes_under(&dir).is_empty(), "{:?}", processes_under(&dir));
+    assert!(
+        processes_under(&dir).is_empty(),
+        "{:?}",
+        processes_under(&dir)
+    );
     let live = live_pgids();
-    assert!(groups.iter().all(|g| !live.contains(g)), "no process left in a browser's group");
+    assert!(
+        groups.iter().all(|g| !live.contains(g)),
+        "no process left in a browser's group"
+    );
 }
 
 /// Starts the real binary; returns the child, its API address and its profile directory.
@@ -123,7 +155,10 @@ async fn sigterm_drains_then_leaves_no_chromium() {
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
     // A capture in flight when SIGTERM arrives still completes.
-    let slow = tokio::spawn(reqwest::get(format!("{base}/api/v1/screenshot?url={}", enc(&page("/slow/800")))));
+    let slow = tokio::spawn(reqwest::get(format!(
+        "{base}/api/v1/screenshot?url={}",
+        enc(&page("/slow/800"))
+    )));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // SAFETY: signalling our own child.
     unsafe {
@@ -131,7 +166,10 @@ async fn sigterm_drains_then_leaves_no_chromium() {
     }
     let response = slow.await.expect("join").expect("response");
     assert_eq!(response.status(), 200, "in-flight capture drained");
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(status.success(), "clean exit: {status:?}");
     assert!(processes_under(profiles.path()).is_empty());
     let live = live_pgids();
@@ -145,7 +183,10 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     wait_ready(&base).await;
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
-    assert!(processes_under(profiles.path()).len() > 2, "browsers with helpers are running");
+    assert!(
+        processes_under(profiles.path()).len() > 2,
+        "browsers with helpers are running"
+    );
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let dir = profiles.path().to_path_buf();

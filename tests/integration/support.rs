@@ -25,7 +25,8 @@ pub fn site() -> SocketAddr {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind fixture site");
-                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
                 warp::serve(fixture_routes()).incoming(listener).run().await;
             });
         });
@@ -44,7 +45,8 @@ fn html(body: String) -> warp::reply::Response {
 
 const RESET: &str = "<style>html,body{margin:0;padding:0}</style>";
 
-fn fixture_routes() -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+fn fixture_routes(
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     // White page with a red box at (10,10) 300x150 and a blue `.ad` square at (400,10) 100x100;
     // the background turns black under prefers-color-scheme: dark.
     let plain = warp::path!("plain").map(|| {
@@ -86,7 +88,9 @@ fn fixture_routes() -> impl Filter<Extract = (warp::reply::Response,), Error = w
     });
     // A page whose load event never fires: its image never answers.
     let hang = warp::path!("hang").map(|| {
-        html(format!("<!doctype html><html><head>{RESET}</head><body><img src='/never'></body></html>"))
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body><img src='/never'></body></html>"
+        ))
     });
     let never = warp::path!("never").then(|| async {
         tokio::time::sleep(Duration::from_secs(600)).await;
@@ -103,18 +107,20 @@ fn fixture_routes() -> impl Filter<Extract = (warp::reply::Response,), Error = w
         .and(warp::header::optional::<String>("cookie"))
         .and(warp::header::optional::<String>("x-test"))
         .and(warp::header::optional::<String>("user-agent"))
-        .map(|cookie: Option<String>, xtest: Option<String>, ua: Option<String>| {
-            let ok = |b: bool| if b { "rgb(0,255,0)" } else { "rgb(255,0,0)" };
-            let c = ok(cookie.is_some_and(|c| c.contains("k=v")));
-            let h = ok(xtest.as_deref() == Some("yes"));
-            let u = ok(ua.as_deref() == Some("shotfarm-test"));
-            html(format!(
-                "<!doctype html><html><head>{RESET}</head><body>
+        .map(
+            |cookie: Option<String>, xtest: Option<String>, ua: Option<String>| {
+                let ok = |b: bool| if b { "rgb(0,255,0)" } else { "rgb(255,0,0)" };
+                let c = ok(cookie.is_some_and(|c| c.contains("k=v")));
+                let h = ok(xtest.as_deref() == Some("yes"));
+                let u = ok(ua.as_deref() == Some("shotfarm-test"));
+                html(format!(
+                    "<!doctype html><html><head>{RESET}</head><body>
                    <div style='height:100px;background:{c}'></div>
                    <div style='height:100px;background:{h}'></div>
                    <div style='height:100px;background:{u}'></div></body></html>"
-            ))
-        });
+                ))
+            },
+        );
     // No background at all (for omit_background).
     let bare = warp::path!("bare").map(|| {
         html(format!(
@@ -255,10 +261,20 @@ pub fn shared() -> &'static Daemon {
 pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.to_string_lossy().to_string();
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
         if cmdline.contains(&needle) && !is_zombie(pid) {
             out.push((pid, cmdline));
@@ -270,7 +286,10 @@ pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -286,9 +305,17 @@ pub fn browser_pids(dir: &Path) -> Vec<u32> {
 /// Process group ids of every live process.
 pub fn live_pgids() -> HashSet<u32> {
     let mut out = HashSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if is_zombie(pid) {
             continue;
         }
@@ -333,7 +360,9 @@ pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
 
 /// Decodes an image response body.
 pub fn decode(bytes: &[u8]) -> image::RgbaImage {
-    image::load_from_memory(bytes).expect("decodable image").to_rgba8()
+    image::load_from_memory(bytes)
+        .expect("decodable image")
+        .to_rgba8()
 }
 
 /// The pixel at (x, y) as RGB.
