@@ -200,3 +200,109 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     .await;
     assert!(groups_gone, "a process is left in a browser's group");
 }
+
+/// Reads `shotfarm_browser_restarts_total{reason="…"}` from a daemon.
+async fn restarts(daemon: &Daemon, reason: &str) -> f64 {
+    let text = reqwest::get(daemon.metrics_url())
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metric_value(
+        &text,
+        &format!("shotfarm_browser_restarts_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Waits (up to 10 s) until a restart with `reason` has been counted.
+async fn wait_restart(daemon: &Daemon, reason: &str) -> bool {
+    for _ in 0..100 {
+        if restarts(daemon, reason).await >= 1.0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn policy_recycles_after_n_captures_over_memory_and_after_overruns() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.tabs_per_browser = 1;
+        c.farm.recycle_after = 2;
+        c.farm.max_overruns = 1;
+    });
+    daemon.wait_ready(1).await;
+    let plain = daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))));
+    for _ in 0..2 {
+        assert_eq!(reqwest::get(&plain).await.expect("get").status(), 200);
+    }
+    assert!(
+        wait_restart(&daemon, "recycled").await,
+        "recycled after 2 captures"
+    );
+    daemon.wait_ready(1).await;
+    // An overrun kills the tab and (with max_overruns = 1) recycles the browser.
+    let hang = daemon.url(&format!(
+        "/api/v1/screenshot?url={}&timeout=700",
+        enc(&page("/hang"))
+    ));
+    assert_eq!(reqwest::get(&hang).await.expect("get").status(), 504);
+    assert!(
+        wait_restart(&daemon, "deadline_overrun").await,
+        "overrun recycles the browser"
+    );
+    daemon.wait_ready(1).await;
+    assert_eq!(reqwest::get(&plain).await.expect("get").status(), 200);
+    daemon.stop();
+
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.max_browser_memory_mb = 1;
+        c.farm.probe_interval_ms = 200;
+        c.farm.probe_timeout_ms = 150;
+    });
+    daemon.wait_ready(1).await;
+    assert!(
+        wait_restart(&daemon, "memory_limit").await,
+        "a browser over its memory limit is restarted"
+    );
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn a_browser_that_cannot_start_backs_off_and_is_reported_unhealthy() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.chromium.executable = "/bin/false".into();
+        c.farm.restart_backoff_min_ms = 100;
+        c.farm.restart_backoff_max_ms = 400;
+        c.farm.unhealthy_after = 3;
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let failed = restarts(&daemon, "launch_failed").await;
+    // Back-off 0.1 + 0.2 + 0.4 + 0.4 … s: a handful of attempts in 1.5 s, not a hot loop.
+    assert!((3.0..=8.0).contains(&failed), "launch attempts: {failed}");
+    let text = reqwest::get(daemon.metrics_url())
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric_value(&text, "shotfarm_browsers{state=\"unhealthy\"}"),
+        1.0
+    );
+    let ready = reqwest::get(daemon.url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let refused =
+        reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+            .await
+            .expect("get");
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+    daemon.stop();
+}
