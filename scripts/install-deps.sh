@@ -10,11 +10,9 @@ log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Each entry is one `apt-get install` invocation (space-separated package list).
-# Recommended packages are skipped everywhere: chromium's Recommends are desktop
-# bits (upower, udev, notification-daemon, system-config-printer, mesa DRI) that a
-# headless renderer does not need. The one useful recommend, fonts-liberation
-# (metric-compatible Arial/Times/Courier), is requested explicitly so pages
-# render with sane fonts.
+# Recommended packages are installed too: that is the configuration the project
+# is tested with (chromium's recommends bring fonts and the libraries it probes).
+# fonts-liberation (metric-compatible Arial/Times/Courier) is requested explicitly.
 missing=()
 labels=()
 
@@ -54,7 +52,7 @@ if ((${#missing[@]} > 0)); then
     for i in "${!missing[@]}"; do
         # shellcheck disable=SC2086 # intentional word splitting of the package list
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -q --no-install-recommends ${missing[$i]} </dev/null >/dev/null
+            apt-get install -y -q ${missing[$i]} </dev/null >/dev/null
         log "installed ${labels[$i]} (${missing[$i]})"
     done
     [[ -x /usr/bin/chromium ]] || die "chromium install did not produce /usr/bin/chromium"
