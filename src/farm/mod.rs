@@ -55,6 +55,13 @@ impl Farm {
             probe_interval: Duration::from_millis(config.farm.probe_interval_ms),
             probe_timeout: Duration::from_millis(config.farm.probe_timeout_ms),
         };
+        let chromium = config.chromium.clone();
+        tokio::task::spawn_blocking(move || {
+            let removed = process::remove_stale_profiles(&chromium);
+            if removed > 0 {
+                tracing::info!(removed, "removed profile directories of dead browsers");
+            }
+        });
         let supervisor = Supervisor::new(config.farm.clone(), settings, metrics).start();
         Farm { supervisor }
     }

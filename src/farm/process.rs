@@ -225,6 +225,52 @@ impl Drop for ChromiumProcess {
     }
 }
 
+/// Removes profile directories left by browsers of a daemon that was killed (SIGKILL skips the
+/// cleanup). A directory counts as stale when Chromium's `SingletonLock` names a process that no
+/// longer exists; directories of live browsers (of this or another daemon) are left alone.
+pub fn remove_stale_profiles(config: &ChromiumConfig) -> usize {
+    let parent = if config.profile_dir.as_os_str().is_empty() {
+        std::env::temp_dir()
+    } else {
+        config.profile_dir.clone()
+    };
+    let Ok(entries) = std::fs::read_dir(&parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("shotfarm-") {
+            continue;
+        }
+        let path = entry.path();
+        // The lock is a symlink to "<hostname>-<pid>".
+        let Ok(target) = std::fs::read_link(path.join("SingletonLock")) else {
+            continue;
+        };
+        let pid = target
+            .to_string_lossy()
+            .rsplit('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(process_alive);
+        if !alive && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// True when `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .is_some_and(|i| !stat[i + 1..].trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// SIGKILL to the process group led by `pid` (every browser is its own group leader).
 pub fn kill_group(pid: u32) {
     if pid > 1 {

@@ -199,6 +199,26 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     })
     .await;
     assert!(groups_gone, "a process is left in a browser's group");
+    // The next daemon on the same profile directory removes the dead browsers' profiles.
+    let leftovers = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 2, "SIGKILL leaves the two profiles behind");
+    let (mut next, base) = spawn_binary(&dir);
+    wait_ready(&base).await;
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "only the new browsers' profiles remain: {names:?}"
+    );
+    let live: Vec<u32> = browser_pids(&dir);
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|p| !groups.contains(p)));
+    next.kill().expect("SIGKILL");
+    let _ = next.wait();
 }
 
 /// Reads `shotfarm_browser_restarts_total{reason="…"}` from a daemon.
