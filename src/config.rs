@@ -193,7 +193,8 @@ pub struct CaptureConfig {
     pub max_tile_height: u32,
     /// How long `selector` waits for its element to appear, in milliseconds.
     pub element_wait_ms: u64,
-    /// Who compresses PNGs: `rust` or `chromium`.
+    /// Who compresses PNGs: `chromium` (default) or `rust` (Chromium's fast encoding recompressed
+    /// in Rust: ~0.65x latency and ~2.5x throughput for ~8-24 % larger files, per the PNG bench).
     pub png_encoder: PngEncoder,
     /// Largest `css` or `js` option, in bytes.
     pub max_script_bytes: usize,
@@ -212,7 +213,7 @@ impl Default for CaptureConfig {
             max_full_page_height: 32_768,
             max_tile_height: 8_192,
             element_wait_ms: 5_000,
-            png_encoder: PngEncoder::Rust,
+            png_encoder: PngEncoder::Chromium,
             max_script_bytes: 64 * 1024,
         }
     }

@@ -90,14 +90,20 @@ impl BrowserActor {
         }
     }
 
-    /// Keeps `tabs + 1 - in_flight` fresh tabs ready (one spare, so a finished capture's
-    /// replacement is never on the next request's path).
+    /// Keeps `tabs + 1` fresh tabs ready (one spare beyond the tab slots). Opening a tab costs
+    /// Chromium far more than a capture's own CDP traffic (a new window and renderer, ~200 ms of
+    /// CPU here), and it runs on the same browser-process thread as the captures, so tabs are
+    /// opened only while this browser is idle; only when none is left is one opened during work.
     fn top_up(&mut self, ctx: &mut Context<Self>) {
         let Some(running) = &self.running else { return };
         if self.restart_pending.is_some() {
             return;
         }
-        let target = (self.settings.tabs + 1).saturating_sub(self.in_flight);
+        let target = if self.in_flight == 0 {
+            self.settings.tabs + 1
+        } else {
+            1
+        };
         while self.spare.len() + self.preparing < target {
             self.preparing += 1;
             let browser = running.browser.clone();
@@ -202,6 +208,8 @@ async fn launch(
     let config = HandlerConfig {
         viewport: None,
         request_timeout: Duration::from_secs(30),
+        // Certificate errors are navigation errors (`navigation_failed`), never ignored.
+        ignore_https_errors: false,
         ..HandlerConfig::default()
     };
     let connect = tokio::time::timeout(

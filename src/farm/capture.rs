@@ -89,13 +89,25 @@ pub async fn run(
     settings: CaptureSettings,
     deadline: tokio::time::Instant,
 ) -> Result<Rendered> {
+    let start = std::time::Instant::now();
     emulate(page, spec).await?;
+    let emulated = start.elapsed();
     navigate(page, spec).await?;
+    let navigated = start.elapsed();
     prepare_page(page, spec, deadline).await?;
     if !spec.delay.is_zero() {
         tokio::time::sleep(spec.delay).await;
     }
-    shoot(page, spec, settings, deadline).await
+    let prepared = start.elapsed();
+    let rendered = shoot(page, spec, settings, deadline).await?;
+    tracing::debug!(
+        emulate_ms = emulated.as_secs_f64() * 1e3,
+        navigate_ms = (navigated - emulated).as_secs_f64() * 1e3,
+        prepare_ms = (prepared - navigated).as_secs_f64() * 1e3,
+        shoot_ms = (start.elapsed() - prepared).as_secs_f64() * 1e3,
+        "capture steps"
+    );
+    Ok(rendered)
 }
 
 async fn emulate(page: &Page, spec: &CaptureSpec) -> Result<()> {

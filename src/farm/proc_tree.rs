@@ -45,6 +45,33 @@ pub fn tree_rss_bytes(root: u32) -> u64 {
         .sum()
 }
 
+/// True while any process of process group `pgid` is alive (zombies count as gone).
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        // rest[0] = state (field 3), rest[2] = pgrp (field 5).
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|s| s.parse::<u32>().ok());
+        state != Some("Z") && pgrp == Some(pgid)
+    })
+}
+
 fn descends_from(mut pid: u32, root: u32, parent_of: &HashMap<u32, u32>) -> bool {
     for _ in 0..64 {
         if pid == root {
@@ -75,6 +102,14 @@ mod tests {
     #[test]
     fn own_process_tree_has_memory() {
         assert!(tree_rss_bytes(std::process::id()) > 1024 * 1024);
+    }
+
+    #[test]
+    fn group_liveness_follows_the_group() {
+        // SAFETY: getpgrp has no preconditions.
+        let own = unsafe { libc::getpgrp() } as u32;
+        assert!(group_alive(own));
+        assert!(!group_alive(u32::MAX - 1));
     }
 
     #[test]

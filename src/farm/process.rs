@@ -43,7 +43,7 @@ const BASE_FLAGS: &[&str] = &[
     "--disable-prompt-on-repost",
     "--disable-client-side-phishing-detection",
     "--disable-domain-reliability",
-    "--disable-features=Translate,MediaRouter,OptimizationHints,InterestFeedContentSuggestions,CalculateNativeWinOcclusion,AcceptCHFrame,DialMediaRouteProvider",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,InterestFeedContentSuggestions,CalculateNativeWinOcclusion,AcceptCHFrame,DialMediaRouteProvider,OmniboxAimPopupWebUIContent,OmniboxFullPopupWebUIContent,OmniboxPopupWebUIBaseContent,OmniboxPopupWebUIContent,WebUIOmniboxPopup,PreloadTopChromeWebUI",
     "--metrics-recording-only",
     "--password-store=basic",
     "--use-mock-keychain",
@@ -199,6 +199,15 @@ impl ChromiumProcess {
             kill_group(self.pid);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
         }
+        // The browser's helpers got the same SIGKILL; wait (bounded) until none is running, so
+        // "stopped" means no process of this browser is left.
+        let pid = self.pid;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+            while super::proc_tree::group_alive(pid) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
         if let Some(profile) = self.profile.take() {
             let path = profile.path().to_path_buf();
             // Deleting a profile touches many files: keep it off the async workers.

@@ -41,6 +41,8 @@ struct Slot {
     /// Consecutive failures (crashes, failed launches) since the last successful capture.
     failures: u32,
     pid: u32,
+    /// Value of the supervisor's dispatch counter when this browser last got a job.
+    last_dispatch: u64,
 }
 
 pub struct Supervisor {
@@ -51,6 +53,8 @@ pub struct Supervisor {
     queue: VecDeque<Job>,
     accepting: bool,
     in_flight: Arc<AtomicUsize>,
+    /// Jobs dispatched so far (orders browsers by when they last got work).
+    dispatches: u64,
 }
 
 impl Supervisor {
@@ -63,6 +67,7 @@ impl Supervisor {
             queue: VecDeque::new(),
             accepting: true,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            dispatches: 0,
         }
     }
 
@@ -101,12 +106,14 @@ impl Supervisor {
                 }
                 continue;
             }
+            // The browser with the most free tabs, then the one that waited longest: work is
+            // spread so each browser gets idle time to open its next fresh tabs.
             let best = self
                 .slots
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.state == State::Ready && s.free > 0)
-                .max_by_key(|(i, s)| (s.free, std::cmp::Reverse(*i)))
+                .max_by_key(|(_, s)| (s.free, std::cmp::Reverse(s.last_dispatch)))
                 .map(|(i, _)| i);
             let Some(index) = best else { break };
             let Some(mut job) = self.queue.pop_front() else {
@@ -117,8 +124,10 @@ impl Supervisor {
             self.metrics
                 .queue_wait_seconds
                 .observe(waited.as_secs_f64());
+            self.dispatches += 1;
             let slot = &mut self.slots[index];
             slot.free -= 1;
+            slot.last_dispatch = self.dispatches;
             slot.addr.do_send(RunCapture {
                 generation: slot.generation,
                 job,
@@ -221,6 +230,7 @@ impl Actor for Supervisor {
                 overruns: 0,
                 failures: 0,
                 pid: 0,
+                last_dispatch: 0,
             });
         }
         ctx.run_interval(SWEEP_INTERVAL, |act, _| act.sweep());

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
-use chromiumoxide::cdp::browser_protocol::page::SetLifecycleEventsEnabledParams;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
 };
@@ -30,7 +29,8 @@ pub enum TabError {
 
 /// Creates a fresh context and a blank page in it.
 pub async fn prepare(browser: &Browser) -> Result<PreparedTab, TabError> {
-    tokio::time::timeout(TAB_OP_TIMEOUT, async {
+    let start = std::time::Instant::now();
+    let tab = tokio::time::timeout(TAB_OP_TIMEOUT, async {
         let context_id = browser
             .create_browser_context(CreateBrowserContextParams::default())
             .await?;
@@ -45,22 +45,26 @@ pub async fn prepare(browser: &Browser) -> Result<PreparedTab, TabError> {
                 return Err(e.into());
             }
         };
-        page.execute(SetLifecycleEventsEnabledParams::new(true))
-            .await?;
+        // chromiumoxide's page set-up has already enabled lifecycle events.
         Ok(PreparedTab { context_id, page })
     })
     .await
-    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?
+    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?;
+    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "tab prepared");
+    tab
 }
 
 /// Closes the tab's context and with it its page, cookies, cache and storage.
 pub async fn dispose(browser: &Browser, tab: PreparedTab) -> Result<(), TabError> {
-    tokio::time::timeout(TAB_OP_TIMEOUT, async {
+    let start = std::time::Instant::now();
+    let done = tokio::time::timeout(TAB_OP_TIMEOUT, async {
         browser
             .execute(DisposeBrowserContextParams::new(tab.context_id))
             .await?;
         Ok(())
     })
     .await
-    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?
+    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?;
+    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "tab disposed");
+    done
 }

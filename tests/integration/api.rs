@@ -2,12 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, metric_value, page, shared};
+use crate::support::{enc, free_port, metric_value, page, shared};
 use serde_json::{json, Value};
-
-fn enc(url: &str) -> String {
-    form_urlencoded::byte_serialize(url.as_bytes()).collect()
-}
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

@@ -1,6 +1,6 @@
 //! What a capture produces: sizes, formats, and the options that change pixels.
 
-use crate::support::{decode, near, page, rgb, shared};
+use crate::support::{decode, enc, near, page, rgb, shared};
 use serde_json::json;
 
 async fn shot(query: &str) -> reqwest::Response {
@@ -17,10 +17,6 @@ async fn image(query: &str) -> image::RgbaImage {
     let body = response.bytes().await.expect("body");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     decode(&body)
-}
-
-fn enc(url: &str) -> String {
-    form_urlencoded::byte_serialize(url.as_bytes()).collect()
 }
 
 #[tokio::test]

@@ -3,13 +3,10 @@
 use std::time::Duration;
 
 use crate::support::{
-    browser_pids, eventually, free_port, live_pgids, metric_value, page, processes_under, Daemon,
+    browser_pids, enc, eventually, free_port, live_pgids, metric_value, page, processes_under,
+    wait_ready_at, Daemon,
 };
 use serde_json::Value;
-
-fn enc(url: &str) -> String {
-    form_urlencoded::byte_serialize(url.as_bytes()).collect()
-}
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
@@ -117,8 +114,31 @@ async fn an_in_process_daemon_stopped_gracefully_leaves_no_chromium() {
     );
 }
 
-/// Starts the real binary; returns the child, its API address and its profile directory.
-fn spawn_binary(profiles: &std::path::Path) -> (std::process::Child, String) {
+/// A daemon process that is SIGKILLed if a test fails before stopping it.
+struct ChildGuard(std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary; returns the child and its API base URL.
+fn spawn_binary(profiles: &std::path::Path) -> (ChildGuard, String) {
     let api = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
@@ -130,28 +150,14 @@ fn spawn_binary(profiles: &std::path::Path) -> (std::process::Child, String) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn shotfarm");
-    (child, format!("http://{api}"))
-}
-
-async fn wait_ready(base: &str) {
-    for _ in 0..300 {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if let Ok(v) = r.json::<Value>().await {
-                if v["browsers_ready"] == 2 {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("daemon at {base} never became ready");
+    (ChildGuard(child), format!("http://{api}"))
 }
 
 #[tokio::test]
 async fn sigterm_drains_then_leaves_no_chromium() {
     let profiles = tempfile::tempdir().expect("tmp");
     let (mut child, base) = spawn_binary(profiles.path());
-    wait_ready(&base).await;
+    wait_ready_at(&base, 2).await;
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
     // A capture in flight when SIGTERM arrives still completes.
@@ -166,7 +172,7 @@ async fn sigterm_drains_then_leaves_no_chromium() {
     }
     let response = slow.await.expect("join").expect("response");
     assert_eq!(response.status(), 200, "in-flight capture drained");
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
         .await
         .expect("join")
         .expect("wait");
@@ -180,7 +186,7 @@ async fn sigterm_drains_then_leaves_no_chromium() {
 async fn sigkill_of_the_daemon_leaves_no_chromium() {
     let profiles = tempfile::tempdir().expect("tmp");
     let (mut child, base) = spawn_binary(profiles.path());
-    wait_ready(&base).await;
+    wait_ready_at(&base, 2).await;
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
     assert!(
@@ -203,7 +209,7 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     let leftovers = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 2, "SIGKILL leaves the two profiles behind");
     let (mut next, base) = spawn_binary(&dir);
-    wait_ready(&base).await;
+    wait_ready_at(&base, 2).await;
     let names: Vec<String> = std::fs::read_dir(&dir)
         .expect("dir")
         .flatten()

@@ -215,18 +215,7 @@ impl Daemon {
 
     /// Waits until `/readyz` reports `n` ready browsers.
     pub async fn wait_ready(&self, n: usize) {
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await {
-                if let Ok(v) = r.json::<serde_json::Value>().await {
-                    if v["browsers_ready"].as_u64() == Some(n as u64) {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("daemon never had {n} ready browsers");
+        wait_ready_at(&format!("http://{}", self.bound.api), n as u64).await;
     }
 
     /// Graceful stop; returns when the daemon's thread has ended.
@@ -374,4 +363,24 @@ pub fn rgb(img: &image::RgbaImage, x: u32, y: u32) -> [u8; 3] {
 /// True when every channel is within `tol` of `want`.
 pub fn near(got: [u8; 3], want: [u8; 3], tol: u8) -> bool {
     got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= tol)
+}
+
+/// A value percent-encoded for a query string.
+pub fn enc(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Waits (up to 30 s) until the daemon at `base` reports `n` ready browsers.
+pub async fn wait_ready_at(base: &str, n: u64) {
+    for _ in 0..300 {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["browsers_ready"].as_u64() == Some(n) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the daemon at {base} never had {n} ready browsers");
 }
