@@ -332,3 +332,52 @@ async fn a_browser_that_cannot_start_backs_off_and_is_reported_unhealthy() {
     assert_eq!(body["error"]["code"], "unavailable");
     daemon.stop();
 }
+
+#[tokio::test]
+async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.tabs_per_browser = 1;
+    });
+    daemon.wait_ready(1).await;
+    let slow = daemon.url(&format!(
+        "/api/v1/screenshot?url={}&timeout=30000",
+        enc(&page("/slow/2500"))
+    ));
+    let started = std::time::Instant::now();
+    let capture = tokio::spawn(reqwest::get(slow));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Kill every page renderer of this daemon's browser (not the browser itself).
+    let renderers: Vec<u32> = processes_under(&daemon.profile_dir)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("--type=renderer") && !cmd.contains("top-chrome"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert!(!renderers.is_empty(), "page renderers are running");
+    for pid in &renderers {
+        // SAFETY: plain syscall on PIDs this test found.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let response = capture.await.expect("join").expect("response");
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let body = response.bytes().await.expect("body");
+    // Retried on a fresh tab (200), or reported as a crash (503); never the 30 s timeout.
+    assert!(
+        status == 200 || status == 503,
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "answered long before the deadline: {elapsed:?}"
+    );
+    daemon.wait_ready(1).await;
+    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+        .await
+        .expect("get");
+    assert_eq!(ok.status(), 200, "the farm keeps serving");
+    daemon.stop();
+}
