@@ -7,7 +7,7 @@
 //!    looping `goto` (waits for `load`) + `Page.captureScreenshot` (PNG, Chromium's default
 //!    encoding). No HTTP, no queue: the limit the daemon can approach.
 //! 2. **ours**: the real daemon (`shotfarm::app::run`) on its own thread, driven over HTTP by
-//!    reqwest with `GET /api/v1/screenshot`, with the default `png_encoder = rust`, then again
+//!    reqwest with `GET /api/v1/screenshot`, with `png_encoder = rust`, then again
 //!    with `png_encoder = chromium` (c=1 and c=8 only).
 //! 3. **naive**: a fresh Chromium per capture (launch, page, navigate, capture, kill), sequential.
 //!
@@ -957,7 +957,7 @@ async fn main() -> anyhow::Result<()> {
 
     // ---- report -------------------------------------------------------------------------------
     println!();
-    println!("landing page, {WIDTH}x{HEIGHT} PNG; thr = captures/s, latencies in ms; ours = png_encoder rust (default)");
+    println!("landing page, {WIDTH}x{HEIGHT} PNG; thr = captures/s, latencies in ms; ours = png_encoder rust");
     println!(
         "{:>4} {:>5} | {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} | {:>12} {:>12}",
         "conc",
@@ -986,7 +986,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("ours with png_encoder = chromium (same raw baseline):");
+    println!("ours with png_encoder = chromium, the default (same raw baseline):");
     for (c, r, o) in [(1, &raw_stats[0], &chr_c1), (8, &raw_stats[3], &chr_c8)] {
         println!(
             "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",

@@ -8,7 +8,7 @@
 //!
 //! - (a) default: `captureScreenshot` PNG as Chromium encodes it by default.
 //! - (b) fast:    `optimizeForSpeed: true`, as shipped by Chromium.
-//! - (c) fast + `shotfarm::farm::encode::recompress_png` on `spawn_blocking` (what the daemon does).
+//! - (c) fast + `shotfarm::farm::encode::recompress_png` on `spawn_blocking` (what the daemon does with `png_encoder = rust`).
 //!
 //! Latency rounds interleave a/b/c on one tab; the throughput run uses 2 workers on 2 tabs.
 //! Output: ratios of one run, absolute numbers alongside. `PNG_BENCH_SCALE=0.5` scales counts.

@@ -127,7 +127,7 @@ pub struct FarmConfig {
     pub queue_capacity: usize,
     /// Restart a browser after this many captures (0 = never).
     pub recycle_after: u64,
-    /// Restart a browser whose process tree uses more resident memory than this, in MiB (0 = no limit).
+    /// Restart a browser whose process tree uses more memory (PSS) than this, in MiB (0 = no limit).
     pub max_browser_memory_mb: u64,
     /// Consecutive deadline overruns after which a browser is recycled.
     pub max_overruns: u32,

@@ -165,7 +165,7 @@ impl Actor for BrowserActor {
                     tokio::time::timeout(timeout, browser.version()).await,
                     Ok(Ok(_))
                 );
-                let rss = tokio::task::spawn_blocking(move || proc_tree::tree_rss_bytes(pid))
+                let rss = tokio::task::spawn_blocking(move || proc_tree::tree_memory_bytes(pid))
                     .await
                     .unwrap_or(0);
                 addr.do_send(ProbeResult {

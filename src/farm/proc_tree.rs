@@ -1,11 +1,12 @@
-//! Resident memory of a process and all its descendants, read from `/proc` (Linux only).
+//! Memory of a process and all its descendants, read from `/proc` (Linux only).
 //! Chromium splits into a browser, a zygote, renderers and utilities; the memory limit applies
-//! to the whole tree.
+//! to the whole tree. Each process counts its proportional set size (PSS): summing plain RSS
+//! counts Chromium's shared pages once per process (1.74 GB RSS vs 0.41 GB PSS for one browser).
 
 use std::collections::HashMap;
 
-/// Sum of resident set sizes of `root` and its descendants, in bytes (0 if unreadable).
-pub fn tree_rss_bytes(root: u32) -> u64 {
+/// Memory of `root` and its descendants, in bytes: PSS where readable, else RSS (0 if gone).
+pub fn tree_memory_bytes(root: u32) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -41,8 +42,16 @@ pub fn tree_rss_bytes(root: u32) -> u64 {
     rss_of
         .iter()
         .filter(|(pid, _)| descends_from(**pid, root, &parent_of))
-        .map(|(_, rss)| *rss)
+        .map(|(pid, rss)| pss_bytes(*pid).unwrap_or(*rss))
         .sum()
+}
+
+/// Proportional set size of one process, from `smaps_rollup`.
+fn pss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// True while any process of process group `pgid` is alive (zombies count as gone).
@@ -101,7 +110,7 @@ mod tests {
 
     #[test]
     fn own_process_tree_has_memory() {
-        assert!(tree_rss_bytes(std::process::id()) > 1024 * 1024);
+        assert!(tree_memory_bytes(std::process::id()) > 1024 * 1024);
     }
 
     #[test]
@@ -114,6 +123,6 @@ mod tests {
 
     #[test]
     fn missing_process_has_none() {
-        assert_eq!(tree_rss_bytes(u32::MAX - 1), 0);
+        assert_eq!(tree_memory_bytes(u32::MAX - 1), 0);
     }
 }

@@ -28,7 +28,7 @@ pub struct Metrics {
     pub browsers: IntGaugeVec,
     /// Browser restarts by reason.
     pub browser_restarts_total: IntCounterVec,
-    /// Resident memory of each browser's process tree.
+    /// Memory (PSS) of each browser's process tree.
     pub browser_memory_bytes: IntGaugeVec,
     /// HTTP requests by route and status.
     pub http_requests_total: IntCounterVec,
@@ -87,7 +87,7 @@ impl Metrics {
         let browser_memory_bytes = IntGaugeVec::new(
             Opts::new(
                 "shotfarm_browser_memory_bytes",
-                "Resident memory of a browser's process tree",
+                "Memory (proportional set size) of a browser's process tree",
             ),
             &["browser"],
         )
