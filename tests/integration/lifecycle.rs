@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use crate::support::{
-    browser_pids, enc, eventually, free_port, live_pgids, metric_value, page, processes_under,
-    wait_ready_at, Daemon,
+    browser_pids, enc, eventually, free_port, metric_value, page, processes_under, wait_ready_at,
+    Daemon,
 };
 use serde_json::Value;
+use shotfarm::farm::proc_tree::group_alive;
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
@@ -107,9 +108,8 @@ async fn an_in_process_daemon_stopped_gracefully_leaves_no_chromium() {
         "{:?}",
         processes_under(&dir)
     );
-    let live = live_pgids();
     assert!(
-        groups.iter().all(|g| !live.contains(g)),
+        groups.iter().all(|g| !group_alive(*g)),
         "no process left in a browser's group"
     );
 }
@@ -178,8 +178,7 @@ async fn sigterm_drains_then_leaves_no_chromium() {
         .expect("wait");
     assert!(status.success(), "clean exit: {status:?}");
     assert!(processes_under(profiles.path()).is_empty());
-    let live = live_pgids();
-    assert!(groups.iter().all(|g| !live.contains(g)));
+    assert!(groups.iter().all(|g| !group_alive(*g)));
 }
 
 #[tokio::test]
@@ -200,8 +199,7 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     assert!(gone, "orphans: {:?}", processes_under(&dir));
     // Killed processes linger a moment as zombies until init reaps them.
     let groups_gone = eventually(Duration::from_secs(10), || {
-        let live = live_pgids();
-        groups.iter().all(|g| !live.contains(g))
+        groups.iter().all(|g| !group_alive(*g))
     })
     .await;
     assert!(groups_gone, "a process is left in a browser's group");

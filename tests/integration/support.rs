@@ -1,7 +1,6 @@
 //! Test fixtures: a site served on 127.0.0.1:0, in-process daemons, a spawned daemon binary,
 //! and helpers to find a daemon's Chromium processes by their profile directory.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -289,34 +288,6 @@ pub fn browser_pids(dir: &Path) -> Vec<u32> {
         .filter(|(_, cmd)| !cmd.contains("--type="))
         .map(|(pid, _)| pid)
         .collect()
-}
-
-/// Process group ids of every live process.
-pub fn live_pgids() -> HashSet<u32> {
-    let mut out = HashSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if is_zombie(pid) {
-            continue;
-        }
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-                if let Some(pgid) = rest.split_whitespace().nth(2).and_then(|s| s.parse().ok()) {
-                    out.insert(pgid);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Polls `check` for up to `limit`.
