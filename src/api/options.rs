@@ -463,14 +463,7 @@ impl Reader {
                 _ => None,
             };
             match cookie {
-                Some(c)
-                    if !c.name.is_empty()
-                        && !c.name.contains([';', '=', ' '])
-                        && !c.value.contains(';')
-                        && !c.name.chars().chain(c.value.chars()).any(char::is_control) =>
-                {
-                    out.push(c)
-                }
+                Some(c) if cookie_ok(&c) => out.push(c),
                 _ => {
                     self.error(
                         field,
@@ -482,6 +475,28 @@ impl Reader {
         }
         out
     }
+}
+
+/// A cookie Chromium will accept: a token name, a value without `;`, a host-like domain and an
+/// absolute path, all printable and bounded.
+fn cookie_ok(c: &CookieSpec) -> bool {
+    let printable = |s: &str| !s.chars().any(char::is_control);
+    let name_ok = !c.name.is_empty()
+        && c.name.len() <= 256
+        && !c.name.contains([';', '=', ' ', ','])
+        && printable(&c.name);
+    let value_ok = c.value.len() <= 4096 && !c.value.contains(';') && printable(&c.value);
+    let domain_ok = c.domain.as_deref().is_none_or(|d| {
+        !d.is_empty()
+            && d.len() <= 253
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    });
+    let path_ok = c
+        .path
+        .as_deref()
+        .is_none_or(|p| p.starts_with('/') && p.len() <= 1024 && !p.contains(';') && printable(p));
+    name_ok && value_ok && domain_ok && path_ok
 }
 
 fn cookie_from_object(map: &Map<String, Value>) -> Option<CookieSpec> {

@@ -17,7 +17,7 @@ use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 
 /// Extra time the API gives the farm past the job's deadline to deliver its own answer.
-const ANSWER_SLACK: Duration = Duration::from_millis(250);
+const ANSWER_SLACK: Duration = Duration::from_millis(500);
 
 pub fn routes(
     state: ApiState,

@@ -34,6 +34,8 @@ pub struct BrowserSettings {
     pub capture: CaptureSettings,
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
+    /// Longest a single DevTools command may take (at least the longest capture timeout).
+    pub request_timeout: Duration,
 }
 
 /// A running Chromium and the signal that it died.
@@ -42,6 +44,14 @@ struct Running {
     browser: Arc<Browser>,
     /// Becomes `Some(reason)` when the process exits or the DevTools connection ends.
     dead: watch::Receiver<Option<RestartReason>>,
+}
+
+impl Running {
+    /// Drops the DevTools client and kills the process group.
+    async fn shutdown(self) {
+        drop(self.browser);
+        self.process.kill().await;
+    }
 }
 
 pub struct BrowserActor {
@@ -137,15 +147,14 @@ impl BrowserActor {
             reason = reason.as_str(),
             "stopping browser"
         );
-        tokio::spawn(async move {
-            drop(running.browser);
-            running.process.kill().await;
-            supervisor.do_send(BrowserDown {
-                index,
-                generation,
-                reason,
-            });
+        // Tell the supervisor first, so it neither dispatches nor retries onto this browser while
+        // its processes are being killed; the relaunch gets a new generation and profile.
+        supervisor.do_send(BrowserDown {
+            index,
+            generation,
+            reason,
         });
+        tokio::spawn(running.shutdown());
     }
 }
 
@@ -207,7 +216,7 @@ async fn launch(
         .map_err(|e| e.to_string())?;
     let config = HandlerConfig {
         viewport: None,
-        request_timeout: Duration::from_secs(30),
+        request_timeout: settings.request_timeout,
         // Certificate errors are navigation errors (`navigation_failed`), never ignored.
         ignore_https_errors: false,
         ..HandlerConfig::default()
@@ -295,7 +304,7 @@ impl Handler<Launched> for BrowserActor {
         let index = self.index;
         if msg.generation != self.generation || self.stopped {
             if let Ok((running, _)) = msg.result {
-                tokio::spawn(running.process.kill());
+                tokio::spawn(running.shutdown());
             }
             return;
         }
@@ -439,8 +448,7 @@ impl Handler<Kill> for BrowserActor {
         let running = self.running.take();
         Box::pin(async move {
             if let Some(running) = running {
-                drop(running.browser);
-                running.process.kill().await;
+                running.shutdown().await;
             }
         })
     }
@@ -567,25 +575,49 @@ impl CaptureTask {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(job.deadline);
 
-        // A tab, fresh from the spare pool or (rarely) made now.
+        // A tab, fresh from the spare pool or (rarely) made now. Made on its own task, so a
+        // deadline that passes mid-way cannot strand a half-made context: a late tab is disposed.
         let tab = match self.tab.take() {
             Some(tab) => tab,
-            None => match tokio::time::timeout_at(deadline, tab::prepare(&self.browser)).await {
-                Ok(Ok(tab)) => tab,
-                Ok(Err(e)) => {
-                    let died = self.died_soon().await;
-                    let ended = if died {
-                        Ended::BrowserDied
-                    } else {
-                        Ended::Done(Err(CaptureError::Internal(format!("no tab: {e}"))))
-                    };
-                    return self.conclude(job, started, ended, None).await;
+            None => {
+                let browser = self.browser.clone();
+                let mut making = tokio::spawn(async move { tab::prepare(&browser).await });
+                match tokio::time::timeout_at(deadline, &mut making).await {
+                    Ok(Ok(Ok(tab))) => tab,
+                    Ok(Ok(Err(e))) => {
+                        let died = self.died_soon().await;
+                        let ended = if died {
+                            Ended::BrowserDied
+                        } else {
+                            Ended::Done(Err(CaptureError::Internal(format!("no tab: {e}"))))
+                        };
+                        return self.conclude(job, started, ended, None).await;
+                    }
+                    Ok(Err(e)) => {
+                        let ended =
+                            Ended::Done(Err(CaptureError::Internal(format!("no tab: {e}"))));
+                        return self.conclude(job, started, ended, None).await;
+                    }
+                    Err(_) => {
+                        let browser = self.browser.clone();
+                        tokio::spawn(async move {
+                            if let Ok(Ok(late)) = making.await {
+                                let _ = tab::dispose(&browser, late).await;
+                            }
+                        });
+                        return self.conclude(job, started, Ended::Overrun, None).await;
+                    }
                 }
-                Err(_) => return self.conclude(job, started, Ended::Overrun, None).await,
-            },
+            }
         };
 
-        let mut crashed = tab.page.event_listener::<EventTargetCrashed>().await.ok();
+        let crashed =
+            tokio::time::timeout_at(deadline, tab.page.event_listener::<EventTargetCrashed>())
+                .await;
+        let mut crashed = match crashed {
+            Ok(stream) => stream.ok(),
+            Err(_) => return self.conclude(job, started, Ended::Overrun, Some(tab)).await,
+        };
         let mut dead = self.dead.clone();
         let spec = job.spec.clone();
         let ended = tokio::select! {
@@ -610,7 +642,7 @@ impl CaptureTask {
     /// True when the browser is dead or dies within a moment (a CDP error usually means that).
     async fn died_soon(&self) -> bool {
         let mut dead = self.dead.clone();
-        let died = tokio::time::timeout(Duration::from_millis(300), dead.wait_for(|d| d.is_some()))
+        let died = tokio::time::timeout(Duration::from_millis(150), dead.wait_for(|d| d.is_some()))
             .await
             .is_ok();
         died

@@ -36,8 +36,9 @@ pub struct CaptureSettings {
     pub element_wait: Duration,
 }
 
-/// Largest canvas stitched in memory, in device pixels (~480 MB of RGBA).
-const MAX_STITCH_PIXELS: u64 = 120_000_000;
+/// Largest canvas stitched in memory, in device pixels (256 MB of RGBA; a 1280-px-wide page at
+/// scale 1 up to 50,000 px tall). Taller captures are cut and flagged as truncated.
+const MAX_STITCH_PIXELS: u64 = 64_000_000;
 
 /// Time kept back from `wait_for_selector` to answer `selector_not_found` before the deadline.
 const SELECTOR_REPORT_RESERVE: Duration = Duration::from_millis(300);
@@ -279,6 +280,7 @@ async fn shoot(
     let region = if let Some(selector) = &spec.selector {
         let budget = deadline
             .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(SELECTOR_REPORT_RESERVE)
             .min(settings.element_wait);
         Some(element_region(page, selector, budget).await?)
     } else if spec.full_page {
@@ -353,24 +355,18 @@ async fn tiled(
         };
         let bytes = decode_base64(page.execute(params).await?.result.data.as_ref())?;
         let top = (offset * dsf).round() as u32;
-        canvas = tokio::task::spawn_blocking(move || {
+        canvas = blocking(move || {
             let tile = encode::decode(&bytes)?;
             encode::blit(&mut canvas, &tile, top);
-            Ok::<_, encode::EncodeError>(canvas)
+            Ok(canvas)
         })
-        .await
-        .map_err(|e| CaptureError::Internal(e.to_string()))?
-        .map_err(|e| CaptureError::Internal(e.to_string()))?;
+        .await?;
         offset += strip.height;
     }
     let format = spec.format;
     let quality = spec.quality;
     let opaque = !spec.omit_background || format == ImageFormat::Jpeg;
-    let image =
-        tokio::task::spawn_blocking(move || encode::encode(&canvas, format, quality, opaque))
-            .await
-            .map_err(|e| CaptureError::Internal(e.to_string()))?
-            .map_err(|e| CaptureError::Internal(e.to_string()))?;
+    let image = blocking(move || encode::encode(&canvas, format, quality, opaque)).await?;
     Ok(Rendered {
         image,
         width: width_px,
@@ -414,10 +410,7 @@ async fn finish(
 ) -> Result<Rendered> {
     let recompress = spec.format == ImageFormat::Png && settings.png_encoder == PngEncoder::Rust;
     let image = if recompress {
-        tokio::task::spawn_blocking(move || encode::recompress_png(&image))
-            .await
-            .map_err(|e| CaptureError::Internal(e.to_string()))?
-            .map_err(|e| CaptureError::Internal(e.to_string()))?
+        blocking(move || encode::recompress_png(&image)).await?
     } else {
         image
     };
@@ -429,6 +422,17 @@ async fn finish(
         image,
         truncated,
     })
+}
+
+/// Runs image work on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::result::Result<T, encode::EncodeError> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(CaptureError::Internal(e.to_string()).into()),
+        Err(e) => Err(CaptureError::Internal(format!("image task: {e}")).into()),
+    }
 }
 
 fn viewport(region: Region) -> Viewport {

@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 
+use image::buffer::ConvertBuffer;
 use image::{ImageFormat as ImgFormat, RgbaImage};
 
 use super::job::ImageFormat;
@@ -102,14 +103,14 @@ pub fn encode(
     match format {
         ImageFormat::Png => {
             if opaque {
-                let rgb = image::DynamicImage::ImageRgba8(canvas.clone()).to_rgb8();
+                let rgb: image::RgbImage = canvas.convert();
                 encode_png_raw(&rgb, w, h, png::ColorType::Rgb, png::BitDepth::Eight)
             } else {
                 encode_png_raw(canvas, w, h, png::ColorType::Rgba, png::BitDepth::Eight)
             }
         }
         ImageFormat::Jpeg => {
-            let rgb = image::DynamicImage::ImageRgba8(canvas.clone()).to_rgb8();
+            let rgb: image::RgbImage = canvas.convert();
             let mut out = Vec::new();
             let encoder =
                 image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.unwrap_or(80));

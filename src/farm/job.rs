@@ -212,6 +212,12 @@ impl Job {
     pub fn abandoned(&self) -> bool {
         self.reply.as_ref().is_none_or(|tx| tx.is_closed())
     }
+
+    /// True when the job should not start any more: its deadline is (nearly) spent or nobody
+    /// waits for it.
+    pub fn expired(&self) -> bool {
+        self.remaining() < MIN_REMAINING || self.abandoned()
+    }
 }
 
 impl Drop for Job {

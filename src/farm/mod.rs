@@ -54,6 +54,8 @@ impl Farm {
             },
             probe_interval: Duration::from_millis(config.farm.probe_interval_ms),
             probe_timeout: Duration::from_millis(config.farm.probe_timeout_ms),
+            request_timeout: Duration::from_millis(config.capture.max_timeout_ms)
+                .max(Duration::from_secs(30)),
         };
         let chromium = config.chromium.clone();
         tokio::task::spawn_blocking(move || {

@@ -1,43 +1,51 @@
-//! Memory of a process and all its descendants, read from `/proc` (Linux only).
-//! Chromium splits into a browser, a zygote, renderers and utilities; the memory limit applies
-//! to the whole tree. Each process counts its proportional set size (PSS): summing plain RSS
-//! counts Chromium's shared pages once per process (1.74 GB RSS vs 0.41 GB PSS for one browser).
+//! Processes as `/proc` shows them (Linux only): the memory of a process tree, whether a
+//! process or a process group is alive. Chromium splits into a browser, a zygote, renderers and
+//! utilities; the memory limit applies to the whole tree. Each process counts its proportional
+//! set size (PSS): summing plain RSS counts Chromium's shared pages once per process (1.74 GB RSS
+//! vs 0.41 GB PSS for one browser here).
 
 use std::collections::HashMap;
 
+/// The fields of `/proc/<pid>/stat` this module needs.
+struct Stat {
+    zombie: bool,
+    ppid: u32,
+    pgrp: u32,
+    rss_pages: u64,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] = state (field 3), [1] = ppid (4), [2] = pgrp (5), [21] = rss in pages (24).
+    Some(Stat {
+        zombie: *fields.first()? == "Z",
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        rss_pages: fields.get(21)?.parse().ok()?,
+    })
+}
+
+/// Every process: its pid and stat.
+fn all_processes() -> impl Iterator<Item = (u32, Stat)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+}
+
 /// Memory of `root` and its descendants, in bytes: PSS where readable, else RSS (0 if gone).
 pub fn tree_memory_bytes(root: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
     let page = page_size();
     let mut parent_of: HashMap<u32, u32> = HashMap::new();
     let mut rss_of: HashMap<u32, u64> = HashMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // rest[0] = state (field 3), rest[1] = ppid (4), rest[21] = rss in pages (24).
-        let (Some(ppid), Some(rss)) = (
-            fields.get(1).and_then(|s| s.parse::<u32>().ok()),
-            fields.get(21).and_then(|s| s.parse::<u64>().ok()),
-        ) else {
-            continue;
-        };
-        parent_of.insert(pid, ppid);
-        rss_of.insert(pid, rss * page);
+    for (pid, stat) in all_processes() {
+        parent_of.insert(pid, stat.ppid);
+        rss_of.insert(pid, stat.rss_pages * page);
     }
     rss_of
         .iter()
@@ -54,31 +62,14 @@ fn pss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// True when `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    read_stat(pid).is_some_and(|s| !s.zombie)
+}
+
 /// True while any process of process group `pgid` is alive (zombies count as gone).
 pub fn group_alive(pgid: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            return false;
-        };
-        let mut fields = rest.split_whitespace();
-        // rest[0] = state (field 3), rest[2] = pgrp (field 5).
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|s| s.parse::<u32>().ok());
-        state != Some("Z") && pgrp == Some(pgid)
-    })
+    all_processes().any(|(_, s)| !s.zombie && s.pgrp == pgid)
 }
 
 fn descends_from(mut pid: u32, root: u32, parent_of: &HashMap<u32, u32>) -> bool {
@@ -111,6 +102,7 @@ mod tests {
     #[test]
     fn own_process_tree_has_memory() {
         assert!(tree_memory_bytes(std::process::id()) > 1024 * 1024);
+        assert!(process_alive(std::process::id()));
     }
 
     #[test]
@@ -124,5 +116,6 @@ mod tests {
     #[test]
     fn missing_process_has_none() {
         assert_eq!(tree_memory_bytes(u32::MAX - 1), 0);
+        assert!(!process_alive(u32::MAX - 1));
     }
 }

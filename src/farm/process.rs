@@ -91,11 +91,7 @@ impl ChromiumProcess {
         config: &ChromiumConfig,
         label: &str,
     ) -> Result<ChromiumProcess, LaunchError> {
-        let parent = if config.profile_dir.as_os_str().is_empty() {
-            std::env::temp_dir()
-        } else {
-            config.profile_dir.clone()
-        };
+        let parent = profile_parent(config);
         let _ = std::fs::create_dir_all(&parent);
         let profile = tempfile::Builder::new()
             .prefix(&format!("shotfarm-{label}-"))
@@ -234,16 +230,20 @@ impl Drop for ChromiumProcess {
     }
 }
 
+/// The directory holding every browser's profile directory.
+fn profile_parent(config: &ChromiumConfig) -> PathBuf {
+    if config.profile_dir.as_os_str().is_empty() {
+        std::env::temp_dir()
+    } else {
+        config.profile_dir.clone()
+    }
+}
+
 /// Removes profile directories left by browsers of a daemon that was killed (SIGKILL skips the
 /// cleanup). A directory counts as stale when Chromium's `SingletonLock` names a process that no
 /// longer exists; directories of live browsers (of this or another daemon) are left alone.
 pub fn remove_stale_profiles(config: &ChromiumConfig) -> usize {
-    let parent = if config.profile_dir.as_os_str().is_empty() {
-        std::env::temp_dir()
-    } else {
-        config.profile_dir.clone()
-    };
-    let Ok(entries) = std::fs::read_dir(&parent) else {
+    let Ok(entries) = std::fs::read_dir(profile_parent(config)) else {
         return 0;
     };
     let mut removed = 0;
@@ -262,22 +262,12 @@ pub fn remove_stale_profiles(config: &ChromiumConfig) -> usize {
             .rsplit('-')
             .next()
             .and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(process_alive);
+        let alive = pid.is_some_and(super::proc_tree::process_alive);
         if !alive && std::fs::remove_dir_all(&path).is_ok() {
             removed += 1;
         }
     }
     removed
-}
-
-/// True when `pid` exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .is_some_and(|i| !stat[i + 1..].trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// SIGKILL to the process group led by `pid` (every browser is its own group leader).

@@ -100,7 +100,7 @@ impl Supervisor {
     /// queue is empty or no ready browser has a free tab.
     fn dispatch(&mut self) {
         while let Some(job) = self.queue.front() {
-            if job.remaining() < MIN_REMAINING || job.abandoned() {
+            if job.expired() {
                 if let Some(mut job) = self.queue.pop_front() {
                     job.finish(Err(CaptureError::Timeout));
                 }
@@ -141,7 +141,7 @@ impl Supervisor {
         let before = self.queue.len();
         let mut kept = VecDeque::with_capacity(before);
         for mut job in self.queue.drain(..) {
-            if job.remaining() < MIN_REMAINING || job.abandoned() {
+            if job.expired() {
                 job.finish(Err(CaptureError::Timeout));
             } else {
                 kept.push_back(job);
@@ -424,6 +424,10 @@ impl Handler<Bounce> for Supervisor {
             }
         }
         let mut job = msg.job;
+        if !self.accepting_or_draining() {
+            job.finish(Err(CaptureError::ShuttingDown));
+            return;
+        }
         job.enqueued_at = Instant::now();
         self.queue.push_front(job);
         self.dispatch();
@@ -466,7 +470,15 @@ impl Handler<Shutdown> for Supervisor {
         );
         // Accepted jobs (queued and running) may finish until the grace period ends.
         ctx.run_interval(Duration::from_millis(20), move |act, ctx| {
-            let drained = act.queue.is_empty() && act.in_flight.load(Ordering::SeqCst) == 0;
+            // Dispatched jobs still in a browser's mailbox hold a tab (`free` below its maximum)
+            // before their task counts itself in flight.
+            let tabs = act.browser_settings.tabs;
+            let drained = act.queue.is_empty()
+                && act.in_flight.load(Ordering::SeqCst) == 0
+                && act
+                    .slots
+                    .iter()
+                    .all(|s| s.state != State::Ready || s.free == tabs);
             let Some(tx) = done_tx.take_if(|_| drained || Instant::now() >= until) else {
                 return;
             };

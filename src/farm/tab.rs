@@ -30,28 +30,32 @@ pub enum TabError {
 /// Creates a fresh context and a blank page in it.
 pub async fn prepare(browser: &Browser) -> Result<PreparedTab, TabError> {
     let start = std::time::Instant::now();
-    let tab = tokio::time::timeout(TAB_OP_TIMEOUT, async {
-        let context_id = browser
-            .create_browser_context(CreateBrowserContextParams::default())
-            .await?;
-        let mut params = CreateTargetParams::new("about:blank");
-        params.browser_context_id = Some(context_id.clone());
-        let page = match browser.new_page(params).await {
-            Ok(page) => page,
-            Err(e) => {
-                let _ = browser
-                    .execute(DisposeBrowserContextParams::new(context_id))
-                    .await;
-                return Err(e.into());
-            }
-        };
-        // chromiumoxide's page set-up has already enabled lifecycle events.
-        Ok(PreparedTab { context_id, page })
-    })
+    let context_id = tokio::time::timeout(
+        TAB_OP_TIMEOUT,
+        browser.create_browser_context(CreateBrowserContextParams::default()),
+    )
     .await
-    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))?;
+    .map_err(|_| TabError::Timeout(TAB_OP_TIMEOUT))??;
+    let mut params = CreateTargetParams::new("about:blank");
+    params.browser_context_id = Some(context_id.clone());
+    // chromiumoxide's page set-up enables lifecycle events, which captures wait on.
+    let page = match tokio::time::timeout(TAB_OP_TIMEOUT, browser.new_page(params)).await {
+        Ok(Ok(page)) => page,
+        failed => {
+            // Never leave a context behind without its page.
+            let _ = tokio::time::timeout(
+                TAB_OP_TIMEOUT,
+                browser.execute(DisposeBrowserContextParams::new(context_id)),
+            )
+            .await;
+            return Err(match failed {
+                Ok(Err(e)) => e.into(),
+                _ => TabError::Timeout(TAB_OP_TIMEOUT),
+            });
+        }
+    };
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "tab prepared");
-    tab
+    Ok(PreparedTab { context_id, page })
 }
 
 /// Closes the tab's context and with it its page, cookies, cache and storage.
