@@ -249,10 +249,7 @@ struct CaseResult {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`. `cargo test --all-targets` runs bench binaries without it:
-    // there, only check that the bench builds, and do not spend minutes measuring.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benchmark skipped: run it with `cargo bench` (or `make bench`)");
+    if !common::invoked_by_cargo_bench() {
         return Ok(());
     }
     let bench_start = Instant::now();

@@ -1,4 +1,14 @@
-//! Fixtures shared by the benches.
+//! Fixtures and helpers shared by the benches.
+
+/// True when `cargo bench` runs this binary (it passes `--bench`). `cargo test --all-targets`
+/// runs bench binaries without it: there, a bench only checks that it builds.
+pub fn invoked_by_cargo_bench() -> bool {
+    let yes = std::env::args().any(|a| a == "--bench");
+    if !yes {
+        println!("benchmark skipped: run it with `cargo bench` (or `make bench`)");
+    }
+    yes
+}
 
 /// A deterministic ~50 KB marketing-style page: header, hero, feature cards with inline SVG,
 /// long text sections, a pricing table and a footer. No external requests.

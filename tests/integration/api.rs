@@ -232,12 +232,7 @@ async fn probes_and_metrics_are_served() {
     .await
     .expect("capture");
     assert_eq!(ok.status(), 200);
-    let text = reqwest::get(daemon.metrics_url())
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = daemon.metrics_text().await;
     for name in [
         "shotfarm_queue_depth",
         "shotfarm_captures_in_flight",

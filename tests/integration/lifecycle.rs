@@ -72,12 +72,7 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
     let new_pids = browser_pids(&daemon.profile_dir);
     assert_eq!(new_pids.len(), 1);
     assert_ne!(new_pids, pids, "a new process");
-    let text = reqwest::get(daemon.metrics_url())
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = daemon.metrics_text().await;
     assert!(
         metric_value(&text, "shotfarm_browser_restarts_total") >= 1.0,
         "{text}"
@@ -227,12 +222,7 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
 
 /// Reads `shotfarm_browser_restarts_total{reason="…"}` from a daemon.
 async fn restarts(daemon: &Daemon, reason: &str) -> f64 {
-    let text = reqwest::get(daemon.metrics_url())
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = daemon.metrics_text().await;
     metric_value(
         &text,
         &format!("shotfarm_browser_restarts_total{{reason=\"{reason}\"}}"),
@@ -309,12 +299,7 @@ async fn a_browser_that_cannot_start_backs_off_and_is_reported_unhealthy() {
     let failed = restarts(&daemon, "launch_failed").await;
     // Back-off 0.1 + 0.2 + 0.4 + 0.4 … s: a handful of attempts in 1.5 s, not a hot loop.
     assert!((3.0..=8.0).contains(&failed), "launch attempts: {failed}");
-    let text = reqwest::get(daemon.metrics_url())
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = daemon.metrics_text().await;
     assert_eq!(
         metric_value(&text, "shotfarm_browsers{state=\"unhealthy\"}"),
         1.0

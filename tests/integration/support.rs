@@ -212,6 +212,16 @@ impl Daemon {
         format!("http://{}/metrics", self.bound.metrics)
     }
 
+    /// The daemon's metrics in Prometheus text format.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.metrics_url())
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Waits until `/readyz` reports `n` ready browsers.
     pub async fn wait_ready(&self, n: usize) {
         wait_ready_at(&format!("http://{}", self.bound.api), n as u64).await;
