@@ -364,3 +364,106 @@ async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
     assert_eq!(ok.status(), 200, "the farm keeps serving");
     daemon.stop();
 }
+
+#[tokio::test]
+async fn a_second_signal_quits_at_once_and_leaves_no_chromium() {
+    let profiles = tempfile::tempdir().expect("tmp");
+    let (mut child, base) = spawn_binary(profiles.path());
+    wait_ready_at(&base, 2).await;
+    let groups = browser_pids(profiles.path());
+    // A capture that would hold the drain for its whole 20 s timeout.
+    let hang = tokio::spawn(reqwest::get(format!(
+        "{base}/api/v1/screenshot?url={}&timeout=20000",
+        enc(&page("/hang"))
+    )));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id() as libc::pid_t;
+    let started = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "quit at once, not after the 5 s grace: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let _ = hang.await;
+    let dir = profiles.path().to_path_buf();
+    assert!(
+        eventually(Duration::from_secs(10), || processes_under(&dir).is_empty()).await,
+        "orphans: {:?}",
+        processes_under(&dir)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || groups
+            .iter()
+            .all(|g| !group_alive(*g)))
+        .await
+    );
+}
+
+#[tokio::test]
+async fn every_capture_context_is_closed_on_success_error_and_timeout() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.tabs_per_browser = 1;
+    });
+    daemon.wait_ready(1).await;
+    for (query, status) in [
+        (format!("url={}", enc(&page("/plain"))), 200),
+        (
+            format!("url={}&selector=%23none&timeout=1500", enc(&page("/plain"))),
+            404,
+        ),
+        (format!("url={}&timeout=1000", enc(&page("/hang"))), 504),
+    ] {
+        let response = reqwest::get(daemon.url(&format!("/api/v1/screenshot?{query}")))
+            .await
+            .expect("get");
+        assert_eq!(response.status(), status, "{query}");
+    }
+    // Ask the browser itself which pages it has: only blank spares may remain.
+    let dir = std::fs::read_dir(&daemon.profile_dir)
+        .expect("profiles")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("DevToolsActivePort").exists())
+        .expect("a running browser profile");
+    let port = std::fs::read_to_string(dir.join("DevToolsActivePort")).expect("port file");
+    let port = port.lines().next().expect("port line").trim().to_string();
+    let settled = async {
+        for _ in 0..50 {
+            let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+                .await
+                .expect("devtools")
+                .json()
+                .await
+                .expect("json");
+            let pages: Vec<&str> = targets
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter(|t| t["type"] == "page")
+                .filter_map(|t| t["url"].as_str())
+                .collect();
+            if pages.iter().all(|u| *u == "about:blank") && pages.len() <= 3 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(settled.await, "a capture's page outlived its capture");
+    daemon.stop();
+}
