@@ -497,6 +497,7 @@ impl Handler<RunCapture> for BrowserActor {
 struct CaptureDone {
     generation: u64,
     outcome: SlotOutcome,
+    busy: Duration,
     /// The tab could not be closed in time: the browser is wedged.
     wedged: bool,
 }
@@ -517,6 +518,7 @@ impl Handler<CaptureDone> for BrowserActor {
             index: self.index,
             generation: self.generation,
             outcome: msg.outcome,
+            busy: msg.busy,
         });
         match self.restart_pending {
             Some(reason) if self.in_flight == 0 => self.stop(reason),
@@ -713,6 +715,7 @@ impl CaptureTask {
         self.browser_addr.do_send(CaptureDone {
             generation: self.generation,
             outcome,
+            busy: started.elapsed(),
             wedged,
         });
     }

@@ -138,6 +138,8 @@ pub struct SlotFreed {
     pub index: usize,
     pub generation: u64,
     pub outcome: SlotOutcome,
+    /// How long the tab was busy with the job (capture and clean-up).
+    pub busy: std::time::Duration,
 }
 
 /// The job's browser died under it: retry once elsewhere if its deadline allows.

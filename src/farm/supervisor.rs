@@ -55,6 +55,8 @@ pub struct Supervisor {
     in_flight: Arc<AtomicUsize>,
     /// Jobs dispatched so far (orders browsers by when they last got work).
     dispatches: u64,
+    /// Moving average of how long a job holds a tab, for `Retry-After`.
+    mean_busy: Duration,
 }
 
 impl Supervisor {
@@ -68,6 +70,7 @@ impl Supervisor {
             accepting: true,
             in_flight: Arc::new(AtomicUsize::new(0)),
             dispatches: 0,
+            mean_busy: Duration::from_millis(500),
         }
     }
 
@@ -171,6 +174,22 @@ impl Supervisor {
         self.publish_gauges();
     }
 
+    /// When a refused client may expect room: the time the ready tabs need to work through the
+    /// queue, from the recent mean time a job holds a tab (1 s to 60 s).
+    fn retry_after(&self) -> Duration {
+        let tabs = self.browser_settings.tabs
+            * self
+                .slots
+                .iter()
+                .filter(|s| s.state == State::Ready)
+                .count()
+                .max(1);
+        let wait = self
+            .mean_busy
+            .mul_f64((self.queue.len() + 1) as f64 / tabs as f64);
+        wait.clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
     fn backoff(&self, failures: u32) -> Duration {
         if failures == 0 {
             return Duration::ZERO;
@@ -258,7 +277,7 @@ impl Handler<Submit> for Supervisor {
         }
         if self.queue.len() >= self.farm.queue_capacity {
             return Err(CaptureError::QueueFull {
-                retry_after: Duration::from_secs(1),
+                retry_after: self.retry_after(),
             });
         }
         job.enqueued_at = Instant::now();
@@ -369,6 +388,7 @@ impl Handler<SlotFreed> for Supervisor {
         }
         slot.free += 1;
         slot.captures += 1;
+        self.mean_busy = self.mean_busy.mul_f64(0.8) + msg.busy.mul_f64(0.2);
         match msg.outcome {
             SlotOutcome::Success => {
                 slot.overruns = 0;
