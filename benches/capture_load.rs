@@ -33,15 +33,13 @@ use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverridePar
 use chromiumoxide::cdp::browser_protocol::page::{
     CaptureScreenshotFormat, CaptureScreenshotParams,
 };
-use chromiumoxide::cdp::browser_protocol::target::{
-    CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
-};
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
 use shotfarm::app::Bound;
 use shotfarm::config::{ChromiumConfig, Config, PngEncoder};
 use shotfarm::farm::process::ChromiumProcess;
+use shotfarm::farm::tab;
 use tokio::sync::{mpsc, oneshot};
 use warp::Filter;
 
@@ -194,17 +192,9 @@ impl RawBrowser {
     }
 }
 
-/// A page in its own browser context with the bench viewport set once.
+/// A page in its own browser context (the daemon's `tab::prepare`) with the bench viewport set once.
 async fn open_tab(browser: &Browser) -> anyhow::Result<Page> {
-    let context = browser
-        .create_browser_context(CreateBrowserContextParams::default())
-        .await?;
-    let page = browser
-        .new_page(CreateTargetParams {
-            browser_context_id: Some(context),
-            ..CreateTargetParams::new("about:blank")
-        })
-        .await?;
+    let page = tab::prepare(browser).await?.page;
     page.execute(SetDeviceMetricsOverrideParams::new(
         WIDTH, HEIGHT, 1.0, false,
     ))
@@ -220,28 +210,20 @@ async fn raw_fresh_level(browser: &Browser, url: &str, count: usize) -> anyhow::
     let mut lat = Vec::with_capacity(count);
     let start = Instant::now();
     for _ in 0..count {
-        let context = browser
-            .create_browser_context(CreateBrowserContextParams::default())
-            .await?;
-        let page = browser
-            .new_page(CreateTargetParams {
-                browser_context_id: Some(context.clone()),
-                ..CreateTargetParams::new("about:blank")
-            })
-            .await?;
+        let fresh = tab::prepare(browser).await?;
         let t = Instant::now();
         tokio::time::timeout(OP_TIMEOUT, async {
-            page.execute(SetDeviceMetricsOverrideParams::new(
-                WIDTH, HEIGHT, 1.0, false,
-            ))
-            .await?;
-            raw_capture(&page, url).await
+            fresh
+                .page
+                .execute(SetDeviceMetricsOverrideParams::new(
+                    WIDTH, HEIGHT, 1.0, false,
+                ))
+                .await?;
+            raw_capture(&fresh.page, url).await
         })
         .await??;
         lat.push(t.elapsed());
-        browser
-            .execute(DisposeBrowserContextParams::new(context))
-            .await?;
+        tab::dispose(browser, fresh).await?;
     }
     let wall = start.elapsed();
     lat.sort();
@@ -267,23 +249,15 @@ async fn raw_isolated_level(
             while next.fetch_add(1, Ordering::SeqCst) < count {
                 let t = Instant::now();
                 tokio::time::timeout(OP_TIMEOUT, async {
-                    let context = browser
-                        .create_browser_context(CreateBrowserContextParams::default())
+                    let fresh = tab::prepare(browser).await?;
+                    fresh
+                        .page
+                        .execute(SetDeviceMetricsOverrideParams::new(
+                            WIDTH, HEIGHT, 1.0, false,
+                        ))
                         .await?;
-                    let page = browser
-                        .new_page(CreateTargetParams {
-                            browser_context_id: Some(context.clone()),
-                            ..CreateTargetParams::new("about:blank")
-                        })
-                        .await?;
-                    page.execute(SetDeviceMetricsOverrideParams::new(
-                        WIDTH, HEIGHT, 1.0, false,
-                    ))
-                    .await?;
-                    raw_capture(&page, url).await?;
-                    browser
-                        .execute(DisposeBrowserContextParams::new(context))
-                        .await?;
+                    raw_capture(&fresh.page, url).await?;
+                    tab::dispose(browser, fresh).await?;
                     Ok::<_, anyhow::Error>(())
                 })
                 .await??;
@@ -588,6 +562,19 @@ fn fmt_stats(s: &Stats) -> String {
     )
 }
 
+/// One table row: concurrency, count, raw and ours side by side, and the two ratios.
+fn comparison_row(concurrency: usize, raw: &Stats, ours: &Stats) -> String {
+    format!(
+        "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",
+        concurrency,
+        ours.count,
+        fmt_stats(raw),
+        fmt_stats(ours),
+        ratio(ms(ours.p50()), ms(raw.p50())),
+        ratio(ours.thr(), raw.thr())
+    )
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     a / b
 }
@@ -831,29 +818,12 @@ async fn main() -> anyhow::Result<()> {
         "thr ours/raw"
     );
     for (i, c) in LEVELS.iter().enumerate() {
-        let (r, o) = (&raw_stats[i], &ours_stats[i]);
-        println!(
-            "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",
-            c,
-            r.count,
-            fmt_stats(r),
-            fmt_stats(o),
-            ratio(ms(o.p50()), ms(r.p50())),
-            ratio(o.thr(), r.thr())
-        );
+        println!("{}", comparison_row(*c, &raw_stats[i], &ours_stats[i]));
     }
     println!();
     println!("ours with png_encoder = chromium, the default (same raw baseline):");
     for (c, r, o) in [(1, &raw_stats[0], &chr_c1), (8, &raw_stats[3], &chr_c8)] {
-        println!(
-            "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",
-            c,
-            o.count,
-            fmt_stats(r),
-            fmt_stats(o),
-            ratio(ms(o.p50()), ms(r.p50())),
-            ratio(o.thr(), r.thr())
-        );
+        println!("{}", comparison_row(c, r, o));
     }
     println!();
     println!("tiny page ({} bytes), c=1:", TINY_PAGE.len());

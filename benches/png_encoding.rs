@@ -25,9 +25,6 @@ use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverridePar
 use chromiumoxide::cdp::browser_protocol::page::{
     CaptureScreenshotFormat, CaptureScreenshotParams,
 };
-use chromiumoxide::cdp::browser_protocol::target::{
-    CreateBrowserContextParams, CreateTargetParams,
-};
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
@@ -97,17 +94,9 @@ async fn serve_fixtures(landing: &'static str) -> anyhow::Result<std::net::Socke
 // Chromium
 // ---------------------------------------------------------------------------------------------
 
+/// A page in its own browser context (the daemon's `tab::prepare`).
 async fn open_tab(browser: &Browser) -> anyhow::Result<Page> {
-    let context = browser
-        .create_browser_context(CreateBrowserContextParams::default())
-        .await?;
-    let page = browser
-        .new_page(CreateTargetParams {
-            browser_context_id: Some(context),
-            ..CreateTargetParams::new("about:blank")
-        })
-        .await?;
-    Ok(page)
+    Ok(shotfarm::farm::tab::prepare(browser).await?.page)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
