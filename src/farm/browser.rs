@@ -101,9 +101,9 @@ impl BrowserActor {
     }
 
     /// Keeps `tabs + 1` fresh tabs ready (one spare beyond the tab slots). Opening a tab costs
-    /// Chromium far more than a capture's own CDP traffic (a new window and renderer, ~200 ms of
-    /// CPU here), and it runs on the same browser-process thread as the captures, so tabs are
-    /// opened only while this browser is idle; only when none is left is one opened during work.
+    /// Chromium far more than a capture's own CDP traffic (a window, a profile and two renderers,
+    /// ~200 ms of CPU here) on the same cores as the captures, so tabs are opened only while this
+    /// browser is idle; during work, only one at a time, to keep a tab ready.
     fn top_up(&mut self, ctx: &mut Context<Self>) {
         let Some(running) = &self.running else { return };
         if self.restart_pending.is_some() {
