@@ -6,14 +6,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::accounts::Accounts;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::farm::Farm;
+use crate::ledger::{sweeper, Ledger, RedisHandle};
 use crate::telemetry::Metrics;
 
 /// Where the daemon listens, once bound.
@@ -64,9 +67,23 @@ where
         metrics: metrics_listener.local_addr()?,
     };
 
+    let redis = RedisHandle::new(&config.redis)?;
+    redis.connect_in_background();
+    let ledger = Ledger::start(redis.clone(), metrics.clone());
+    let sweeper = sweeper::spawn(
+        ledger.clone(),
+        Duration::from_millis(config.ledger.sweep_interval_ms),
+    );
+    let accounts = Accounts::new(
+        ledger.clone(),
+        Duration::from_secs(config.auth.session_ttl_secs),
+        config.auth.signup_bonus,
+    );
     let farm = Farm::start(&config, metrics.clone());
     let state = ApiState {
         farm: farm.clone(),
+        ledger: ledger.clone(),
+        accounts,
         metrics: metrics.clone(),
         config: config.clone(),
     };
@@ -84,10 +101,14 @@ where
     );
     let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
     let metrics_server = tokio::spawn(
-        warp::serve(api::probes::metrics_routes(metrics, farm.clone()))
-            .incoming(metrics_listener)
-            .graceful(stopped(metrics_stop_rx))
-            .run(),
+        warp::serve(api::probes::metrics_routes(
+            metrics,
+            farm.clone(),
+            redis.clone(),
+        ))
+        .incoming(metrics_listener)
+        .graceful(stopped(metrics_stop_rx))
+        .run(),
     );
 
     tracing::info!(api = %bound.api, metrics = %bound.metrics, browsers = config.farm.browsers, tabs = config.farm.tabs_per_browser, "shotfarm listening");
@@ -103,9 +124,12 @@ where
     let _ = stop_tx.send(true);
     farm.shutdown(config.server.shutdown_grace()).await;
     // Requests still open got their answer when the farm closed; give warp a moment to flush.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api_server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;
+    // Captures have settled their holds by now; holds of this daemon still open (none, unless
+    // Redis was down) are left to any daemon's sweeper.
+    sweeper.abort();
     let _ = metrics_stop_tx.send(true);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), metrics_server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), metrics_server).await;
     tracing::info!("shotfarm stopped");
     Ok(())
 }

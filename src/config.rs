@@ -18,7 +18,7 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
-    /// The Redis that holds the credit ledger (used from the credits issue on).
+    /// The Redis that holds accounts and the credit ledger.
     pub redis: RedisConfig,
     /// How Chromium processes are launched.
     pub chromium: ChromiumConfig,
@@ -26,6 +26,12 @@ pub struct Config {
     pub farm: FarmConfig,
     /// Defaults and caps of capture options.
     pub capture: CaptureConfig,
+    /// Holds, the sweeper and idempotency of the credit ledger.
+    pub ledger: LedgerConfig,
+    /// Accounts, sessions and sign-up.
+    pub auth: AuthConfig,
+    /// Credit packs on sale.
+    pub credits: CreditsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,12 +88,110 @@ impl Default for LogConfig {
 pub struct RedisConfig {
     /// Connection URL of the ledger's Redis.
     pub url: String,
+    /// How long connecting may take before Redis counts as unreachable, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long one command may wait for its reply, in milliseconds.
+    pub response_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/0".to_string(),
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LedgerConfig {
+    /// A hold lives for the capture's timeout plus this, in milliseconds; after that, a hold whose
+    /// daemon died is expired by the sweeper and its credit comes back.
+    pub hold_grace_ms: u64,
+    /// How often this daemon sweeps expired holds, in milliseconds.
+    pub sweep_interval_ms: u64,
+    /// How long a succeeded capture's result is kept for `Idempotency-Key` retries, in seconds.
+    pub idempotency_ttl_secs: u64,
+    /// Largest image kept for `Idempotency-Key` replays, in bytes; a larger success is still
+    /// never charged twice, but a retry gets 409 `idempotency_result_unavailable`.
+    pub idempotency_max_bytes: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            hold_grace_ms: 30_000,
+            sweep_interval_ms: 1_000,
+            idempotency_ttl_secs: 86_400,
+            idempotency_max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// How long a login session lasts, in seconds.
+    pub session_ttl_secs: u64,
+    /// Mark the `session` cookie `Secure` (set this when clients reach the API over HTTPS).
+    pub secure_cookies: bool,
+    /// Free credits a new account receives, once (`signup_bonus`).
+    pub signup_bonus: i64,
+    /// Whether `POST /api/v1/auth/signup` is open; operators can still create accounts by CLI.
+    pub signup_enabled: bool,
+    /// The public base URL of this service, used in messages such as the 402 body.
+    pub public_url: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 30 * 86_400,
+            secure_cookies: false,
+            signup_bonus: 5,
+            signup_enabled: true,
+            public_url: "http://127.0.0.1:8080".to_string(),
+        }
+    }
+}
+
+/// One credit pack on sale.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PackConfig {
+    pub id: String,
+    pub name: String,
+    pub credits: i64,
+    pub price_cents: i64,
+    #[serde(default)]
+    pub popular: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreditsConfig {
+    /// The packs, in the order `GET /api/v1/credits/packs` lists them.
+    pub packs: Vec<PackConfig>,
+}
+
+impl Default for CreditsConfig {
+    fn default() -> Self {
+        let pack = |id: &str, name: &str, credits, price_cents, popular| PackConfig {
+            id: id.to_string(),
+            name: name.to_string(),
+            credits,
+            price_cents,
+            popular,
+        };
+        Self {
+            packs: vec![
+                pack("pack_starter", "Starter", 100, 500, false),
+                pack("pack_pro", "Pro", 1_000, 3_500, true),
+                pack("pack_business", "Business", 5_000, 12_500, false),
+                pack("pack_enterprise", "Enterprise", 25_000, 50_000, false),
+            ],
         }
     }
 }
@@ -363,6 +467,51 @@ impl Config {
             !self.chromium.executable.as_os_str().is_empty(),
             "chromium.executable must be set",
         );
+        check(
+            self.redis.connect_timeout_ms >= 10 && self.redis.response_timeout_ms >= 10,
+            "redis.connect_timeout_ms and redis.response_timeout_ms must be at least 10",
+        );
+        let l = &self.ledger;
+        check(
+            l.hold_grace_ms >= 100,
+            "ledger.hold_grace_ms must be at least 100",
+        );
+        check(
+            (10..=60_000).contains(&l.sweep_interval_ms),
+            "ledger.sweep_interval_ms must be between 10 and 60000",
+        );
+        check(
+            l.idempotency_ttl_secs >= 1,
+            "ledger.idempotency_ttl_secs must be at least 1",
+        );
+        let a = &self.auth;
+        check(
+            a.session_ttl_secs >= 60,
+            "auth.session_ttl_secs must be at least 60",
+        );
+        check(
+            (0..=1_000_000).contains(&a.signup_bonus),
+            "auth.signup_bonus must be between 0 and 1000000",
+        );
+        check(
+            a.public_url.starts_with("http://") || a.public_url.starts_with("https://"),
+            "auth.public_url must start with http:// or https://",
+        );
+        let packs = &self.credits.packs;
+        check(
+            !packs.is_empty(),
+            "credits.packs must list at least one pack",
+        );
+        for (i, p) in packs.iter().enumerate() {
+            if p.id.is_empty() || p.name.is_empty() || p.credits < 1 || p.price_cents < 0 {
+                problems.push(format!(
+                    "credits.packs[{i}] needs an id, a name, credits >= 1 and price_cents >= 0"
+                ));
+            }
+            if packs[..i].iter().any(|q| q.id == p.id) {
+                problems.push(format!("credits.packs[{i}]: duplicate id `{}`", p.id));
+            }
+        }
     }
 
     /// Validates a configuration changed after loading (e.g. by command-line flags).

@@ -6,10 +6,16 @@
 //!   the shutdown order.
 //! - [`api`]: the only module that knows HTTP (warp): routes, request options, error mapping.
 //! - [`farm`]: the supervised Chromium fleet; the only module that knows chromiumoxide.
+//! - [`ledger`]: the credit ledger in Redis (Lua scripts) and the actor that owns its mutations.
+//! - [`accounts`]: accounts, login sessions and API keys.
+//! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod farm;
+pub mod ledger;
+pub mod ops;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! The `shotfarm` command: `serve` runs the daemon, `check-config` validates a configuration.
+//! The `shotfarm` command: `serve` runs the daemon, `check-config` validates a configuration,
+//! `accounts`, `keys` and `credits` are the operator's commands against the ledger's Redis.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,11 +37,190 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Create or inspect accounts.
+    Accounts {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Create API keys.
+    Keys {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Grant or take back credits.
+    Credits {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
+}
+
+/// Which Redis the operator command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// Configuration file (TOML); its [redis] section is used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Redis URL (overrides redis.url).
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Create an account; it gets the sign-up bonus like any other.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read a password from standard input (without it, the account can only use API keys).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Extra credits granted at once (an `adjustment` transaction).
+        #[arg(long, default_value_t = 0)]
+        credits: i64,
+    },
+    /// Show an account: balance, open holds, recent transactions and an invariant check.
+    Show {
+        /// Account id (`acc_…`) or email.
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; the secret is printed once.
+    Create {
+        /// Account id (`acc_…`) or email.
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Grant credits (negative amounts take them back), recorded as an `adjustment`.
+    Grant {
+        /// Account id (`acc_…`) or email.
+        #[arg(long)]
+        account: String,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: i64,
+        /// Why: shown in the account's transaction history.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn operator_config(target: &Target) -> Result<Config, ExitCode> {
+    Config::load(target.config.as_deref())
+        .and_then(|mut c| {
+            if let Some(url) = &target.redis_url {
+                c.redis.url = url.clone();
+            }
+            c.validate().map(|()| c)
+        })
+        .map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        })
+}
+
+/// Runs an operator command; errors are printed and exit with 1.
+fn operate<F, Fut>(target: &Target, f: F) -> ExitCode
+where
+    F: FnOnce(shotfarm::ops::Operator) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let config = match operator_config(target) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = shotfarm::ops::block_on(|| async move {
+        let operator = shotfarm::ops::Operator::connect(&config).await?;
+        f(operator).await
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shotfarm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Accounts { target, command } => match command {
+            AccountsCommand::Create {
+                email,
+                password_stdin,
+                credits,
+            } => {
+                let password = if password_stdin {
+                    match read_password() {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            eprintln!("shotfarm: cannot read the password: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    None
+                };
+                operate(&target, |op| async move {
+                    let account = op
+                        .create_account(&email, password.as_deref(), credits)
+                        .await?;
+                    op.show(&account).await
+                })
+            }
+            AccountsCommand::Show { account } => operate(&target, |op| async move {
+                let account = op.resolve(&account).await?;
+                op.show(&account).await
+            }),
+        },
+        Command::Keys {
+            target,
+            command: KeysCommand::Create { account, name },
+        } => operate(&target, |op| async move {
+            let account = op.resolve(&account).await?;
+            let (info, secret) = op.create_key(&account.id, &name).await?;
+            Ok(format!(
+                "key {} ({}) for {}\n{secret}\n(the secret is shown only this once)\n",
+                info.id, info.name, account.id
+            ))
+        }),
+        Command::Credits {
+            target,
+            command:
+                CreditsCommand::Grant {
+                    account,
+                    amount,
+                    reason,
+                },
+        } => operate(&target, |op| async move {
+            let account = op.resolve(&account).await?;
+            let balance = op.grant(&account.id, amount, &reason).await?;
+            Ok(format!("{} balance {balance}\n", account.id))
+        }),
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(_) => {
                 println!("configuration OK");

@@ -1,12 +1,21 @@
 //! The HTTP layer (warp): the only module that knows HTTP. Routes talk to the farm through its
 //! address ([`Farm`]) and message types, never through actor structs.
 //!
-//! - [`screenshot`]: `GET`/`POST /api/v1/screenshot`.
+//! - [`screenshot`]: `GET`/`POST /api/v1/screenshot`, each capture a credit hold.
+//! - [`billing`]: the credit side of a capture in HTTP: idempotency, 402, replays.
 //! - [`options`]: capture options and their validation.
-//! - [`errors`]: the JSON error body and status mapping.
+//! - [`auth`]: who is calling (API keys, session cookie) and the account routes.
+//! - [`keys`]: API key management.
+//! - [`credits`]: balance, packs and transaction history.
+//! - [`errors`], [`json`]: the JSON error body and status mapping; JSON helpers.
 //! - [`probes`]: `/healthz`, `/readyz` and the Prometheus exporter's routes.
 
+pub mod auth;
+pub mod billing;
+pub mod credits;
 pub mod errors;
+pub mod json;
+pub mod keys;
 pub mod options;
 pub mod probes;
 pub mod screenshot;
@@ -17,8 +26,10 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::farm::Farm;
+use crate::ledger::Ledger;
 use crate::telemetry::Metrics;
 use errors::ApiError;
 
@@ -26,8 +37,23 @@ use errors::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub farm: Farm,
+    pub ledger: Ledger,
+    pub accounts: Accounts,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+}
+
+/// Runs a handler and turns its error into the JSON error body; sets `x-request-id`.
+pub async fn answer(
+    id: String,
+    handler: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    let mut response = match handler.await {
+        Ok(response) => response,
+        Err(error) => error.into_response(&id),
+    };
+    set_request_id(&mut response, &id);
+    response
 }
 
 /// A request id: the caller's `x-request-id` when it is sane, else a fresh UUIDv7.
@@ -61,6 +87,15 @@ pub fn with_request_id() -> impl Filter<Extract = (String,), Error = warp::Rejec
 fn route_label(path: &str) -> &'static str {
     match path {
         "/api/v1/screenshot" => "screenshot",
+        "/api/v1/credits" => "credits",
+        "/api/v1/credits/packs" => "credits_packs",
+        "/api/v1/credits/transactions" => "credits_transactions",
+        "/api/v1/auth/signup" => "auth_signup",
+        "/api/v1/auth/login" => "auth_login",
+        "/api/v1/auth/logout" => "auth_logout",
+        "/api/v1/me" => "me",
+        "/api/v1/keys" => "keys",
+        p if p.starts_with("/api/v1/keys/") => "keys",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
@@ -89,7 +124,16 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let metrics = state.metrics.clone();
     screenshot::routes(state.clone())
-        .or(probes::routes(state.farm.clone()))
+        .or(credits::routes(state.clone()))
+        .unify()
+        .or(auth::routes(state.clone()))
+        .unify()
+        .or(keys::routes(state.clone()))
+        .unify()
+        .or(probes::routes(
+            state.farm.clone(),
+            state.ledger.redis().clone(),
+        ))
         .unify()
         .recover(recover)
         .unify()

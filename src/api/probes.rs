@@ -7,21 +7,27 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::farm::Farm;
+use crate::ledger::RedisHandle;
 use crate::telemetry::Metrics;
 
-/// `/healthz` (the process answers) and `/readyz` (at least one browser can take work).
-pub fn routes(farm: Farm) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+/// `/healthz` (the process answers) and `/readyz` (at least one browser can take work and the
+/// ledger's Redis answers: without it no capture may run).
+pub fn routes(
+    farm: Farm,
+    redis: RedisHandle,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
     let readyz = warp::path!("readyz")
         .and(warp::get())
-        .and(warp::any().map(move || farm.clone()))
-        .then(|farm: Farm| async move {
-            let status = farm.status().await;
-            let ready = status.ready > 0 && status.accepting;
+        .and(warp::any().map(move || (farm.clone(), redis.clone())))
+        .then(|(farm, redis): (Farm, RedisHandle)| async move {
+            let (status, ledger) = futures::join!(farm.status(), redis.ping());
+            let ready = status.ready > 0 && status.accepting && ledger;
             let body = serde_json::json!({
                 "status": if ready { "ready" } else { "not_ready" },
+                "ledger": if ledger { "ok" } else { "unavailable" },
                 "browsers_ready": status.ready,
                 "browsers_total": status.total,
                 "queue_depth": status.queue_depth,
@@ -41,6 +47,7 @@ pub fn routes(farm: Farm) -> impl Filter<Extract = (Response,), Error = warp::Re
 pub fn metrics_routes(
     metrics: Arc<Metrics>,
     farm: Farm,
+    redis: RedisHandle,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let metrics_for_log = metrics.clone();
     let exporter = warp::path!("metrics").and(warp::get()).map(move || {
@@ -52,7 +59,7 @@ pub fn metrics_routes(
         .into_response()
     });
     exporter
-        .or(routes(farm.clone()))
+        .or(routes(farm, redis))
         .unify()
         .recover(super::recover)
         .unify()

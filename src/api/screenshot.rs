@@ -1,5 +1,7 @@
 //! `GET /api/v1/screenshot?url=…` and `POST /api/v1/screenshot` (JSON body, same names).
-//! Path of one request: read options → validate → job with deadline → farm → image or error.
+//! Path of one request: authenticate → validate → reserve one credit → job with deadline →
+//! farm → commit (image) or release (error). `x-credits-remaining` reports the balance after
+//! the request settled.
 
 use std::time::{Duration, Instant};
 
@@ -7,14 +9,17 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tracing::Instrument;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use super::auth::{authenticate, ledger_unavailable, Allow};
+use super::billing;
 use super::errors::ApiError;
 use super::options::{self, ResponseType};
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
+use crate::ledger::{self, Op, Outcome};
 
 /// Extra time the API gives the farm past the job's deadline to deliver its own answer.
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
@@ -27,19 +32,21 @@ pub fn routes(
     let get = warp::path!("api" / "v1" / "screenshot")
         .and(warp::get())
         .and(with_request_id())
+        .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(with_state.clone())
-        .then(|id: String, query: String, state: ApiState| {
+        .then(|id: String, headers, query: String, state: ApiState| {
             let options = Ok(options::query_to_map(&query));
-            handle(state, id, options)
+            handle(state, id, headers, options)
         });
     let post = warp::path!("api" / "v1" / "screenshot")
         .and(warp::post())
         .and(with_request_id())
+        .and(warp::header::headers_cloned())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
         .and(with_state)
-        .then(|id: String, body: Bytes, state: ApiState| {
+        .then(|id: String, headers, body: Bytes, state: ApiState| {
             let options = match serde_json::from_slice::<Value>(&body) {
                 Ok(Value::Object(map)) => Ok(map),
                 Ok(_) => Err(ApiError::new(
@@ -53,7 +60,7 @@ pub fn routes(
                     format!("the body is not valid JSON: {e}"),
                 )),
             };
-            handle(state, id, options)
+            handle(state, id, headers, options)
         });
     get.or(post).unify()
 }
@@ -61,30 +68,221 @@ pub fn routes(
 async fn handle(
     state: ApiState,
     id: String,
+    headers: HeaderMap,
     options: Result<Map<String, Value>, ApiError>,
 ) -> Response {
     let span = tracing::info_span!("screenshot", request_id = %id);
-    let response = async {
-        match capture(&state, &id, options).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(&id),
+    // Its own task: a client that hangs up must not cancel the settlement of its hold.
+    let task = tokio::spawn(
+        async move {
+            let (response, credits) = match capture(&state, &id, &headers, options).await {
+                Ok(answer) => answer,
+                Err((error, credits)) => (error.into_response(&id), credits),
+            };
+            billing::with_credits(response, credits)
+        }
+        .instrument(span),
+    );
+    match task.await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!("capture task failed: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response(&uuid::Uuid::now_v7().to_string())
         }
     }
-    .instrument(span)
-    .await;
-    response
 }
 
+/// A response (or error) and the balance to report in `x-credits-remaining`.
+type Answer = (Response, Option<i64>);
+
+/// Request → authenticate → validate → reserve → capture → commit or release.
 async fn capture(
     state: &ApiState,
     id: &str,
+    headers: &HeaderMap,
     options: Result<Map<String, Value>, ApiError>,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, (ApiError, Option<i64>)> {
     let received = Instant::now();
-    let request = options::parse(options?, &state.config.capture).map_err(ApiError::invalid)?;
+    let no_credits = |e: ApiError| (e, None);
+    let who = authenticate(state, headers, Allow::KeyOrSession)
+        .await
+        .map_err(no_credits)?;
+    let options = options.map_err(no_credits)?;
+    let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
+    let request =
+        options::parse(options, &state.config.capture).map_err(|e| (ApiError::invalid(e), None))?;
     let deadline = received + request.timeout;
     let response_type = request.response_type;
-    let (job, answer) = Job::new(id.to_string(), request.spec, deadline);
+
+    let hold = ledger::new_id();
+    let ttl =
+        request.timeout + ANSWER_SLACK + Duration::from_millis(state.config.ledger.hold_grace_ms);
+    let description = describe(request.spec.url.as_str());
+    let reserved = state
+        .ledger
+        .run(Op::Reserve {
+            account: who.account.clone(),
+            hold: hold.clone(),
+            amount: 1,
+            ttl,
+            idempotency: idempotency.clone(),
+            description,
+        })
+        .await;
+    let available = match reserved {
+        Ok(Outcome::Reserved { available }) => available,
+        Ok(Outcome::Insufficient { available }) => {
+            let public_url = &state.config.auth.public_url;
+            tracing::info!(available, "insufficient credits");
+            return Ok((
+                billing::insufficient_credits(available, public_url, id),
+                Some(available),
+            ));
+        }
+        Ok(Outcome::IdempotencyReplay { available, result }) => {
+            tracing::info!("idempotent replay, not charged");
+            return Ok((billing::replay(result, id), Some(available)));
+        }
+        Ok(Outcome::IdempotencyInFlight { available }) => {
+            return Err((
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_in_flight",
+                    "a request with this Idempotency-Key is still running; retry when it has finished",
+                ),
+                Some(available),
+            ))
+        }
+        Ok(Outcome::IdempotencyMismatch { available }) => {
+            return Err((
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with other parameters",
+                ),
+                Some(available),
+            ))
+        }
+        Ok(Outcome::IdempotencyResultUnavailable { available }) => {
+            return Err((
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_result_unavailable",
+                    "this Idempotency-Key already succeeded (and was charged once), but its image was too large to keep",
+                ),
+                Some(available),
+            ))
+        }
+        Ok(Outcome::NoAccount) => {
+            return Err((
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no such account"),
+                None,
+            ))
+        }
+        Ok(other) => {
+            return Err((
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                ),
+                other.available(),
+            ))
+        }
+        Err(e) => {
+            // The reserve may have applied with its reply lost: void it (or let it expire).
+            let ledger = state.ledger.clone();
+            let (account, idem) = (who.account.clone(), idempotency.clone());
+            tokio::spawn(async move {
+                let _ = ledger
+                    .run(Op::Release {
+                        account,
+                        hold,
+                        idempotency: idem,
+                    })
+                    .await;
+            });
+            return Err((ledger_unavailable(e), None));
+        }
+    };
+
+    let outcome = run_capture(state, id, request.spec, deadline).await;
+    match outcome {
+        Ok(output) => {
+            let (response, body) = success(output, response_type, received.elapsed(), id);
+            let result = idempotency.as_ref().and_then(|_| {
+                billing::to_stored(&response, &body, state.config.ledger.idempotency_max_bytes)
+            });
+            let committed = state
+                .ledger
+                .run(Op::Commit {
+                    account: who.account.clone(),
+                    hold,
+                    idempotency,
+                    result,
+                    result_ttl: Duration::from_secs(state.config.ledger.idempotency_ttl_secs),
+                })
+                .await;
+            let remaining = match committed {
+                Ok(Outcome::Committed { available }) => Some(available),
+                other => {
+                    // Never charged twice and never charged for nothing: the hold expires and
+                    // its credit comes back; the customer keeps the image.
+                    tracing::warn!("commit did not apply ({other:?}); the capture goes uncharged");
+                    other.ok().and_then(|o| o.available()).or(Some(available))
+                }
+            };
+            Ok((response, remaining))
+        }
+        Err(e) => {
+            let released = state
+                .ledger
+                .run(Op::Release {
+                    account: who.account.clone(),
+                    hold,
+                    idempotency,
+                })
+                .await;
+            let remaining = match released {
+                Ok(o) => o.available(),
+                Err(err) => {
+                    tracing::warn!("release failed ({err}); the hold will expire instead");
+                    Some(available)
+                }
+            };
+            Err((e.into(), remaining))
+        }
+    }
+}
+
+/// The transaction description of a capture.
+fn describe(url: &str) -> String {
+    const MAX: usize = 200;
+    let mut text = format!("Screenshot of {url}");
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// Queue, render and wait for the farm's answer.
+async fn run_capture(
+    state: &ApiState,
+    id: &str,
+    spec: crate::farm::CaptureSpec,
+    deadline: Instant,
+) -> Result<CaptureOutput, CaptureError> {
+    let (job, answer) = Job::new(id.to_string(), spec, deadline);
     let outcome = match state.farm.submit(job).await {
         Ok(()) => match tokio::time::timeout_at((deadline + ANSWER_SLACK).into(), answer).await {
             Ok(Ok(result)) => result,
@@ -102,26 +300,20 @@ async fn capture(
         .captures_total
         .with_label_values(&[code])
         .inc();
-    match outcome {
-        Ok(output) => {
-            tracing::info!(
-                format = output.format.as_str(),
-                bytes = output.image.len(),
-                queue_ms = output.timings.queue.as_secs_f64() * 1e3,
-                render_ms = output.timings.render.as_secs_f64() * 1e3,
-                "captured"
-            );
-            Ok(success(output, response_type, received.elapsed(), id))
+    match &outcome {
+        Ok(output) => tracing::info!(
+            format = output.format.as_str(),
+            bytes = output.image.len(),
+            queue_ms = output.timings.queue.as_secs_f64() * 1e3,
+            render_ms = output.timings.render.as_secs_f64() * 1e3,
+            "captured"
+        ),
+        Err(CaptureError::Internal(detail)) => {
+            tracing::error!("capture failed internally: {detail}")
         }
-        Err(e) => {
-            if let CaptureError::Internal(detail) = &e {
-                tracing::error!("capture failed internally: {detail}");
-            } else {
-                tracing::info!(code = e.code(), "capture failed: {e}");
-            }
-            Err(e.into())
-        }
+        Err(e) => tracing::info!(code = e.code(), "capture failed: {e}"),
     }
+    outcome
 }
 
 fn success(
@@ -129,7 +321,7 @@ fn success(
     response_type: ResponseType,
     total: Duration,
     id: &str,
-) -> Response {
+) -> (Response, Bytes) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let timing = format!(
         "queue;dur={:.2}, render;dur={:.2}, total;dur={:.2}",
@@ -137,14 +329,15 @@ fn success(
         ms(output.timings.render),
         ms(total)
     );
-    let mut response = match response_type {
+    let (mut response, body) = match response_type {
         ResponseType::Binary => {
-            let mut r = Response::new(output.image.clone().into());
+            let body = Bytes::from(output.image.clone());
+            let mut r = Response::new(body.clone().into());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(output.format.mime()),
             );
-            r
+            (r, body)
         }
         ResponseType::Json => {
             let body = serde_json::json!({
@@ -160,12 +353,13 @@ fn success(
                     "total_ms": ms(total),
                 },
             });
-            let mut r = Response::new(serde_json::to_vec(&body).unwrap_or_default().into());
+            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            let mut r = Response::new(body.clone().into());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            r
+            (r, body)
         }
     };
     let headers = response.headers_mut();
@@ -179,5 +373,5 @@ fn success(
         headers.insert("x-shotfarm-truncated", HeaderValue::from_static("true"));
     }
     super::set_request_id(&mut response, id);
-    response
+    (response, body)
 }

@@ -34,7 +34,16 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     /// HTTP request duration by route.
     pub http_request_duration_seconds: HistogramVec,
+    /// Ledger operations by operation and outcome (`error` when Redis failed).
+    pub ledger_operations_total: IntCounterVec,
+    /// Ledger operation latency (one Lua script round trip, retries included) by operation.
+    pub ledger_operation_seconds: HistogramVec,
 }
+
+/// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
+const LEDGER_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// The closed set of browser states exported in `shotfarm_browsers{state}`.
 pub const BROWSER_STATES: &[&str] = &["starting", "ready", "draining", "restarting", "unhealthy"];
@@ -109,6 +118,23 @@ impl Metrics {
             &["route"],
         )
         .expect("static metric definition");
+        let ledger_operations_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_ledger_operations_total",
+                "Ledger operations by operation and outcome",
+            ),
+            &["operation", "outcome"],
+        )
+        .expect("static metric definition");
+        let ledger_operation_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "shotfarm_ledger_operation_seconds",
+                "Ledger operation latency by operation",
+            )
+            .buckets(LEDGER_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new("shotfarm_build_info", "Build information"),
             &["version"],
@@ -129,6 +155,8 @@ impl Metrics {
             Box::new(browser_memory_bytes.clone()),
             Box::new(http_requests_total.clone()),
             Box::new(http_request_duration_seconds.clone()),
+            Box::new(ledger_operations_total.clone()),
+            Box::new(ledger_operation_seconds.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -150,6 +178,8 @@ impl Metrics {
             browser_memory_bytes,
             http_requests_total,
             http_request_duration_seconds,
+            ledger_operations_total,
+            ledger_operation_seconds,
         }
     }
 

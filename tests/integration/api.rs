@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{enc, free_port, metric_value, page, shared};
+use crate::support::{client, enc, free_port, get, metric_value, page, shared};
 use serde_json::{json, Value};
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
@@ -23,7 +23,7 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
 async fn invalid_options_get_400_naming_the_field() {
     let daemon = shared();
     let url = enc(&page("/plain"));
-    let client = reqwest::Client::new();
+    let client = client();
     for (query, field) in [
         (format!("url={url}&format=gif"), "format"),
         (format!("url={url}&width=0"), "width"),
@@ -81,7 +81,7 @@ async fn invalid_options_get_400_naming_the_field() {
 async fn success_carries_request_id_and_server_timing() {
     let daemon = shared();
     daemon.wait_ready(2).await;
-    let response = reqwest::Client::new()
+    let response = client()
         .get(daemon.url(&format!(
             "/api/v1/screenshot?url={}&width=300&height=200",
             enc(&page("/plain"))
@@ -105,7 +105,7 @@ async fn success_carries_request_id_and_server_timing() {
 async fn page_failures_have_their_own_codes() {
     let daemon = shared();
     daemon.wait_ready(2).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let closed = format!("http://127.0.0.1:{}/", free_port());
     let cases = [
         (format!("url={}", enc(&closed)), 502, "navigation_failed"),
@@ -160,7 +160,7 @@ async fn a_page_that_never_loads_times_out_within_its_deadline() {
     let daemon = shared();
     daemon.wait_ready(2).await;
     let started = Instant::now();
-    let response = reqwest::get(daemon.url(&format!(
+    let response = get(daemon.url(&format!(
         "/api/v1/screenshot?url={}&timeout=1500",
         enc(&page("/hang"))
     )))
@@ -181,7 +181,7 @@ async fn a_page_that_never_loads_times_out_within_its_deadline() {
         "answered at the deadline: {elapsed:?}"
     );
     // The farm is still serving afterwards.
-    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+    let ok = get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
         .await
         .expect("get");
     assert_eq!(ok.status(), 200);
@@ -190,7 +190,7 @@ async fn a_page_that_never_loads_times_out_within_its_deadline() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let daemon = shared();
-    let client = reqwest::Client::new();
+    let client = client();
     let (status, body) = error_of(client.get(daemon.url("/nope")).send().await.expect("get")).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -211,7 +211,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn probes_and_metrics_are_served() {
     let daemon = shared();
     daemon.wait_ready(2).await;
-    let ready: Value = reqwest::get(daemon.url("/readyz"))
+    let ready: Value = get(daemon.url("/readyz"))
         .await
         .expect("readyz")
         .json()
@@ -219,13 +219,10 @@ async fn probes_and_metrics_are_served() {
         .expect("json");
     assert_eq!(ready["status"], "ready");
     assert_eq!(
-        reqwest::get(daemon.url("/healthz"))
-            .await
-            .expect("healthz")
-            .status(),
+        get(daemon.url("/healthz")).await.expect("healthz").status(),
         200
     );
-    let ok = reqwest::get(daemon.url(&format!(
+    let ok = get(daemon.url(&format!(
         "/api/v1/screenshot?url={}&width=100&height=100",
         enc(&page("/plain"))
     )))

@@ -1,12 +1,12 @@
 //! What a capture produces: sizes, formats, and the options that change pixels.
 
-use crate::support::{decode, enc, near, page, rgb, shared};
+use crate::support::{client, decode, enc, get, near, page, rgb, shared};
 use serde_json::json;
 
 async fn shot(query: &str) -> reqwest::Response {
     let daemon = shared();
     daemon.wait_ready(2).await;
-    reqwest::get(daemon.url(&format!("/api/v1/screenshot?{query}")))
+    get(daemon.url(&format!("/api/v1/screenshot?{query}")))
         .await
         .expect("request")
 }
@@ -174,7 +174,7 @@ async fn js_runs_before_the_capture() {
 async fn headers_cookies_and_user_agent_reach_the_site_and_do_not_leak() {
     let daemon = shared();
     daemon.wait_ready(2).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let body = json!({
         "url": page("/echo"), "width": 200, "height": 300,
         "cookies": [{"name": "k", "value": "v"}],

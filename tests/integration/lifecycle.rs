@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    browser_pids, enc, eventually, free_port, metric_value, page, processes_under, wait_ready_at,
-    Daemon,
+    browser_pids, client, enc, eventually, free_port, get, metric_value, page, processes_under,
+    redis_url, wait_ready_at, Daemon,
 };
 use serde_json::Value;
 use shotfarm::farm::proc_tree::group_alive;
@@ -22,7 +22,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
         enc(&page("/hang"))
     ));
     // One capture occupies the only tab, one waits in the queue.
-    let client = reqwest::Client::new();
+    let client = client();
     let running = tokio::spawn(client.get(&hang).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = tokio::spawn(client.get(&hang).send());
@@ -53,7 +53,7 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
         "/api/v1/screenshot?url={}&timeout=15000",
         enc(&page("/slow/1500"))
     ));
-    let capture = tokio::spawn(reqwest::get(slow));
+    let capture = tokio::spawn(get(slow));
     tokio::time::sleep(Duration::from_millis(500)).await;
     // SAFETY: plain syscall on a PID this test found.
     unsafe {
@@ -63,10 +63,9 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
     assert_eq!(response.status(), 200, "retried on the restarted browser");
     // The next captures succeed on the new browser.
     for _ in 0..3 {
-        let ok =
-            reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
-                .await
-                .expect("get");
+        let ok = get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+            .await
+            .expect("get");
         assert_eq!(ok.status(), 200);
     }
     let new_pids = browser_pids(&daemon.profile_dir);
@@ -91,7 +90,7 @@ async fn an_in_process_daemon_stopped_gracefully_leaves_no_chromium() {
     let daemon = Daemon::start(|c| c.farm.browsers = 2);
     daemon.wait_ready(2).await;
     let dir = daemon.profile_dir.clone();
-    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+    let ok = get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
         .await
         .expect("get");
     assert_eq!(ok.status(), 200);
@@ -139,6 +138,7 @@ fn spawn_binary(profiles: &std::path::Path) -> (ChildGuard, String) {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
         .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
         .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
+        .env("SHOTFARM_REDIS__URL", redis_url())
         .env("SHOTFARM_FARM__BROWSERS", "2")
         .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "5000")
         .stdout(std::process::Stdio::null())
@@ -156,7 +156,7 @@ async fn sigterm_drains_then_leaves_no_chromium() {
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
     // A capture in flight when SIGTERM arrives still completes.
-    let slow = tokio::spawn(reqwest::get(format!(
+    let slow = tokio::spawn(get(format!(
         "{base}/api/v1/screenshot?url={}",
         enc(&page("/slow/800"))
     )));
@@ -251,7 +251,7 @@ async fn policy_recycles_after_n_captures_over_memory_and_after_overruns() {
     daemon.wait_ready(1).await;
     let plain = daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain"))));
     for _ in 0..2 {
-        assert_eq!(reqwest::get(&plain).await.expect("get").status(), 200);
+        assert_eq!(get(&plain).await.expect("get").status(), 200);
     }
     assert!(
         wait_restart(&daemon, "recycled").await,
@@ -263,13 +263,13 @@ async fn policy_recycles_after_n_captures_over_memory_and_after_overruns() {
         "/api/v1/screenshot?url={}&timeout=700",
         enc(&page("/hang"))
     ));
-    assert_eq!(reqwest::get(&hang).await.expect("get").status(), 504);
+    assert_eq!(get(&hang).await.expect("get").status(), 504);
     assert!(
         wait_restart(&daemon, "deadline_overrun").await,
         "overrun recycles the browser"
     );
     daemon.wait_ready(1).await;
-    assert_eq!(reqwest::get(&plain).await.expect("get").status(), 200);
+    assert_eq!(get(&plain).await.expect("get").status(), 200);
     daemon.stop();
 
     let daemon = Daemon::start(|c| {
@@ -304,12 +304,11 @@ async fn a_browser_that_cannot_start_backs_off_and_is_reported_unhealthy() {
         metric_value(&text, "shotfarm_browsers{state=\"unhealthy\"}"),
         1.0
     );
-    let ready = reqwest::get(daemon.url("/readyz")).await.expect("readyz");
+    let ready = get(daemon.url("/readyz")).await.expect("readyz");
     assert_eq!(ready.status(), 503);
-    let refused =
-        reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
-            .await
-            .expect("get");
+    let refused = get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+        .await
+        .expect("get");
     assert_eq!(refused.status(), 503);
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unavailable");
@@ -328,7 +327,7 @@ async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
         enc(&page("/slow/2500"))
     ));
     let started = std::time::Instant::now();
-    let capture = tokio::spawn(reqwest::get(slow));
+    let capture = tokio::spawn(get(slow));
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Kill every page renderer of this daemon's browser (not the browser itself).
     let renderers: Vec<u32> = processes_under(&daemon.profile_dir)
@@ -358,7 +357,7 @@ async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
         "answered long before the deadline: {elapsed:?}"
     );
     daemon.wait_ready(1).await;
-    let ok = reqwest::get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
+    let ok = get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
         .await
         .expect("get");
     assert_eq!(ok.status(), 200, "the farm keeps serving");
@@ -372,7 +371,7 @@ async fn a_second_signal_quits_at_once_and_leaves_no_chromium() {
     wait_ready_at(&base, 2).await;
     let groups = browser_pids(profiles.path());
     // A capture that would hold the drain for its whole 20 s timeout.
-    let hang = tokio::spawn(reqwest::get(format!(
+    let hang = tokio::spawn(get(format!(
         "{base}/api/v1/screenshot?url={}&timeout=20000",
         enc(&page("/hang"))
     )));
@@ -428,7 +427,7 @@ async fn every_capture_context_is_closed_on_success_error_and_timeout() {
         ),
         (format!("url={}&timeout=1000", enc(&page("/hang"))), 504),
     ] {
-        let response = reqwest::get(daemon.url(&format!("/api/v1/screenshot?{query}")))
+        let response = get(daemon.url(&format!("/api/v1/screenshot?{query}")))
             .await
             .expect("get");
         assert_eq!(response.status(), status, "{query}");
@@ -444,7 +443,7 @@ async fn every_capture_context_is_closed_on_success_error_and_timeout() {
     let port = port.lines().next().expect("port line").trim().to_string();
     let settled = async {
         for _ in 0..50 {
-            let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+            let targets: Value = get(format!("http://127.0.0.1:{port}/json/list"))
                 .await
                 .expect("devtools")
                 .json()

@@ -3,4 +3,5 @@
 mod api;
 mod capture;
 mod lifecycle;
+mod redis_server;
 mod support;

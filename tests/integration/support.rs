@@ -10,6 +10,85 @@ use shotfarm::app::Bound;
 use shotfarm::config::Config;
 use warp::Filter;
 
+pub use super::redis_server::redis_url;
+
+/// An account made for a test, with an API key.
+#[derive(Debug, Clone)]
+pub struct Funded {
+    pub account: String,
+    pub email: String,
+    pub key: String,
+}
+
+/// A new account on the test Redis holding `credits` (after its 5-credit sign-up bonus, an
+/// adjustment brings it to exactly `credits`), with an API key. Uses the operator code path.
+pub fn provision(credits: i64) -> Funded {
+    provision_on(&redis_url(), credits)
+}
+
+pub fn provision_on(url: &str, credits: i64) -> Funded {
+    let mut config = Config::default();
+    config.redis.url = url.to_string();
+    let email = format!("t{}@test.example", uuid::Uuid::new_v4().simple());
+    std::thread::spawn(move || {
+        shotfarm::ops::block_on(|| async move {
+            let op = shotfarm::ops::Operator::connect(&config)
+                .await
+                .expect("operator connects to the test Redis");
+            let account = op
+                .create_account(&email, Some("password123"), 0)
+                .await
+                .expect("create account");
+            let bonus = config.auth.signup_bonus;
+            if credits != bonus {
+                op.grant(&account.id, credits - bonus, "test funding")
+                    .await
+                    .expect("fund account");
+            }
+            let (_, key) = op.create_key(&account.id, "test").await.expect("key");
+            Funded {
+                account: account.id,
+                email,
+                key,
+            }
+        })
+    })
+    .join()
+    .expect("provisioning thread")
+}
+
+/// The account most tests capture with (plenty of credits).
+pub fn shared_funded() -> &'static Funded {
+    static FUNDED: OnceLock<Funded> = OnceLock::new();
+    FUNDED.get_or_init(|| provision(1_000_000))
+}
+
+/// A client that sends `key` as `x-api-key` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        reqwest::header::HeaderValue::from_str(key).expect("key header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A client authenticated as the shared funded account.
+pub fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| client_with_key(&shared_funded().key))
+        .clone()
+}
+
+/// `GET url` as the shared funded account.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
+}
+
 /// The fixture site, shared by all tests (its own thread and runtime outlive each test's).
 pub fn site() -> SocketAddr {
     static SITE: OnceLock<SocketAddr> = OnceLock::new();
@@ -174,6 +253,8 @@ impl Daemon {
         config.server.shutdown_grace_ms = 5_000;
         config.chromium.profile_dir = profiles.path().to_path_buf();
         config.capture.default_timeout_ms = 20_000;
+        config.redis.url = redis_url();
+        config.ledger.sweep_interval_ms = 200;
         tweak(&mut config);
         config.validate().expect("test config must be valid");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -1,0 +1,12 @@
+//! Accounts, login sessions and API keys.
+//!
+//! - [`store`]: accounts, sessions and keys in Redis (the only place that knows their keys).
+//! - [`secrets`]: password hashing (Argon2id), random tokens, and how secrets are stored.
+//!
+//! Creating an account is also a credit mutation (the sign-up bonus), so it goes through the
+//! ledger actor; everything else here touches no credit.
+
+pub mod secrets;
+pub mod store;
+
+pub use store::{Account, AccountError, Accounts, ApiKeyInfo, Principal};

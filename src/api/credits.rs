@@ -1,0 +1,172 @@
+//! The credits endpoints of the contract: `GET /api/v1/credits` (balance),
+//! `GET /api/v1/credits/packs` (public), `GET /api/v1/credits/transactions?limit=&offset=`.
+
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use super::auth::{authenticate, ledger_unavailable, Allow};
+use super::errors::{ApiError, FieldError};
+use super::json::{iso_time, json_response};
+use super::{with_request_id, ApiState};
+
+/// Largest page of transactions.
+pub const MAX_LIMIT: usize = 100;
+const DEFAULT_LIMIT: usize = 20;
+/// Deepest offset accepted (a guard against absurd scans).
+const MAX_OFFSET: usize = 10_000_000;
+
+async fn balance(state: ApiState, headers: HeaderMap) -> Result<Response, ApiError> {
+    let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
+    let balance = state
+        .ledger
+        .balance(&who.account)
+        .await
+        .map_err(ledger_unavailable)?
+        .unwrap_or_default();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "balance": balance.available,
+            "reserved": balance.reserved,
+        }),
+    ))
+}
+
+fn packs(state: &ApiState) -> Response {
+    let packs: Vec<_> = state
+        .config
+        .credits
+        .packs
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "id": p.id,
+                "name": p.name,
+                "credits": p.credits,
+                "priceCents": p.price_cents,
+                "isPopular": p.popular,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &packs)
+}
+
+/// `limit` and `offset` from a query string; every problem named.
+fn page(query: &str) -> Result<(usize, usize), ApiError> {
+    let mut limit = DEFAULT_LIMIT;
+    let mut offset = 0;
+    let mut errors = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let number = value.trim().parse::<usize>();
+        match name.as_ref() {
+            "limit" => match number {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => errors.push(FieldError {
+                    field: "limit".into(),
+                    message: format!("must be an integer from 1 to {MAX_LIMIT}"),
+                }),
+            },
+            "offset" => match number {
+                Ok(n) if n <= MAX_OFFSET => offset = n,
+                _ => errors.push(FieldError {
+                    field: "offset".into(),
+                    message: format!("must be an integer from 0 to {MAX_OFFSET}"),
+                }),
+            },
+            other => errors.push(FieldError {
+                field: other.to_string(),
+                message: "unknown parameter".into(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok((limit, offset))
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+async fn transactions(
+    state: ApiState,
+    headers: HeaderMap,
+    query: String,
+) -> Result<Response, ApiError> {
+    let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
+    let (limit, offset) = page(&query)?;
+    let (entries, total) = state
+        .ledger
+        .transactions(&who.account, offset, limit)
+        .await
+        .map_err(ledger_unavailable)?;
+    let entries: Vec<_> = entries
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "type": t.kind.as_str(),
+                "amount": t.amount,
+                "description": t.description,
+                "timestamp": iso_time(t.at_ms),
+                "balanceAfter": t.balance_after,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "transactions": entries,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }),
+    ))
+}
+
+pub fn routes(
+    state: ApiState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let balance = warp::path!("api" / "v1" / "credits")
+        .and(warp::get())
+        .and(with_request_id())
+        .and(with_state.clone())
+        .and(warp::header::headers_cloned())
+        .then(|id: String, s, h| super::answer(id, balance(s, h)));
+    let packs = warp::path!("api" / "v1" / "credits" / "packs")
+        .and(warp::get())
+        .and(with_request_id())
+        .and(with_state.clone())
+        .then(|id: String, s: ApiState| super::answer(id, async move { Ok(packs(&s)) }));
+    let transactions = warp::path!("api" / "v1" / "credits" / "transactions")
+        .and(warp::get())
+        .and(with_request_id())
+        .and(with_state)
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(|id: String, s, h, q| super::answer(id, transactions(s, h, q)));
+    balance.or(packs).unify().or(transactions).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_parameters_are_checked_and_capped() {
+        assert_eq!(page("").ok(), Some((DEFAULT_LIMIT, 0)));
+        assert_eq!(page("limit=10&offset=0").ok(), Some((10, 0)));
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=ten",
+            "offset=-5",
+            "offset=1e3",
+            "limt=5",
+        ] {
+            let err = page(bad).expect_err(bad);
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+}

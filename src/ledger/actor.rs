@@ -1,0 +1,176 @@
+//! The ledger actor: the one owner of credit mutations in a process.
+//!
+//! Its mailbox fixes the order of operations. Each handler hands its operation to the *pump*
+//! at once, and the pump sends it on the shared multiplexed connection before it looks at the
+//! next one (one poll enqueues the `EVALSHA`; redis-rs' queue is FIFO), then lets the replies
+//! come back in the background. So operations reach Redis in mailbox order while many are in
+//! flight: ordered, not one round trip at a time.
+//!
+//! Operations that are idempotent (all but a grant without a reference) are retried twice on a
+//! connection error: a retry after a lost reply finds the hold already resolved and changes
+//! nothing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::stream::FuturesUnordered;
+use futures::{Future, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{store, LedgerError, Op, Outcome, RedisHandle};
+use crate::telemetry::Metrics;
+
+type Reply = Result<Outcome, LedgerError>;
+
+/// Run one ledger operation.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, LedgerError>")]
+pub struct Mutate(pub Op);
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Reply>,
+}
+
+pub struct LedgerActor {
+    pump: mpsc::UnboundedSender<Request>,
+}
+
+impl Actor for LedgerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Operations are short and their replies travel on their own channel: a large mailbox
+        // only costs memory while Redis is slow.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<Mutate> for LedgerActor {
+    type Result = ResponseFuture<Reply>;
+
+    fn handle(&mut self, msg: Mutate, _: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.pump.send(Request { op: msg.0, reply });
+        Box::pin(async move {
+            queued.map_err(|_| LedgerError::Unavailable("the ledger pump stopped".into()))?;
+            answer
+                .await
+                .unwrap_or_else(|_| Err(LedgerError::Unavailable("the ledger dropped".into())))
+        })
+    }
+}
+
+/// Sends operations in arrival order and keeps many in flight.
+async fn pump(
+    mut queue: mpsc::UnboundedReceiver<Request>,
+    redis: RedisHandle,
+    metrics: Arc<Metrics>,
+) {
+    let mut in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
+        FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            next = queue.recv() => {
+                let Some(request) = next else { break };
+                let mut fut: Pin<Box<dyn Future<Output = ()> + Send>> =
+                    Box::pin(run(redis.clone(), request, metrics.clone()));
+                // The first poll puts the command on the connection's queue.
+                if let Poll::Pending = futures::poll!(fut.as_mut()) {
+                    in_flight.push(fut);
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+async fn run(redis: RedisHandle, request: Request, metrics: Arc<Metrics>) {
+    let started = Instant::now();
+    let op = &request.op;
+    let result = match redis.get() {
+        Ok(mut conn) => {
+            let mut attempt = 0;
+            loop {
+                match store::execute(&mut conn, op).await {
+                    Err(LedgerError::Unavailable(e)) if op.is_idempotent() && attempt < 2 => {
+                        tracing::warn!(operation = op.name(), "ledger retry after: {e}");
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100 * 3u64.pow(attempt - 1)))
+                            .await;
+                    }
+                    other => break other,
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let outcome = match &result {
+        Ok(o) => o.name(),
+        Err(_) => "error",
+    };
+    metrics
+        .ledger_operations_total
+        .with_label_values(&[op.name(), outcome])
+        .inc();
+    metrics
+        .ledger_operation_seconds
+        .with_label_values(&[op.name()])
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        tracing::warn!(operation = op.name(), "ledger operation failed: {e}");
+    }
+    let _ = request.reply.send(result);
+}
+
+/// The ledger as the rest of the daemon sees it: mutations go through the actor, reads go
+/// straight to Redis.
+#[derive(Clone)]
+pub struct Ledger {
+    addr: Addr<LedgerActor>,
+    redis: RedisHandle,
+}
+
+impl Ledger {
+    /// Starts the actor and its pump. Call from inside an actix system.
+    pub fn start(redis: RedisHandle, metrics: Arc<Metrics>) -> Ledger {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(pump(rx, redis.clone(), metrics));
+        let addr = LedgerActor { pump: tx }.start();
+        Ledger { addr, redis }
+    }
+
+    /// Runs one mutation through the actor.
+    pub async fn run(&self, op: Op) -> Reply {
+        self.addr
+            .send(Mutate(op))
+            .await
+            .map_err(|e| LedgerError::Unavailable(format!("the ledger actor is gone: {e}")))?
+    }
+
+    /// The counters of an account, `None` if there is no such account.
+    pub async fn balance(&self, account: &str) -> Result<Option<super::Balance>, LedgerError> {
+        let mut conn = self.redis.get()?;
+        store::balance(&mut conn, account).await
+    }
+
+    /// A page of the account's transactions, newest first, and their total count.
+    pub async fn transactions(
+        &self,
+        account: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<super::Transaction>, usize), LedgerError> {
+        let mut conn = self.redis.get()?;
+        store::transactions(&mut conn, account, offset, limit).await
+    }
+
+    pub fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+}

@@ -1,0 +1,149 @@
+//! Every Redis key name of shotfarm, in one place. Only the ledger and accounts stores use them.
+//!
+//! Accounts are spread over [`SHARDS`] Redis Cluster hash tags (`{s042}`). All keys of one account
+//! carry its shard's tag, and so does the shard's sweep index, so a Lua script that moves credits
+//! and updates the index touches one slot only. The shard of an account follows from its id and
+//! never changes (changing [`SHARDS`] would orphan existing data).
+
+/// Number of hash-tag shards.
+pub const SHARDS: u32 = 256;
+
+/// The shard of an account id (FNV-1a, stable across versions and hosts).
+pub fn shard_of(account_id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in account_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % SHARDS
+}
+
+fn tag(shard: u32) -> String {
+    format!("{{s{shard:03}}}")
+}
+
+/// The sweep index of a shard: a sorted set of `account|hold|idempotency` members scored by the
+/// hold's expiry (ms since the epoch, Redis time).
+pub fn sweep(shard: u32) -> String {
+    format!("sf:{}:sweep", tag(shard))
+}
+
+/// The keys of one account.
+#[derive(Debug, Clone)]
+pub struct AccountKeys {
+    pub id: String,
+    pub shard: u32,
+    prefix: String,
+}
+
+impl AccountKeys {
+    pub fn new(account_id: &str) -> Self {
+        let shard = shard_of(account_id);
+        AccountKeys {
+            id: account_id.to_string(),
+            shard,
+            prefix: format!("sf:{}:", tag(shard)),
+        }
+    }
+
+    /// Hash: profile (email, password hash, created) and the counters available, reserved,
+    /// spent and granted.
+    pub fn account(&self) -> String {
+        format!("{}acct:{}", self.prefix, self.id)
+    }
+
+    /// Hash: open holds, `hold id → amount|expires_ms|idempotency|description`.
+    pub fn holds(&self) -> String {
+        format!("{}holds:{}", self.prefix, self.id)
+    }
+
+    /// String: how a hold was resolved (`committed`, `released`, `expired`), kept for an hour
+    /// so that a retried call learns the outcome instead of applying twice.
+    pub fn hold_record(&self, hold_id: &str) -> String {
+        format!("{}hold:{}:{}", self.prefix, self.id, hold_id)
+    }
+
+    /// Set: external references already applied (`signup_bonus`, payment order ids).
+    pub fn refs(&self) -> String {
+        format!("{}refs:{}", self.prefix, self.id)
+    }
+
+    /// List: the transaction log, newest first (JSON entries).
+    pub fn transactions(&self) -> String {
+        format!("{}tx:{}", self.prefix, self.id)
+    }
+
+    /// Hash: the account's API keys, `key id → JSON metadata`.
+    pub fn api_keys(&self) -> String {
+        format!("{}keys:{}", self.prefix, self.id)
+    }
+
+    /// Hash: when each API key was last used, `key id → ms`.
+    pub fn api_keys_used(&self) -> String {
+        format!("{}keyused:{}", self.prefix, self.id)
+    }
+
+    /// Hash: one `Idempotency-Key` (by its SHA-256): state, fingerprint, hold, and the result.
+    pub fn idempotency(&self, key_hash: &str) -> String {
+        format!("{}idem:{}:{}", self.prefix, self.id, key_hash)
+    }
+
+    /// The sweep index of this account's shard.
+    pub fn sweep(&self) -> String {
+        sweep(self.shard)
+    }
+}
+
+/// Set: every account id (operator listing).
+pub const ACCOUNTS: &str = "sf:accounts";
+
+/// String: a lower-cased email → its account id.
+pub fn email(email: &str) -> String {
+    format!("sf:email:{email}")
+}
+
+/// String: SHA-256 of an API key secret → `account id|key id`.
+pub fn api_key(secret_hash: &str) -> String {
+    format!("sf:apikey:{secret_hash}")
+}
+
+/// String with expiry: SHA-256 of a session token → account id.
+pub fn session(token_hash: &str) -> String {
+    format!("sf:session:{token_hash}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_an_account_shares_its_shard_tag() {
+        let k = AccountKeys::new("acc_0190f0c4a1b27c3e9d2f4a6b8c0d1e2f");
+        let tag = format!("{{s{:03}}}", k.shard);
+        for key in [
+            k.account(),
+            k.holds(),
+            k.hold_record("h"),
+            k.refs(),
+            k.transactions(),
+            k.api_keys(),
+            k.api_keys_used(),
+            k.idempotency("x"),
+            k.sweep(),
+        ] {
+            assert!(key.contains(&tag), "{key} lacks {tag}");
+            assert_eq!(key.matches('{').count(), 1, "{key}: one hash tag only");
+        }
+    }
+
+    #[test]
+    fn shards_spread_and_stay_in_range() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let s = shard_of(&format!("acc_{i}"));
+            assert!(s < SHARDS);
+            seen.insert(s);
+        }
+        assert!(seen.len() > 200, "only {} shards used", seen.len());
+    }
+}

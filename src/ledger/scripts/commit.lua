@@ -1,0 +1,36 @@
+-- Commit: charge a hold (phase two, success). A hold resolves exactly once.
+-- KEYS[1] account hash  KEYS[2] holds hash  KEYS[3] shard sweep index  KEYS[4] hold record
+-- KEYS[5] transaction log  KEYS[6] idempotency hash (only when the hold has one)
+-- ARGV[1] hold id  ARGV[2] account id  ARGV[3] idempotency ttl (ms)
+-- ARGV[4] result state ('done' or 'done_large')  ARGV[5] result metadata  ARGV[6] result body
+local account, holds, sweep, record, log, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local hold, account_id = ARGV[1], ARGV[2]
+
+local available = tonumber(redis.call('HGET', account, 'available') or '0')
+local entry = redis.call('HGET', holds, hold)
+if not entry then
+  local resolved = redis.call('GET', record)
+  if resolved then
+    return {'resolved', available, resolved}
+  end
+  return {'unknown', available}
+end
+local amount, expires, idem_hash, description = string.match(entry, '^(%d+)|(%d+)|([^|]*)|(.*)$')
+amount = tonumber(amount)
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('HINCRBY', account, 'reserved', -amount)
+redis.call('HINCRBY', account, 'spent', amount)
+redis.call('HDEL', holds, hold)
+redis.call('ZREM', sweep, account_id .. '|' .. hold .. '|' .. idem_hash)
+redis.call('SET', record, 'committed', 'PX', 3600000)
+redis.call('LPUSH', log, cjson.encode({
+  id = hold, type = 'usage', amount = -amount, description = description,
+  at = now, balanceAfter = available,
+}))
+if idem and redis.call('HGET', idem, 'hold') == hold then
+  redis.call('HSET', idem, 'state', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
+  redis.call('PEXPIRE', idem, tonumber(ARGV[3]))
+end
+return {'committed', available}

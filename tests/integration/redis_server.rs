@@ -1,0 +1,94 @@
+//! A private `redis-server` for this test run: its own free port and directory, started once,
+//! killed when the test process dies (parent-death signal on a thread that never ends).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A running redis-server.
+pub struct RedisServer {
+    pub port: u16,
+    pub url: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// The run's shared Redis (append-only with fsync always, like production).
+pub fn redis() -> &'static RedisServer {
+    static SHARED: OnceLock<RedisServer> = OnceLock::new();
+    SHARED.get_or_init(|| start_redis(super::support::free_port()))
+}
+
+pub fn redis_url() -> String {
+    redis().url.clone()
+}
+
+/// Starts a redis-server on `port` from a thread that lives as long as the test process, so
+/// the server dies with it (PR_SET_PDEATHSIG is tied to the thread that forked).
+pub fn start_redis(port: u16) -> RedisServer {
+    let dir = tempfile::tempdir().expect("redis dir").keep();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<u32, String>>();
+    let dir_for_thread = dir.clone();
+    std::thread::spawn(move || {
+        let child = spawn_server(port, &dir_for_thread);
+        match child {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.id()));
+                let _ = child.wait();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    });
+    match rx.recv().expect("redis thread") {
+        Ok(_) => {}
+        Err(e) => panic!("{e}"),
+    }
+    wait_for_port(port);
+    RedisServer {
+        port,
+        url: format!("redis://127.0.0.1:{port}/0"),
+        dir,
+    }
+}
+
+fn spawn_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+    ])
+    .arg(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start redis-server (run `make test`, which installs it): {e}"))
+}
+
+fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server on port {port} did not start");
+}
