@@ -8,7 +8,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::errors::ApiError;
-use super::json::{iso_time, json_body, json_response};
+use super::json::{iso_time, json_body, json_response, limited_body};
 use super::{with_request_id, ApiState};
 use crate::accounts::{Account, AccountError, Principal};
 
@@ -171,7 +171,8 @@ async fn account_json(state: &ApiState, account: &Account) -> serde_json::Value 
     })
 }
 
-async fn signup(state: ApiState, body: Bytes) -> Result<Response, ApiError> {
+async fn signup(state: ApiState, body: Result<Bytes, ApiError>) -> Result<Response, ApiError> {
+    let body = body?;
     if !state.config.auth.signup_enabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -184,7 +185,8 @@ async fn signup(state: ApiState, body: Bytes) -> Result<Response, ApiError> {
     logged_in(&state, &account, StatusCode::CREATED).await
 }
 
-async fn login(state: ApiState, body: Bytes) -> Result<Response, ApiError> {
+async fn login(state: ApiState, body: Result<Bytes, ApiError>) -> Result<Response, ApiError> {
+    let body = body?;
     let c: Credentials = json_body(&body)?;
     let account = state.accounts.login(&c.email, &c.password).await?;
     logged_in(&state, &account, StatusCode::OK).await
@@ -240,15 +242,13 @@ pub fn routes(
         .and(warp::post())
         .and(with_request_id())
         .and(with_state.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(limited_body(max_body))
         .then(|id: String, s, b| super::answer(id, signup(s, b)));
     let login = warp::path!("api" / "v1" / "auth" / "login")
         .and(warp::post())
         .and(with_request_id())
         .and(with_state.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(limited_body(max_body))
         .then(|id: String, s, b| super::answer(id, login(s, b)));
     let logout = warp::path!("api" / "v1" / "auth" / "logout")
         .and(warp::post())

@@ -53,3 +53,46 @@ mod tests {
         );
     }
 }
+
+/// The request body, up to `max` bytes, whether or not it came with a `Content-Length`
+/// (an empty `POST` often has none). Longer bodies are a 413.
+pub fn limited_body(
+    max: usize,
+) -> impl warp::Filter<Extract = (Result<bytes::Bytes, ApiError>,), Error = warp::Rejection> + Clone
+{
+    use warp::Filter;
+    warp::body::stream().then(move |stream| collect(stream, max))
+}
+
+async fn collect<S, B>(stream: S, max: usize) -> Result<bytes::Bytes, ApiError>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.remaining() > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {max} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            body.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}

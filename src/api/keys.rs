@@ -10,7 +10,7 @@ use warp::Filter;
 
 use super::auth::{authenticate, Allow};
 use super::errors::ApiError;
-use super::json::{iso_time, json_body, json_response};
+use super::json::{iso_time, json_body, json_response, limited_body};
 use super::{with_request_id, ApiState};
 use crate::accounts::ApiKeyInfo;
 
@@ -31,8 +31,13 @@ fn key_json(k: &ApiKeyInfo) -> serde_json::Value {
     })
 }
 
-async fn create(state: ApiState, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    state: ApiState,
+    headers: HeaderMap,
+    body: Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, Allow::SessionOnly).await?;
+    let body = body?;
     let req: NewKey = if body.iter().all(u8::is_ascii_whitespace) {
         NewKey::default()
     } else {
@@ -78,8 +83,7 @@ pub fn routes(
         .and(with_request_id())
         .and(with_state.clone())
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::bytes())
+        .and(limited_body(16 * 1024))
         .then(|id: String, s, h, b| super::answer(id, create(s, h, b)));
     let list = warp::path!("api" / "v1" / "keys")
         .and(warp::get())

@@ -75,10 +75,23 @@ async fn handle(
     // Its own task: a client that hangs up must not cancel the settlement of its hold.
     let task = tokio::spawn(
         async move {
-            let (response, credits) = match capture(&state, &id, &headers, options).await {
-                Ok(answer) => answer,
-                Err((error, credits)) => (error.into_response(&id), credits),
-            };
+            let mut caller = None;
+            let (response, mut credits) =
+                match capture(&state, &id, &headers, options, &mut caller).await {
+                    Ok(answer) => answer,
+                    Err((error, credits)) => (error.into_response(&id), credits),
+                };
+            // Rejected after authentication but before any hold (bad options): still report
+            // the balance, as every capture response after authentication does.
+            if let (None, Some(account)) = (credits, caller) {
+                credits = state
+                    .ledger
+                    .balance(&account)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|b| b.available);
+            }
             billing::with_credits(response, credits)
         }
         .instrument(span),
@@ -106,12 +119,14 @@ async fn capture(
     id: &str,
     headers: &HeaderMap,
     options: Result<Map<String, Value>, ApiError>,
+    caller: &mut Option<String>,
 ) -> Result<Answer, (ApiError, Option<i64>)> {
     let received = Instant::now();
     let no_credits = |e: ApiError| (e, None);
     let who = authenticate(state, headers, Allow::KeyOrSession)
         .await
         .map_err(no_credits)?;
+    *caller = Some(who.account.clone());
     let options = options.map_err(no_credits)?;
     let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
     let request =

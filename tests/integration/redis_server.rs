@@ -11,6 +11,28 @@ pub struct RedisServer {
     pub port: u16,
     pub url: String,
     pub dir: std::path::PathBuf,
+    pub pid: u32,
+}
+
+impl RedisServer {
+    /// SIGKILLs the server and waits until its port is closed.
+    pub fn kill(&self) {
+        // SAFETY: plain kill(2) on the pid this test started.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGKILL);
+        }
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port and directory (its append-only file reloads).
+    pub fn restart(&self) -> RedisServer {
+        start_redis_in(self.port, self.dir.clone())
+    }
 }
 
 /// The run's shared Redis (append-only with fsync always, like production).
@@ -26,7 +48,10 @@ pub fn redis_url() -> String {
 /// Starts a redis-server on `port` from a thread that lives as long as the test process, so
 /// the server dies with it (PR_SET_PDEATHSIG is tied to the thread that forked).
 pub fn start_redis(port: u16) -> RedisServer {
-    let dir = tempfile::tempdir().expect("redis dir").keep();
+    start_redis_in(port, tempfile::tempdir().expect("redis dir").keep())
+}
+
+fn start_redis_in(port: u16, dir: std::path::PathBuf) -> RedisServer {
     let (tx, rx) = std::sync::mpsc::channel::<Result<u32, String>>();
     let dir_for_thread = dir.clone();
     std::thread::spawn(move || {
@@ -41,15 +66,16 @@ pub fn start_redis(port: u16) -> RedisServer {
             }
         }
     });
-    match rx.recv().expect("redis thread") {
-        Ok(_) => {}
+    let pid = match rx.recv().expect("redis thread") {
+        Ok(pid) => pid,
         Err(e) => panic!("{e}"),
-    }
+    };
     wait_for_port(port);
     RedisServer {
         port,
         url: format!("redis://127.0.0.1:{port}/0"),
         dir,
+        pid,
     }
 }
 

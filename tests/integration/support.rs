@@ -446,3 +446,39 @@ pub async fn wait_ready_at(base: &str, n: u64) {
     }
     panic!("the daemon at {base} never had {n} ready browsers");
 }
+
+/// An account's ledger state on the Redis at `url`, read atomically.
+pub async fn snapshot_on(url: &str, account: &str) -> shotfarm::ledger::store::Snapshot {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    shotfarm::ledger::store::snapshot(&mut conn, account)
+        .await
+        .expect("snapshot")
+        .expect("account exists")
+}
+
+/// The account's ledger on the test Redis, asserting every invariant holds.
+pub async fn audited(account: &str) -> shotfarm::ledger::store::Snapshot {
+    audited_on(&redis_url(), account).await
+}
+
+pub async fn audited_on(url: &str, account: &str) -> shotfarm::ledger::store::Snapshot {
+    let snapshot = snapshot_on(url, account).await;
+    let problems = shotfarm::ledger::audit::violations(&snapshot);
+    assert!(problems.is_empty(), "ledger invariants broken: {problems:?}");
+    snapshot
+}
+
+/// `x-credits-remaining` of a response.
+pub fn credits_header(response: &reqwest::Response) -> Option<i64> {
+    response
+        .headers()
+        .get("x-credits-remaining")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,633 @@
+//! Credits around captures, against the real daemon, real Chromium and a private Redis:
+//! accounts and sessions, API keys, the contract's endpoints, and captures that are charged
+//! exactly when they deliver an image.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::redis_server::start_redis;
+use crate::support::{
+    audited, audited_on, client_with_key, credits_header, enc, free_port, page, provision,
+    provision_on, shared, Daemon,
+};
+
+fn capture_url(query: &str) -> String {
+    shared().url(&format!("/api/v1/screenshot?{query}"))
+}
+
+fn plain() -> String {
+    format!("url={}&width=200&height=150", enc(&page("/plain")))
+}
+
+/// A fresh email for sign-up tests.
+fn email() -> String {
+    format!("u{}@Example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// The `session` cookie a response sets.
+fn session_from(response: &reqwest::Response) -> String {
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("set-cookie")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(cookie.contains("Path=/"), "{cookie}");
+    let value = cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("session="))
+        .expect("session=…");
+    assert!(value.len() >= 40, "a long random token: {value}");
+    value.to_string()
+}
+
+async fn signup(email: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(shared().url("/api/v1/auth/signup"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("signup")
+}
+
+fn with_session(builder: reqwest::RequestBuilder, session: &str) -> reqwest::RequestBuilder {
+    builder.header("cookie", format!("session={session}"))
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.expect("JSON body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn signup_login_logout_and_the_one_time_bonus() {
+    let http = reqwest::Client::new();
+    let address = email();
+    let (status, body) = json_of(signup(&address, "password123").await).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["email"], address.to_lowercase());
+    assert_eq!(body["balance"], 5, "5 free credits: {body}");
+    let account = body["id"].as_str().expect("id").to_string();
+
+    // The same email again, in another case: taken.
+    let (status, body) = json_of(signup(&address.to_uppercase(), "password123").await).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("email_taken")));
+    // Bad input: clear 400s.
+    let (status, body) = json_of(signup("not-an-email", "password123").await).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")));
+    let (status, body) = json_of(signup(&email(), "short").await).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")));
+    let raw = http
+        .post(shared().url("/api/v1/auth/signup"))
+        .body("{\"email\": 3")
+        .send()
+        .await
+        .expect("post");
+    let (status, body) = json_of(raw).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_body")));
+    assert!(body["request_id"].is_string());
+
+    // Wrong password and unknown email look the same.
+    let login = |email: String, password: &'static str| {
+        let http = http.clone();
+        async move {
+            http.post(shared().url("/api/v1/auth/login"))
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .expect("login")
+        }
+    };
+    let (s1, wrong) = json_of(login(address.clone(), "password124").await).await;
+    let (s2, unknown) = json_of(login(email(), "password123").await).await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(wrong["error"]["code"], "invalid_credentials");
+    assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+
+    let ok = login(address.clone(), "password123").await;
+    assert_eq!(ok.status(), 200);
+    let session = session_from(&ok);
+    let (status, me) = json_of(
+        with_session(http.get(shared().url("/api/v1/me")), &session)
+            .send()
+            .await
+            .expect("me"),
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["id"], account.as_str());
+    assert_eq!(me["balance"], 5);
+
+    // Logging out revokes the session server-side.
+    let out = with_session(http.post(shared().url("/api/v1/auth/logout")), &session)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), 204);
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .contains("Max-Age=0"));
+    let (status, body) = json_of(
+        with_session(http.get(shared().url("/api/v1/me")), &session)
+            .send()
+            .await
+            .expect("me"),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("session_expired")));
+    let (status, body) = json_of(http.get(shared().url("/api/v1/me")).send().await.expect("me")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+
+    // Exactly one signup_bonus transaction, and the ledger agrees.
+    let snapshot = audited(&account).await;
+    assert_eq!(snapshot.balance.available, 5);
+    assert_eq!(snapshot.transactions.len(), 1);
+    assert_eq!(snapshot.transactions[0].kind.as_str(), "signup_bonus");
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
+    let http = reqwest::Client::new();
+    let signed = signup(&email(), "password123").await;
+    let session = session_from(&signed);
+    let account = json_of(signed).await.1["id"].as_str().expect("id").to_string();
+
+    let created = with_session(http.post(shared().url("/api/v1/keys")), &session)
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .expect("create key");
+    let (status, key) = json_of(created).await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().expect("secret shown once").to_string();
+    let key_id = key["id"].as_str().expect("id").to_string();
+    assert!(secret.starts_with(key["prefix"].as_str().expect("prefix")));
+
+    // The capture endpoint takes the key in x-api-key and as a Bearer token.
+    let by_header = client_with_key(&secret)
+        .get(capture_url(&plain()))
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(by_header.status(), 200);
+    assert_eq!(credits_header(&by_header), Some(4));
+    let by_bearer = http
+        .get(capture_url(&plain()))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(by_bearer.status(), 200);
+    assert_eq!(credits_header(&by_bearer), Some(3));
+
+    // Listed without the secret, with its last use.
+    let listing = with_session(http.get(shared().url("/api/v1/keys")), &session)
+        .send()
+        .await
+        .expect("list");
+    let text = listing.text().await.expect("text");
+    assert!(!text.contains(&secret), "the secret is never listed again");
+    let listed: Value = serde_json::from_str(&text).expect("json");
+    let entry = &listed["keys"][0];
+    assert_eq!(entry["id"], key_id.as_str());
+    assert_eq!(entry["name"], "ci");
+    assert!(entry["createdAt"].is_string() && entry["lastUsedAt"].is_string(), "{entry}");
+
+    // Key management needs a session: an API key cannot mint keys.
+    let (status, _) = json_of(
+        client_with_key(&secret)
+            .post(shared().url("/api/v1/keys"))
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // Revoked keys stop working at once.
+    let revoked = with_session(
+        http.delete(shared().url(&format!("/api/v1/keys/{key_id}"))),
+        &session,
+    )
+    .send()
+    .await
+    .expect("revoke");
+    assert_eq!(revoked.status(), 204);
+    let (status, body) = json_of(
+        client_with_key(&secret)
+            .get(capture_url(&plain()))
+            .send()
+            .await
+            .expect("capture"),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    let again = with_session(
+        http.delete(shared().url(&format!("/api/v1/keys/{key_id}"))),
+        &session,
+    )
+    .send()
+    .await
+    .expect("revoke");
+    assert_eq!(again.status(), 404);
+    // Garbage keys and schemes are refused, not crashed on.
+    for (name, value) in [
+        ("x-api-key", "sk_nope"),
+        ("x-api-key", ""),
+        ("authorization", "Basic Zm9vOmJhcg=="),
+        ("authorization", "Bearer"),
+    ] {
+        let r = http
+            .get(capture_url(&plain()))
+            .header(name, value)
+            .send()
+            .await
+            .expect("capture");
+        assert_eq!(r.status(), 401, "{name}: {value}");
+    }
+    let snapshot = audited(&account).await;
+    assert_eq!(snapshot.balance.spent, 2, "two captures charged");
+}
+
+#[tokio::test]
+async fn credits_endpoints_answer_the_contracts_shapes() {
+    let http = reqwest::Client::new();
+    // Public, and exactly the contract's packs.
+    let packs: Value = http
+        .get(shared().url("/api/v1/credits/packs"))
+        .send()
+        .await
+        .expect("packs")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        packs,
+        json!([
+            {"id": "pack_starter", "name": "Starter", "credits": 100, "priceCents": 500, "isPopular": false},
+            {"id": "pack_pro", "name": "Pro", "credits": 1000, "priceCents": 3500, "isPopular": true},
+            {"id": "pack_business", "name": "Business", "credits": 5000, "priceCents": 12500, "isPopular": false},
+            {"id": "pack_enterprise", "name": "Enterprise", "credits": 25000, "priceCents": 50000, "isPopular": false}
+        ])
+    );
+    let (status, _) = json_of(http.get(shared().url("/api/v1/credits")).send().await.expect("get")).await;
+    assert_eq!(status, 401);
+
+    let funded = provision(12);
+    let key = client_with_key(&funded.key);
+    for _ in 0..3 {
+        let r = key.get(capture_url(&plain())).send().await.expect("capture");
+        assert_eq!(r.status(), 200);
+    }
+    let (status, balance) =
+        json_of(key.get(shared().url("/api/v1/credits")).send().await.expect("get")).await;
+    assert_eq!(status, 200);
+    assert_eq!(balance["balance"], 9, "{balance}");
+
+    // Newest first, paged, every field present.
+    let (_, page1) = json_of(
+        key.get(shared().url("/api/v1/credits/transactions?limit=2&offset=0"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(page1["total"], 5, "bonus + adjustment + 3 usage: {page1}");
+    let txs = page1["transactions"].as_array().expect("array");
+    assert_eq!(txs.len(), 2);
+    for t in txs {
+        assert_eq!(t["type"], "usage");
+        assert_eq!(t["amount"], -1);
+        assert!(t["description"].as_str().expect("text").starts_with("Screenshot of http"));
+        assert!(t["timestamp"].as_str().expect("ts").ends_with('Z'));
+        assert!(t["id"].is_string());
+    }
+    assert_eq!(txs[0]["balanceAfter"], 9);
+    assert_eq!(txs[1]["balanceAfter"], 10);
+    let (_, page3) = json_of(
+        key.get(shared().url("/api/v1/credits/transactions?limit=2&offset=4"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    let last = &page3["transactions"][0];
+    assert_eq!((last["type"].as_str(), last["amount"].as_i64()), (Some("signup_bonus"), Some(5)));
+    for bad in ["limit=0", "limit=1000", "limit=x", "offset=-1", "offset=1.5", "limit=10&sort=asc"] {
+        let (status, body) = json_of(
+            key.get(shared().url(&format!("/api/v1/credits/transactions?{bad}")))
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["field"].is_string(), "{bad}: {body}");
+    }
+    audited(&funded.account).await;
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_captures_on_ten_credits_deliver_exactly_ten() {
+    let funded = provision(10);
+    let key = client_with_key(&funded.key);
+    let requests = (0..100).map(|_| {
+        let key = key.clone();
+        async move {
+            let r = key.get(capture_url(&plain())).send().await.expect("capture");
+            let status = r.status().as_u16();
+            let credits = credits_header(&r);
+            let body = r.bytes().await.expect("body");
+            (status, credits, body)
+        }
+    });
+    let answers = join_all(requests).await;
+    let images = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    let refused = answers.iter().filter(|(s, _, _)| *s == 402).count();
+    assert_eq!((images, refused), (10, 90), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    for (status, credits, body) in &answers {
+        let credits = credits.expect("x-credits-remaining on every answer");
+        assert!((0..10).contains(&credits), "{credits}");
+        if *status == 200 {
+            assert!(image::load_from_memory(body).is_ok(), "a real image");
+        } else {
+            let v: Value = serde_json::from_slice(body).expect("json");
+            assert_eq!(v["error"], "Insufficient credits");
+            assert_eq!(v["balance"], credits);
+            assert_eq!(
+                v["message"],
+                "Purchase more credits at 127.0.0.1:8080/dashboard/credits"
+            );
+            assert_eq!(v["code"], "insufficient_credits");
+        }
+    }
+    let snapshot = audited(&funded.account).await;
+    assert_eq!(
+        (snapshot.balance.available, snapshot.balance.reserved, snapshot.balance.spent),
+        (0, 0, 10)
+    );
+    let last = key.get(capture_url(&plain())).send().await.expect("capture");
+    assert_eq!(last.status(), 402);
+    assert_eq!(credits_header(&last), Some(0));
+}
+
+#[tokio::test]
+async fn failed_captures_never_cost_a_credit() {
+    let funded = provision(3);
+    let key = client_with_key(&funded.key);
+    let cases = [
+        ("invalid options", "url=ftp://x&width=-5".to_string(), 400),
+        (
+            "timeout",
+            format!("url={}&timeout=1500", enc(&page("/hang"))),
+            504,
+        ),
+        (
+            "navigation error",
+            format!("url={}", enc(&format!("http://127.0.0.1:{}/", free_port()))),
+            502,
+        ),
+        (
+            "selector not found",
+            format!("url={}&selector=%23nope", enc(&page("/plain"))),
+            404,
+        ),
+        (
+            "script error",
+            format!("url={}&js={}", enc(&page("/plain")), enc("throw new Error('x')")),
+            400,
+        ),
+    ];
+    for (what, query, status) in cases {
+        let r = key.get(capture_url(&query)).send().await.expect("capture");
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(credits_header(&r), Some(3), "{what}: balance reported and unchanged");
+        let snapshot = audited(&funded.account).await;
+        assert_eq!(snapshot.balance.available, 3, "{what}");
+        assert_eq!(snapshot.holds.len(), 0, "{what}: the hold was released");
+    }
+    // Queue full: a one-tab daemon with a one-job queue.
+    let small = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.farm.tabs_per_browser = 1;
+        c.farm.queue_capacity = 1;
+    });
+    small.wait_ready(1).await;
+    let slow = small.url(&format!(
+        "/api/v1/screenshot?url={}&timeout=4000",
+        enc(&page("/slow/1500"))
+    ));
+    let burst = join_all((0..4).map(|_| key.get(&slow).send())).await;
+    let statuses: Vec<u16> = burst
+        .iter()
+        .map(|r| r.as_ref().expect("response").status().as_u16())
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count() as i64;
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let snapshot = audited(&funded.account).await;
+    assert_eq!(snapshot.balance.available, 3 - ok, "{statuses:?}: only images are charged");
+    small.stop();
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_never_charged_twice() {
+    let funded = provision(5);
+    let key = client_with_key(&funded.key);
+    let slow = format!("url={}&width=120&height=90", enc(&page("/slow/1500")));
+    let first = {
+        let key = key.clone();
+        let url = capture_url(&slow);
+        tokio::spawn(async move {
+            key.get(url)
+                .header("idempotency-key", "order-17")
+                .send()
+                .await
+                .expect("capture")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = json_of(
+        key.get(capture_url(&slow))
+            .header("idempotency-key", "order-17")
+            .send()
+            .await
+            .expect("capture"),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("idempotency_in_flight")));
+    let first = first.await.expect("join");
+    assert_eq!(first.status(), 200);
+    assert_eq!(credits_header(&first), Some(4));
+    let original = first.bytes().await.expect("body");
+
+    let replay = key
+        .get(capture_url(&slow))
+        .header("idempotency-key", "order-17")
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(credits_header(&replay), Some(4), "not charged again");
+    assert_eq!(replay.bytes().await.expect("body"), original, "the same image");
+
+    // Same key, other parameters: refused.
+    let (status, body) = json_of(
+        key.get(capture_url(&plain()))
+            .header("idempotency-key", "order-17")
+            .send()
+            .await
+            .expect("capture"),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+
+    // A failed attempt runs again on retry, and is never charged.
+    let hang = format!("url={}&timeout=1000", enc(&page("/hang")));
+    for _ in 0..2 {
+        let r = key
+            .get(capture_url(&hang))
+            .header("idempotency-key", "order-18")
+            .send()
+            .await
+            .expect("capture");
+        assert_eq!(r.status(), 504, "runs again rather than replaying or refusing");
+        assert_eq!(credits_header(&r), Some(4));
+    }
+    let bad = key
+        .get(capture_url(&plain()))
+        .header("idempotency-key", "x".repeat(300))
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(bad.status(), 400);
+    let snapshot = audited(&funded.account).await;
+    assert_eq!((snapshot.balance.available, snapshot.balance.spent), (4, 1));
+}
+
+#[tokio::test]
+async fn without_redis_nothing_is_captured_and_nothing_is_lost() {
+    // A Redis of its own, so killing it does not disturb other tests.
+    let server = start_redis(free_port());
+    let funded = provision_on(&server.url, 4);
+    let url = server.url.clone();
+    let daemon = Daemon::start(move |c| {
+        c.farm.browsers = 1;
+        c.redis.url = url;
+        c.redis.response_timeout_ms = 500;
+        c.redis.connect_timeout_ms = 500;
+    });
+    daemon.wait_ready(1).await;
+    let key = client_with_key(&funded.key);
+    let shot = daemon.url(&format!("/api/v1/screenshot?{}", plain()));
+    assert_eq!(key.get(&shot).send().await.expect("capture").status(), 200);
+
+    server.kill();
+    let before = daemon.metrics_text().await;
+    let (status, body) = json_of(key.get(&shot).send().await.expect("capture")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("ledger_unavailable")), "{body}");
+    let after = daemon.metrics_text().await;
+    let captures = |t: &str| crate::support::metric_value(t, "shotfarm_captures_total");
+    assert_eq!(captures(&before), captures(&after), "no capture ran without a hold");
+    let ready = reqwest::get(daemon.url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 503, "not ready without the ledger");
+
+    let server = server.restart();
+    let mut last = 0;
+    for _ in 0..50 {
+        let r = key.get(&shot).send().await.expect("capture");
+        last = r.status().as_u16();
+        if last == 200 {
+            assert_eq!(credits_header(&r), Some(2));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, 200, "captures resume when Redis is back");
+    let snapshot = audited_on(&server.url, &funded.account).await;
+    assert_eq!((snapshot.balance.available, snapshot.balance.spent), (2, 2));
+    daemon.stop();
+    server.kill();
+}
+
+/// The daemon binary on a free port, with a short hold grace and a fast sweeper.
+fn spawn_daemon(profiles: &std::path::Path) -> (std::process::Child, String) {
+    let api = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
+        .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
+        .args(["--redis-url", &crate::support::redis_url()])
+        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
+        .env("SHOTFARM_FARM__BROWSERS", "1")
+        .env("SHOTFARM_LEDGER__HOLD_GRACE_MS", "300")
+        .env("SHOTFARM_LEDGER__SWEEP_INTERVAL_MS", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn shotfarm");
+    (child, format!("http://{api}"))
+}
+
+#[tokio::test]
+async fn a_daemon_killed_mid_capture_gives_the_credit_back_after_restart() {
+    let profiles = tempfile::tempdir().expect("tmp");
+    let funded = provision(3);
+    let key = client_with_key(&funded.key);
+    let (mut daemon, base) = spawn_daemon(profiles.path());
+    crate::support::wait_ready_at(&base, 1).await;
+
+    let hanging = format!(
+        "{base}/api/v1/screenshot?url={}&timeout=2000",
+        enc(&page("/hang"))
+    );
+    let pending = tokio::spawn(key.get(hanging).send());
+    // Wait until the hold is open, then kill the daemon before it can settle.
+    let mut held = false;
+    for _ in 0..100 {
+        let s = audited(&funded.account).await;
+        if s.holds.len() == 1 {
+            assert_eq!((s.balance.available, s.balance.reserved), (2, 1));
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held, "the capture took a hold");
+    daemon.kill().expect("SIGKILL");
+    let _ = daemon.wait();
+    assert!(pending.await.expect("join").is_err(), "the client lost its connection");
+    let s = audited(&funded.account).await;
+    assert_eq!(s.holds.len(), 1, "the dead daemon's hold is still open");
+
+    // A new daemon's sweeper expires it after timeout + slack + grace (2 + 0.5 + 0.3 s).
+    let (mut daemon, base) = spawn_daemon(profiles.path());
+    crate::support::wait_ready_at(&base, 1).await;
+    let mut back = false;
+    for _ in 0..100 {
+        let s = audited(&funded.account).await;
+        if s.holds.is_empty() {
+            assert_eq!((s.balance.available, s.balance.spent), (3, 0), "the credit is back");
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the hold expired");
+    let ok = key
+        .get(format!("{base}/api/v1/screenshot?{}", plain()))
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(credits_header(&ok), Some(2));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
