@@ -22,6 +22,8 @@ API_ADDR     := $(if $(LISTEN),$(LISTEN),127.0.0.1:8080)
 METRICS_ADDR := $(if $(METRICS),$(METRICS),127.0.0.1:9464)
 # REDIS_URL is forwarded to the daemon only when overridden (command line/environment),
 # so the default run relies purely on $(CONFIG).
+OPS_FLAGS := --config '$(CONFIG)' $(if $(filter-out default file,$(origin REDIS_URL)),--redis-url '$(REDIS_URL)')
+DEMO_EMAIL ?= demo@shotfarm.localhost
 RUN_FLAGS := $(if $(filter-out default file,$(origin REDIS_URL)),--redis-url '$(REDIS_URL)') \
 	$(if $(LISTEN),--listen '$(LISTEN)') \
 	$(if $(METRICS),--metrics-listen '$(METRICS)')
@@ -38,16 +40,24 @@ build: deps
 
 run: build
 	scripts/ensure-redis.sh '$(REDIS_URL)'
+	@# A demo account (100 credits, created once) and a fresh API key for it.
+	@$(BIN) accounts show --account '$(DEMO_EMAIL)' $(OPS_FLAGS) >/dev/null 2>&1 || \
+		$(BIN) accounts create --email '$(DEMO_EMAIL)' --credits 95 $(OPS_FLAGS) >/dev/null
+	@$(BIN) keys create --account '$(DEMO_EMAIL)' --name 'make run' $(OPS_FLAGS) | sed -n 2p > var/demo-key
 	@echo
 	@echo '================================ shotfarm ================================'
 	@echo ' config   : $(CONFIG)'
 	@echo ' redis    : $(REDIS_URL)'
-	@echo ' API      : http://$(API_ADDR)/api/v1/screenshot?url=https://example.com'
+	@echo " demo key : $$(cat var/demo-key)  (account $(DEMO_EMAIL); also in var/demo-key)"
+	@echo ' API      : http://$(API_ADDR)/api/v1/screenshot?url=…  (header x-api-key: <key>)'
 	@echo '            (this machine has no internet; for a local demo, in another shell:)'
 	@echo '              mkdir -p /tmp/shotfarm-demo && echo "<h1>hello shotfarm</h1>" > /tmp/shotfarm-demo/index.html'
 	@echo '              python3 -m http.server 8000 --bind 127.0.0.1 --directory /tmp/shotfarm-demo &'
-	@echo '              curl -fsS -G -o /tmp/shot.png --data-urlencode url=http://127.0.0.1:8000/ \'
+	@echo '              curl -fsS -G -o /tmp/shot.png -H "x-api-key: $$(cat var/demo-key)" \'
+	@echo '                   --data-urlencode url=http://127.0.0.1:8000/ \'
 	@echo '                   http://$(API_ADDR)/api/v1/screenshot && ls -l /tmp/shot.png'
+	@echo ' credits  : curl -H "x-api-key: $$(cat var/demo-key)" http://$(API_ADDR)/api/v1/credits'
+	@echo ' accounts : $(BIN) accounts show --account $(DEMO_EMAIL)'
 	@echo ' health   : http://$(API_ADDR)/readyz'
 	@echo ' metrics  : http://$(METRICS_ADDR)/metrics'
 	@echo '=========================================================================='
@@ -62,6 +72,7 @@ test: deps
 bench: deps
 	$(CARGO) bench --bench capture_load
 	$(CARGO) bench --bench png_encoding
+	$(CARGO) bench --bench ledger
 
 check-config:
 	$(CARGO) run --release -- check-config --config '$(CONFIG)'

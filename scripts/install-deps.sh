@@ -30,6 +30,21 @@ else
     labels+=("redis-server/redis-cli")
 fi
 
+# The tests run the credits contract's curl and Python snippets.
+if command -v curl >/dev/null 2>&1; then
+    log "found curl: $(command -v curl)"
+else
+    missing+=("curl")
+    labels+=("curl")
+fi
+
+if python3 -c 'import requests' >/dev/null 2>&1 || /usr/bin/python3 -c 'import requests' >/dev/null 2>&1; then
+    log "found python3 with requests"
+else
+    missing+=("python3 python3-requests")
+    labels+=("python3-requests")
+fi
+
 if command -v cc >/dev/null 2>&1; then
     log "found C toolchain: $(command -v cc)"
 else

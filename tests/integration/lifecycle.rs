@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    browser_pids, client, enc, eventually, free_port, get, metric_value, page, processes_under,
-    redis_url, wait_ready_at, Daemon,
+    audited, browser_pids, client, client_with_key, credits_header, enc, eventually, free_port, get,
+    metric_value, page, processes_under, provision, redis_url, wait_ready_at, Daemon,
 };
 use serde_json::Value;
 use shotfarm::farm::proc_tree::group_alive;
@@ -53,7 +53,8 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
         "/api/v1/screenshot?url={}&timeout=15000",
         enc(&page("/slow/1500"))
     ));
-    let capture = tokio::spawn(get(slow));
+    let funded = provision(5);
+    let capture = tokio::spawn(client_with_key(&funded.key).get(slow).send());
     tokio::time::sleep(Duration::from_millis(500)).await;
     // SAFETY: plain syscall on a PID this test found.
     unsafe {
@@ -61,6 +62,9 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
     }
     let response = capture.await.expect("join").expect("response");
     assert_eq!(response.status(), 200, "retried on the restarted browser");
+    // One image, one charge: the crash and the retry cost nothing extra.
+    assert_eq!(credits_header(&response), Some(4));
+    assert_eq!(audited(&funded.account).await.balance.spent, 1);
     // The next captures succeed on the new browser.
     for _ in 0..3 {
         let ok = get(daemon.url(&format!("/api/v1/screenshot?url={}", enc(&page("/plain")))))
@@ -327,7 +331,8 @@ async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
         enc(&page("/slow/2500"))
     ));
     let started = std::time::Instant::now();
-    let capture = tokio::spawn(get(slow));
+    let funded = provision(5);
+    let capture = tokio::spawn(client_with_key(&funded.key).get(slow).send());
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Kill every page renderer of this daemon's browser (not the browser itself).
     let renderers: Vec<u32> = processes_under(&daemon.profile_dir)
@@ -345,6 +350,10 @@ async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
     let response = capture.await.expect("join").expect("response");
     let elapsed = started.elapsed();
     let status = response.status();
+    // Charged only if an image came back.
+    let charged = i64::from(status == 200);
+    assert_eq!(credits_header(&response), Some(5 - charged));
+    assert_eq!(audited(&funded.account).await.balance.spent, charged);
     let body = response.bytes().await.expect("body");
     // Retried on a fresh tab (200), or reported as a crash (503); never the 30 s timeout.
     assert!(

@@ -16,7 +16,6 @@ pub use super::redis_server::redis_url;
 #[derive(Debug, Clone)]
 pub struct Funded {
     pub account: String,
-    pub email: String,
     pub key: String,
 }
 
@@ -48,7 +47,6 @@ pub fn provision_on(url: &str, credits: i64) -> Funded {
             let (_, key) = op.create_key(&account.id, "test").await.expect("key");
             Funded {
                 account: account.id,
-                email,
                 key,
             }
         })

@@ -1,0 +1,2 @@
+curl "https://screenshotapi.to/api/v1/credits" \
+--cookie "session=your_session_cookie"

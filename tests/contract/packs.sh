@@ -1,0 +1,1 @@
+curl "https://screenshotapi.to/api/v1/credits/packs"
