@@ -42,18 +42,6 @@ pub fn iso_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso_time_is_rfc3339_utc() {
-        assert_eq!(super::iso_time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::iso_time(1_764_032_461_123),
-            "2025-11-25T01:01:01.123Z"
-        );
-    }
-}
-
 /// The request body, up to `max` bytes, whether or not it came with a `Content-Length`
 /// (an empty `POST` often has none). Longer bodies are a 413.
 pub fn limited_body(
@@ -95,4 +83,16 @@ where
         }
     }
     Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_time_is_rfc3339_utc() {
+        assert_eq!(super::iso_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::iso_time(1_764_032_461_123),
+            "2025-11-25T01:01:01.123Z"
+        );
+    }
 }

@@ -346,7 +346,7 @@ fn success(
     );
     let (mut response, body) = match response_type {
         ResponseType::Binary => {
-            let body = Bytes::from(output.image.clone());
+            let body = output.image.clone();
             let mut r = Response::new(body.clone().into());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -12,7 +12,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -80,7 +79,7 @@ async fn pump(
                 let mut fut: Pin<Box<dyn Future<Output = ()> + Send>> =
                     Box::pin(run(redis.clone(), request, metrics.clone()));
                 // The first poll puts the command on the connection's queue.
-                if let Poll::Pending = futures::poll!(fut.as_mut()) {
+                if futures::poll!(fut.as_mut()).is_pending() {
                     in_flight.push(fut);
                 }
             }

@@ -78,12 +78,21 @@ async fn signup_login_logout_and_the_one_time_bonus() {
 
     // The same email again, in another case: taken.
     let (status, body) = json_of(signup(&address.to_uppercase(), "password123").await).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("email_taken")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("email_taken"))
+    );
     // Bad input: clear 400s.
     let (status, body) = json_of(signup("not-an-email", "password123").await).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
     let (status, body) = json_of(signup(&email(), "short").await).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
     let raw = http
         .post(shared().url("/api/v1/auth/signup"))
         .body("{\"email\": 3")
@@ -91,7 +100,10 @@ async fn signup_login_logout_and_the_one_time_bonus() {
         .await
         .expect("post");
     let (status, body) = json_of(raw).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_body")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body"))
+    );
     assert!(body["request_id"].is_string());
 
     // Wrong password and unknown email look the same.
@@ -142,9 +154,21 @@ async fn signup_login_logout_and_the_one_time_bonus() {
             .expect("me"),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("session_expired")));
-    let (status, body) = json_of(http.get(shared().url("/api/v1/me")).send().await.expect("me")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("session_expired"))
+    );
+    let (status, body) = json_of(
+        http.get(shared().url("/api/v1/me"))
+            .send()
+            .await
+            .expect("me"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
 
     // Exactly one signup_bonus transaction, and the ledger agrees.
     let snapshot = audited(&account).await;
@@ -158,7 +182,10 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
     let http = reqwest::Client::new();
     let signed = signup(&email(), "password123").await;
     let session = session_from(&signed);
-    let account = json_of(signed).await.1["id"].as_str().expect("id").to_string();
+    let account = json_of(signed).await.1["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     let created = with_session(http.post(shared().url("/api/v1/keys")), &session)
         .json(&json!({"name": "ci"}))
@@ -199,7 +226,10 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
     let entry = &listed["keys"][0];
     assert_eq!(entry["id"], key_id.as_str());
     assert_eq!(entry["name"], "ci");
-    assert!(entry["createdAt"].is_string() && entry["lastUsedAt"].is_string(), "{entry}");
+    assert!(
+        entry["createdAt"].is_string() && entry["lastUsedAt"].is_string(),
+        "{entry}"
+    );
 
     // Key management needs a session: an API key cannot mint keys.
     let (status, _) = json_of(
@@ -229,7 +259,10 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
             .expect("capture"),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
     let again = with_session(
         http.delete(shared().url(&format!("/api/v1/keys/{key_id}"))),
         &session,
@@ -278,17 +311,32 @@ async fn credits_endpoints_answer_the_contracts_shapes() {
             {"id": "pack_enterprise", "name": "Enterprise", "credits": 25000, "priceCents": 50000, "isPopular": false}
         ])
     );
-    let (status, _) = json_of(http.get(shared().url("/api/v1/credits")).send().await.expect("get")).await;
+    let (status, _) = json_of(
+        http.get(shared().url("/api/v1/credits"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
     assert_eq!(status, 401);
 
     let funded = provision(12);
     let key = client_with_key(&funded.key);
     for _ in 0..3 {
-        let r = key.get(capture_url(&plain())).send().await.expect("capture");
+        let r = key
+            .get(capture_url(&plain()))
+            .send()
+            .await
+            .expect("capture");
         assert_eq!(r.status(), 200);
     }
-    let (status, balance) =
-        json_of(key.get(shared().url("/api/v1/credits")).send().await.expect("get")).await;
+    let (status, balance) = json_of(
+        key.get(shared().url("/api/v1/credits"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(balance["balance"], 9, "{balance}");
 
@@ -306,7 +354,10 @@ async fn credits_endpoints_answer_the_contracts_shapes() {
     for t in txs {
         assert_eq!(t["type"], "usage");
         assert_eq!(t["amount"], -1);
-        assert!(t["description"].as_str().expect("text").starts_with("Screenshot of http"));
+        assert!(t["description"]
+            .as_str()
+            .expect("text")
+            .starts_with("Screenshot of http"));
         assert!(t["timestamp"].as_str().expect("ts").ends_with('Z'));
         assert!(t["id"].is_string());
     }
@@ -320,8 +371,18 @@ async fn credits_endpoints_answer_the_contracts_shapes() {
     )
     .await;
     let last = &page3["transactions"][0];
-    assert_eq!((last["type"].as_str(), last["amount"].as_i64()), (Some("signup_bonus"), Some(5)));
-    for bad in ["limit=0", "limit=1000", "limit=x", "offset=-1", "offset=1.5", "limit=10&sort=asc"] {
+    assert_eq!(
+        (last["type"].as_str(), last["amount"].as_i64()),
+        (Some("signup_bonus"), Some(5))
+    );
+    for bad in [
+        "limit=0",
+        "limit=1000",
+        "limit=x",
+        "offset=-1",
+        "offset=1.5",
+        "limit=10&sort=asc",
+    ] {
         let (status, body) = json_of(
             key.get(shared().url(&format!("/api/v1/credits/transactions?{bad}")))
                 .send()
@@ -342,7 +403,11 @@ async fn a_hundred_concurrent_captures_on_ten_credits_deliver_exactly_ten() {
     let requests = (0..100).map(|_| {
         let key = key.clone();
         async move {
-            let r = key.get(capture_url(&plain())).send().await.expect("capture");
+            let r = key
+                .get(capture_url(&plain()))
+                .send()
+                .await
+                .expect("capture");
             let status = r.status().as_u16();
             let credits = credits_header(&r);
             let body = r.bytes().await.expect("body");
@@ -352,7 +417,12 @@ async fn a_hundred_concurrent_captures_on_ten_credits_deliver_exactly_ten() {
     let answers = join_all(requests).await;
     let images = answers.iter().filter(|(s, _, _)| *s == 200).count();
     let refused = answers.iter().filter(|(s, _, _)| *s == 402).count();
-    assert_eq!((images, refused), (10, 90), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    assert_eq!(
+        (images, refused),
+        (10, 90),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
     for (status, credits, body) in &answers {
         let credits = credits.expect("x-credits-remaining on every answer");
         assert!((0..10).contains(&credits), "{credits}");
@@ -371,10 +441,18 @@ async fn a_hundred_concurrent_captures_on_ten_credits_deliver_exactly_ten() {
     }
     let snapshot = audited(&funded.account).await;
     assert_eq!(
-        (snapshot.balance.available, snapshot.balance.reserved, snapshot.balance.spent),
+        (
+            snapshot.balance.available,
+            snapshot.balance.reserved,
+            snapshot.balance.spent
+        ),
         (0, 0, 10)
     );
-    let last = key.get(capture_url(&plain())).send().await.expect("capture");
+    let last = key
+        .get(capture_url(&plain()))
+        .send()
+        .await
+        .expect("capture");
     assert_eq!(last.status(), 402);
     assert_eq!(credits_header(&last), Some(0));
 }
@@ -402,14 +480,22 @@ async fn failed_captures_never_cost_a_credit() {
         ),
         (
             "script error",
-            format!("url={}&js={}", enc(&page("/plain")), enc("throw new Error('x')")),
+            format!(
+                "url={}&js={}",
+                enc(&page("/plain")),
+                enc("throw new Error('x')")
+            ),
             400,
         ),
     ];
     for (what, query, status) in cases {
         let r = key.get(capture_url(&query)).send().await.expect("capture");
         assert_eq!(r.status().as_u16(), status, "{what}");
-        assert_eq!(credits_header(&r), Some(3), "{what}: balance reported and unchanged");
+        assert_eq!(
+            credits_header(&r),
+            Some(3),
+            "{what}: balance reported and unchanged"
+        );
         let snapshot = audited(&funded.account).await;
         assert_eq!(snapshot.balance.available, 3, "{what}");
         assert_eq!(snapshot.holds.len(), 0, "{what}: the hold was released");
@@ -433,7 +519,11 @@ async fn failed_captures_never_cost_a_credit() {
     let ok = statuses.iter().filter(|s| **s == 200).count() as i64;
     assert!(statuses.contains(&429), "{statuses:?}");
     let snapshot = audited(&funded.account).await;
-    assert_eq!(snapshot.balance.available, 3 - ok, "{statuses:?}: only images are charged");
+    assert_eq!(
+        snapshot.balance.available,
+        3 - ok,
+        "{statuses:?}: only images are charged"
+    );
     small.stop();
 }
 
@@ -462,7 +552,10 @@ async fn an_idempotency_key_is_never_charged_twice() {
             .expect("capture"),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("idempotency_in_flight")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("idempotency_in_flight"))
+    );
     let first = first.await.expect("join");
     assert_eq!(first.status(), 200);
     assert_eq!(credits_header(&first), Some(4));
@@ -477,7 +570,11 @@ async fn an_idempotency_key_is_never_charged_twice() {
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(credits_header(&replay), Some(4), "not charged again");
-    assert_eq!(replay.bytes().await.expect("body"), original, "the same image");
+    assert_eq!(
+        replay.bytes().await.expect("body"),
+        original,
+        "the same image"
+    );
 
     // Same key, other parameters: refused.
     let (status, body) = json_of(
@@ -488,7 +585,10 @@ async fn an_idempotency_key_is_never_charged_twice() {
             .expect("capture"),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
 
     // A failed attempt runs again on retry, and is never charged.
     let hang = format!("url={}&timeout=1000", enc(&page("/hang")));
@@ -499,7 +599,11 @@ async fn an_idempotency_key_is_never_charged_twice() {
             .send()
             .await
             .expect("capture");
-        assert_eq!(r.status(), 504, "runs again rather than replaying or refusing");
+        assert_eq!(
+            r.status(),
+            504,
+            "runs again rather than replaying or refusing"
+        );
         assert_eq!(credits_header(&r), Some(4));
     }
     let bad = key
@@ -533,10 +637,18 @@ async fn without_redis_nothing_is_captured_and_nothing_is_lost() {
     server.kill();
     let before = daemon.metrics_text().await;
     let (status, body) = json_of(key.get(&shot).send().await.expect("capture")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("ledger_unavailable")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("ledger_unavailable")),
+        "{body}"
+    );
     let after = daemon.metrics_text().await;
     let captures = |t: &str| crate::support::metric_value(t, "shotfarm_captures_total");
-    assert_eq!(captures(&before), captures(&after), "no capture ran without a hold");
+    assert_eq!(
+        captures(&before),
+        captures(&after),
+        "no capture ran without a hold"
+    );
     let ready = reqwest::get(daemon.url("/readyz")).await.expect("readyz");
     assert_eq!(ready.status(), 503, "not ready without the ledger");
 
@@ -603,7 +715,10 @@ async fn a_daemon_killed_mid_capture_gives_the_credit_back_after_restart() {
     assert!(held, "the capture took a hold");
     daemon.kill().expect("SIGKILL");
     let _ = daemon.wait();
-    assert!(pending.await.expect("join").is_err(), "the client lost its connection");
+    assert!(
+        pending.await.expect("join").is_err(),
+        "the client lost its connection"
+    );
     let s = audited(&funded.account).await;
     assert_eq!(s.holds.len(), 1, "the dead daemon's hold is still open");
 
@@ -614,7 +729,11 @@ async fn a_daemon_killed_mid_capture_gives_the_credit_back_after_restart() {
     for _ in 0..100 {
         let s = audited(&funded.account).await;
         if s.holds.is_empty() {
-            assert_eq!((s.balance.available, s.balance.spent), (3, 0), "the credit is back");
+            assert_eq!(
+                (s.balance.available, s.balance.spent),
+                (3, 0),
+                "the credit is back"
+            );
             back = true;
             break;
         }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    audited, browser_pids, client, client_with_key, credits_header, enc, eventually, free_port, get,
-    metric_value, page, processes_under, provision, redis_url, wait_ready_at, Daemon,
+    audited, browser_pids, client, client_with_key, credits_header, enc, eventually, free_port,
+    get, metric_value, page, processes_under, provision, redis_url, wait_ready_at, Daemon,
 };
 use serde_json::Value;
 use shotfarm::farm::proc_tree::group_alive;

@@ -23,7 +23,10 @@ const ORIGINAL_BASE: &str = "https://screenshotapi.to";
 fn snippet(name: &str, base: &str, session: &str) -> String {
     let path = format!("{}/tests/contract/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).expect("contract snippet");
-    assert!(text.contains(ORIGINAL_BASE), "{name} is the verbatim snippet");
+    assert!(
+        text.contains(ORIGINAL_BASE),
+        "{name} is the verbatim snippet"
+    );
     text.replace(ORIGINAL_BASE, base)
         .replace("your_session_cookie", session)
 }
@@ -39,7 +42,10 @@ async fn customer() -> String {
         .await
         .expect("signup");
     assert_eq!(signed.status(), 201);
-    let cookie = signed.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     let session = cookie
         .split(';')
         .next()

@@ -466,7 +466,10 @@ pub async fn audited(account: &str) -> shotfarm::ledger::store::Snapshot {
 pub async fn audited_on(url: &str, account: &str) -> shotfarm::ledger::store::Snapshot {
     let snapshot = snapshot_on(url, account).await;
     let problems = shotfarm::ledger::audit::violations(&snapshot);
-    assert!(problems.is_empty(), "ledger invariants broken: {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "ledger invariants broken: {problems:?}"
+    );
     snapshot
 }
 
