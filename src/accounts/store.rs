@@ -2,6 +2,8 @@
 //!
 //! - An email is claimed with `SET NX` on `sf:email:<email>`, then the account is created by the
 //!   ledger (one script: profile, zeroed counters, and the sign-up bonus applied at most once).
+//!   A claim whose account was never created (its sign-up died in between) is finished by the
+//!   next sign-up for that email.
 //! - A session is `sf:session:<sha256(token)>` → account id, with the session's expiry.
 //! - An API key is `sf:apikey:<sha256(secret)>` → `account|key id`, plus metadata in the
 //!   account's own hash; the secret itself is never stored.
@@ -148,17 +150,25 @@ impl Accounts {
             None => String::new(),
         };
         let mut conn = self.conn()?;
-        let id = format!("acc_{}", crate::ledger::new_id());
-        let claimed: bool = redis::cmd("SET")
+        let fresh = format!("acc_{}", crate::ledger::new_id());
+        let claimed: Option<String> = redis::cmd("SET")
             .arg(keys::email(&email))
-            .arg(&id)
+            .arg(&fresh)
             .arg("NX")
-            .query_async::<Option<String>>(&mut conn)
-            .await?
-            .is_some();
-        if !claimed {
-            return Err(AccountError::EmailTaken);
-        }
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        let id = match claimed {
+            None => fresh,
+            // Claimed before: taken, unless that sign-up died between its claim and the
+            // account's creation; then this one finishes it under the claimed id.
+            Some(existing) => {
+                if self.get(&existing).await?.is_some() {
+                    return Err(AccountError::EmailTaken);
+                }
+                existing
+            }
+        };
         let outcome = self
             .ledger
             .run(Op::CreateAccount {
@@ -169,7 +179,9 @@ impl Accounts {
             })
             .await?;
         match outcome {
-            Outcome::Created { .. } | Outcome::AccountExists => {}
+            Outcome::Created { .. } => {}
+            // A concurrent sign-up for the same email created it first.
+            Outcome::AccountExists => return Err(AccountError::EmailTaken),
             other => {
                 return Err(AccountError::Ledger(LedgerError::Protocol(format!(
                     "account creation answered {other:?}"

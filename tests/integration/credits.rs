@@ -750,3 +750,28 @@ async fn a_daemon_killed_mid_capture_gives_the_credit_back_after_restart() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+#[tokio::test]
+async fn a_sign_up_that_died_after_claiming_its_email_is_finished_by_the_next() {
+    let address = format!("orphan{}@example.com", uuid::Uuid::new_v4().simple());
+    // What a daemon killed between the email claim and the account's creation leaves behind.
+    let client = redis::Client::open(crate::support::redis_url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let orphan = format!("acc_{}", uuid::Uuid::new_v4().simple());
+    let _: () = redis::cmd("SET")
+        .arg(shotfarm::ledger::keys::email(&address))
+        .arg(&orphan)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let (status, body) = json_of(signup(&address, "password123").await).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], orphan.as_str());
+    assert_eq!(body["balance"], 5);
+    let (status, _) = json_of(signup(&address, "password123").await).await;
+    assert_eq!(status, 409, "now it is taken");
+    audited(&orphan).await;
+}
