@@ -775,3 +775,138 @@ async fn a_sign_up_that_died_after_claiming_its_email_is_finished_by_the_next() 
     assert_eq!(status, 409, "now it is taken");
     audited(&orphan).await;
 }
+
+/// Runs `shotfarm <args> --redis-url <test redis>`; returns (success, stdout, stderr).
+fn cli(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
+        .args(args)
+        .args(["--redis-url", &crate::support::redis_url()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shotfarm");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn operator_commands_create_accounts_and_keys_and_grant_credits() {
+    let address = format!("op{}@example.com", uuid::Uuid::new_v4().simple());
+    let (ok, out, err) = cli(
+        &[
+            "accounts",
+            "create",
+            "--email",
+            &address,
+            "--password-stdin",
+            "--credits",
+            "10",
+        ],
+        Some("operator-pass-1\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("available 15"), "bonus 5 + 10 granted: {out}");
+    assert!(out.contains("invariants ok"), "{out}");
+    let account = out
+        .lines()
+        .find_map(|l| l.strip_prefix("account"))
+        .map(|s| s.trim().to_string())
+        .expect("account id");
+
+    // The password set from stdin logs in over HTTP.
+    let login = reqwest::Client::new()
+        .post(shared().url("/api/v1/auth/login"))
+        .json(&json!({"email": address, "password": "operator-pass-1"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+
+    let (ok, out, err) = cli(
+        &["keys", "create", "--account", &address, "--name", "ops"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .find(|l| l.starts_with("sk_"))
+        .expect("the secret is printed")
+        .to_string();
+    let shot = client_with_key(&secret)
+        .get(capture_url(&plain()))
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(shot.status(), 200);
+    assert_eq!(credits_header(&shot), Some(14));
+
+    let (ok, out, err) = cli(
+        &[
+            "credits",
+            "grant",
+            "--account",
+            &account,
+            "--amount",
+            "-4",
+            "--reason",
+            "refund of test",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("balance 10"), "{out}");
+    // Never below zero: taking back more than is available changes nothing.
+    let (ok, _, err) = cli(
+        &[
+            "credits",
+            "grant",
+            "--account",
+            &account,
+            "--amount",
+            "-11",
+            "--reason",
+            "too much",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("only 10 credits"), "{err}");
+    let (ok, _, err) = cli(
+        &[
+            "credits",
+            "grant",
+            "--account",
+            "nobody@example.com",
+            "--amount",
+            "1",
+            "--reason",
+            "x",
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("no account"), "{err}");
+
+    let snapshot = audited(&account).await;
+    assert_eq!(snapshot.balance.available, 10);
+    let kinds: Vec<&str> = snapshot
+        .transactions
+        .iter()
+        .map(|t| t.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["adjustment", "usage", "adjustment", "signup_bonus"]);
+    assert_eq!(snapshot.transactions[0].description, "refund of test");
+}
