@@ -6,9 +6,16 @@
 //! come back in the background. So operations reach Redis in mailbox order while many are in
 //! flight: ordered, not one round trip at a time.
 //!
-//! Operations that are idempotent (all but a grant without a reference) are retried twice on a
-//! connection error: a retry after a lost reply finds the hold already resolved and changes
-//! nothing.
+//! Two cases re-send an operation, and a re-sent operation can be overtaken by later ones:
+//! - Operations that are idempotent (all but a grant without a reference) are retried twice on a
+//!   connection error: a retry after a lost reply finds the hold already resolved and changes
+//!   nothing.
+//! - A Redis that lost its script cache (a restart) answers `NOSCRIPT`; redis-rs then loads the
+//!   script and sends the call again. Scripts are loaded when the process connects, so this only
+//!   happens after Redis itself restarts.
+//!
+//! Nothing depends on the arrival order of two unrelated operations: a commit or release is only
+//! sent after its own reserve was answered, and each script re-checks the state it needs.
 
 use std::pin::Pin;
 use std::sync::Arc;

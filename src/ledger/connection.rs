@@ -58,12 +58,14 @@ impl RedisHandle {
         inner
             .connection
             .get_or_try_init(|| async {
-                ConnectionManager::new_with_config(
+                let mut conn = ConnectionManager::new_with_config(
                     inner.client.clone(),
                     inner.manager_config.clone(),
                 )
                 .await
-                .map_err(LedgerError::from)
+                .map_err(LedgerError::from)?;
+                super::store::load_scripts(&mut conn).await?;
+                Ok::<_, LedgerError>(conn)
             })
             .await
             .cloned()

@@ -19,14 +19,33 @@ struct Scripts {
     snapshot: Script,
 }
 
+const RESERVE: &str = include_str!("scripts/reserve.lua");
+const COMMIT: &str = include_str!("scripts/commit.lua");
+const RELEASE: &str = include_str!("scripts/release.lua");
+const GRANT: &str = include_str!("scripts/grant.lua");
+const CREATE_ACCOUNT: &str = include_str!("scripts/create_account.lua");
+const SNAPSHOT: &str = include_str!("scripts/snapshot.lua");
+const SOURCES: [&str; 6] = [RESERVE, COMMIT, RELEASE, GRANT, CREATE_ACCOUNT, SNAPSHOT];
+
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    reserve: Script::new(include_str!("scripts/reserve.lua")),
-    commit: Script::new(include_str!("scripts/commit.lua")),
-    release: Script::new(include_str!("scripts/release.lua")),
-    grant: Script::new(include_str!("scripts/grant.lua")),
-    create_account: Script::new(include_str!("scripts/create_account.lua")),
-    snapshot: Script::new(include_str!("scripts/snapshot.lua")),
+    reserve: Script::new(RESERVE),
+    commit: Script::new(COMMIT),
+    release: Script::new(RELEASE),
+    grant: Script::new(GRANT),
+    create_account: Script::new(CREATE_ACCOUNT),
+    snapshot: Script::new(SNAPSHOT),
 });
+
+/// Loads every script into Redis' script cache (`SCRIPT LOAD`), so that operations sent right
+/// after connecting run at once rather than being re-sent after a `NOSCRIPT` reply.
+pub async fn load_scripts<C: ConnectionLike>(conn: &mut C) -> Result<(), LedgerError> {
+    let mut pipe = redis::pipe();
+    for source in SOURCES {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(source);
+    }
+    let _: Vec<String> = pipe.query_async(conn).await?;
+    Ok(())
+}
 
 /// Runs one ledger operation. Sends exactly one `EVALSHA` on its first poll (plus `SCRIPT LOAD`
 /// and a second `EVALSHA` only if Redis lost the script).

@@ -2,6 +2,9 @@
 
 mod api;
 mod capture;
+mod credits;
+mod ledger;
 mod lifecycle;
 mod redis_server;
+mod snippets;
 mod support;
