@@ -119,7 +119,7 @@ async fn page_failures_have_their_own_codes() {
         ),
         (
             format!(
-                "url={}&wait_for_selector=%23nothing&timeout=1500",
+                "url={}&wait_for_selector=%23nothing&timeout=4000",
                 enc(&page("/plain"))
             ),
             404,

@@ -670,22 +670,16 @@ async fn without_redis_nothing_is_captured_and_nothing_is_lost() {
     server.kill();
 }
 
-/// The daemon binary on a free port, with a short hold grace and a fast sweeper.
-fn spawn_daemon(profiles: &std::path::Path) -> (std::process::Child, String) {
-    let api = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
-        .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
-        .args(["--redis-url", &crate::support::redis_url()])
-        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
-        .env("SHOTFARM_FARM__BROWSERS", "1")
-        .env("SHOTFARM_LEDGER__HOLD_GRACE_MS", "300")
-        .env("SHOTFARM_LEDGER__SWEEP_INTERVAL_MS", "100")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn shotfarm");
-    (child, format!("http://{api}"))
+/// The daemon binary with one browser, a short hold grace and a fast sweeper.
+fn spawn_daemon(profiles: &std::path::Path) -> (crate::support::ChildGuard, String) {
+    crate::support::spawn_binary(
+        profiles,
+        &[
+            ("SHOTFARM_FARM__BROWSERS", "1"),
+            ("SHOTFARM_LEDGER__HOLD_GRACE_MS", "300"),
+            ("SHOTFARM_LEDGER__SWEEP_INTERVAL_MS", "100"),
+        ],
+    )
 }
 
 #[tokio::test]

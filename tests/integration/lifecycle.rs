@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    audited, browser_pids, client, client_with_key, credits_header, enc, eventually, free_port,
-    get, metric_value, page, processes_under, provision, redis_url, wait_ready_at, Daemon,
+    audited, browser_pids, client, client_with_key, credits_header, enc, eventually, get,
+    metric_value, page, processes_under, provision, spawn_binary, wait_ready_at, Daemon,
 };
 use serde_json::Value;
 use shotfarm::farm::proc_tree::group_alive;
@@ -112,50 +112,10 @@ async fn an_in_process_daemon_stopped_gracefully_leaves_no_chromium() {
     );
 }
 
-/// A daemon process that is SIGKILLed if a test fails before stopping it.
-struct ChildGuard(std::process::Child);
-
-impl std::ops::Deref for ChildGuard {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ChildGuard {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real binary; returns the child and its API base URL.
-fn spawn_binary(profiles: &std::path::Path) -> (ChildGuard, String) {
-    let api = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
-        .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
-        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
-        .env("SHOTFARM_REDIS__URL", redis_url())
-        .env("SHOTFARM_FARM__BROWSERS", "2")
-        .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "5000")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn shotfarm");
-    (ChildGuard(child), format!("http://{api}"))
-}
-
 #[tokio::test]
 async fn sigterm_drains_then_leaves_no_chromium() {
     let profiles = tempfile::tempdir().expect("tmp");
-    let (mut child, base) = spawn_binary(profiles.path());
+    let (mut child, base) = spawn_binary(profiles.path(), &[]);
     wait_ready_at(&base, 2).await;
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
@@ -183,7 +143,7 @@ async fn sigterm_drains_then_leaves_no_chromium() {
 #[tokio::test]
 async fn sigkill_of_the_daemon_leaves_no_chromium() {
     let profiles = tempfile::tempdir().expect("tmp");
-    let (mut child, base) = spawn_binary(profiles.path());
+    let (mut child, base) = spawn_binary(profiles.path(), &[]);
     wait_ready_at(&base, 2).await;
     let groups = browser_pids(profiles.path());
     assert_eq!(groups.len(), 2);
@@ -205,7 +165,7 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     // The next daemon on the same profile directory removes the dead browsers' profiles.
     let leftovers = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 2, "SIGKILL leaves the two profiles behind");
-    let (mut next, base) = spawn_binary(&dir);
+    let (mut next, base) = spawn_binary(&dir, &[]);
     wait_ready_at(&base, 2).await;
     let names: Vec<String> = std::fs::read_dir(&dir)
         .expect("dir")
@@ -376,7 +336,7 @@ async fn a_renderer_crash_fails_over_fast_instead_of_waiting_out_the_timeout() {
 #[tokio::test]
 async fn a_second_signal_quits_at_once_and_leaves_no_chromium() {
     let profiles = tempfile::tempdir().expect("tmp");
-    let (mut child, base) = spawn_binary(profiles.path());
+    let (mut child, base) = spawn_binary(profiles.path(), &[]);
     wait_ready_at(&base, 2).await;
     let groups = browser_pids(profiles.path());
     // A capture that would hold the drain for its whole 20 s timeout.

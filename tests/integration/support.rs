@@ -483,3 +483,45 @@ pub fn credits_header(response: &reqwest::Response) -> Option<i64> {
         .parse()
         .ok()
 }
+
+/// A daemon process that is SIGKILLed if a test fails before stopping it.
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary on the test Redis, 2 browsers, 5 s grace, plus `env` overrides
+/// (`SHOTFARM_…`); returns the child and its API base URL.
+pub fn spawn_binary(profiles: &std::path::Path, env: &[(&str, &str)]) -> (ChildGuard, String) {
+    let api = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
+        .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
+        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
+        .env("SHOTFARM_REDIS__URL", redis_url())
+        .env("SHOTFARM_FARM__BROWSERS", "2")
+        .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "5000")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn shotfarm");
+    (ChildGuard(child), format!("http://{api}"))
+}
