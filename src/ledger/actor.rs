@@ -1,7 +1,8 @@
 //! The ledger actor: the one owner of credit mutations in a process.
 //!
 //! Its mailbox fixes the order of operations. Each handler hands its operation to the *pump*
-//! at once, and the pump sends it on the shared multiplexed connection before it looks at the
+//! at once (the reply channel travels with it, so answers go from the pump straight to the
+//! caller), and the pump sends it on the shared multiplexed connection before it looks at the
 //! next one (one poll enqueues the `EVALSHA`; redis-rs' queue is FIFO), then lets the replies
 //! come back in the background. So operations reach Redis in mailbox order while many are in
 //! flight: ordered, not one round trip at a time.
@@ -31,10 +32,14 @@ use crate::telemetry::Metrics;
 
 type Reply = Result<Outcome, LedgerError>;
 
-/// Run one ledger operation.
+/// Run one ledger operation; the outcome goes to `reply` (straight from the pump to the caller,
+/// so the answer does not travel back through the actor's thread).
 #[derive(Message)]
-#[rtype(result = "Result<Outcome, LedgerError>")]
-pub struct Mutate(pub Op);
+#[rtype(result = "()")]
+pub struct Mutate {
+    pub op: Op,
+    pub reply: oneshot::Sender<Reply>,
+}
 
 struct Request {
     op: Op,
@@ -47,26 +52,21 @@ pub struct LedgerActor {
 
 impl Actor for LedgerActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Operations are short and their replies travel on their own channel: a large mailbox
-        // only costs memory while Redis is slow.
-        ctx.set_mailbox_capacity(4096);
-    }
 }
 
 impl Handler<Mutate> for LedgerActor {
-    type Result = ResponseFuture<Reply>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Mutate, _: &mut Context<Self>) -> Self::Result {
-        let (reply, answer) = oneshot::channel();
-        let queued = self.pump.send(Request { op: msg.0, reply });
-        Box::pin(async move {
-            queued.map_err(|_| LedgerError::Unavailable("the ledger pump stopped".into()))?;
-            answer
-                .await
-                .unwrap_or_else(|_| Err(LedgerError::Unavailable("the ledger dropped".into())))
-        })
+    fn handle(&mut self, msg: Mutate, _: &mut Context<Self>) {
+        let request = Request {
+            op: msg.op,
+            reply: msg.reply,
+        };
+        if let Err(mpsc::error::SendError(request)) = self.pump.send(request) {
+            let _ = request
+                .reply
+                .send(Err(LedgerError::Unavailable("the ledger pump stopped".into())));
+        }
     }
 }
 
@@ -153,10 +153,12 @@ impl Ledger {
 
     /// Runs one mutation through the actor.
     pub async fn run(&self, op: Op) -> Reply {
-        self.addr
-            .send(Mutate(op))
+        let (reply, answer) = oneshot::channel();
+        // The mailbox is unbounded here on purpose: each message only moves to the pump.
+        self.addr.do_send(Mutate { op, reply });
+        answer
             .await
-            .map_err(|e| LedgerError::Unavailable(format!("the ledger actor is gone: {e}")))?
+            .unwrap_or_else(|_| Err(LedgerError::Unavailable("the ledger actor is gone".into())))
     }
 
     /// The counters of an account, `None` if there is no such account.
