@@ -135,7 +135,7 @@ impl Default for LedgerConfig {
 pub struct AuthConfig {
     /// How long a login session lasts, in seconds.
     pub session_ttl_secs: u64,
-    /// Mark the `session` cookie `Secure` (set this when clients reach the API over HTTPS).
+    /// Mark the `session` cookie `Secure` (always done when `public_url` is `https://…`).
     pub secure_cookies: bool,
     /// Free credits a new account receives, once (`signup_bonus`).
     pub signup_bonus: i64,
@@ -473,8 +473,8 @@ impl Config {
         );
         let l = &self.ledger;
         check(
-            l.hold_grace_ms >= 100,
-            "ledger.hold_grace_ms must be at least 100",
+            l.hold_grace_ms >= self.redis.response_timeout_ms,
+            "ledger.hold_grace_ms must be at least redis.response_timeout_ms (a commit must land before its hold may expire)",
         );
         check(
             (10..=60_000).contains(&l.sweep_interval_ms),

@@ -86,6 +86,9 @@ impl Operator {
         if reason.is_empty() {
             bail!("--reason must say why");
         }
+        // A reference of its own makes this grant safe to retry after a lost reply: the
+        // ledger applies it at most once.
+        let reference = format!("adjustment:{}", crate::ledger::new_id());
         match self
             .ledger
             .run(Op::Grant {
@@ -93,11 +96,11 @@ impl Operator {
                 amount,
                 kind: TxKind::Adjustment,
                 description: reason.to_string(),
-                reference: None,
+                reference: Some(reference),
             })
             .await?
         {
-            Outcome::Granted { available } => Ok(available),
+            Outcome::Granted { available } | Outcome::Duplicate { available } => Ok(available),
             Outcome::Insufficient { available } => {
                 bail!("the account has only {available} credits available; nothing changed")
             }

@@ -110,7 +110,15 @@ fn check_password(password: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+/// Runs a password hash on the blocking pool, at most one per core at a time: Argon2 takes
+/// ~19 MiB and tens of milliseconds each, and a flood of logins must not starve the captures.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    static PERMITS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    });
+    // The semaphore is never closed, so acquiring cannot fail; without a permit, hash anyway.
+    let _permit = PERMITS.acquire().await.ok();
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -143,7 +151,7 @@ impl Accounts {
             Some(p) => {
                 check_password(p)?;
                 let p = p.to_string();
-                blocking(move || secrets::hash_password(&p))
+                hashing(move || secrets::hash_password(&p))
                     .await
                     .map_err(|_| AccountError::Invalid("password cannot be hashed"))?
             }
@@ -174,14 +182,22 @@ impl Accounts {
             .run(Op::CreateAccount {
                 account: id.clone(),
                 email: email.clone(),
-                password_hash,
+                password_hash: password_hash.clone(),
                 bonus: self.signup_bonus,
             })
             .await?;
         match outcome {
             Outcome::Created { .. } => {}
-            // A concurrent sign-up for the same email created it first.
-            Outcome::AccountExists => return Err(AccountError::EmailTaken),
+            Outcome::AccountExists => {
+                // Ours, when a retry after a lost reply found it (same salted hash); else a
+                // concurrent sign-up for the same email created it first.
+                let stored: Option<String> = conn
+                    .hget(AccountKeys::new(&id).account(), "password")
+                    .await?;
+                if stored.as_deref() != Some(password_hash.as_str()) || password_hash.is_empty() {
+                    return Err(AccountError::EmailTaken);
+                }
+            }
             other => {
                 return Err(AccountError::Ledger(LedgerError::Protocol(format!(
                     "account creation answered {other:?}"
@@ -237,7 +253,7 @@ impl Accounts {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY.clone());
         let password = password.to_string();
-        let ok = blocking(move || secrets::verify_password(&password, &stored)).await;
+        let ok = hashing(move || secrets::verify_password(&password, &stored)).await;
         match account {
             Some(a) if ok && known => Ok(a),
             _ => Err(AccountError::BadCredentials),

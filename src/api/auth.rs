@@ -144,7 +144,8 @@ struct Credentials {
 }
 
 fn session_cookie_header(state: &ApiState, token: &str, max_age: u64) -> HeaderValue {
-    let secure = if state.config.auth.secure_cookies {
+    let auth = &state.config.auth;
+    let secure = if auth.secure_cookies || auth.public_url.starts_with("https://") {
         "; Secure"
     } else {
         ""

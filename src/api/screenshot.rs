@@ -19,7 +19,7 @@ use super::errors::ApiError;
 use super::options::{self, ResponseType};
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
-use crate::ledger::{self, Op, Outcome};
+use crate::ledger::{self, HoldState, Op, Outcome};
 
 /// Extra time the API gives the farm past the job's deadline to deliver its own answer.
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
@@ -72,6 +72,7 @@ async fn handle(
     options: Result<Map<String, Value>, ApiError>,
 ) -> Response {
     let span = tracing::info_span!("screenshot", request_id = %id);
+    let fallback_id = id.clone();
     // Its own task: a client that hangs up must not cancel the settlement of its hold.
     let task = tokio::spawn(
         async move {
@@ -105,7 +106,7 @@ async fn handle(
                 "internal",
                 "internal error",
             )
-            .into_response(&uuid::Uuid::now_v7().to_string())
+            .into_response(&fallback_id)
         }
     }
 }
@@ -233,23 +234,32 @@ async fn capture(
             let result = idempotency.as_ref().and_then(|_| {
                 billing::to_stored(&response, &body, state.config.ledger.idempotency_max_bytes)
             });
-            let committed = state
-                .ledger
-                .run(Op::Commit {
-                    account: who.account.clone(),
-                    hold,
-                    idempotency,
-                    result,
-                    result_ttl: Duration::from_secs(state.config.ledger.idempotency_ttl_secs),
-                })
-                .await;
-            let remaining = match committed {
-                Ok(Outcome::Committed { available }) => Some(available),
-                other => {
-                    // Never charged twice and never charged for nothing: the hold expires and
-                    // its credit comes back; the customer keeps the image.
+            let commit = Op::Commit {
+                account: who.account.clone(),
+                hold,
+                idempotency,
+                result,
+                result_ttl: Duration::from_secs(state.config.ledger.idempotency_ttl_secs),
+            };
+            let remaining = match state.ledger.run(commit.clone()).await {
+                Ok(
+                    Outcome::Committed { available }
+                    | Outcome::AlreadyResolved {
+                        available,
+                        state: HoldState::Committed,
+                    },
+                ) => Some(available),
+                Err(e) => {
+                    // The image goes out now; the charge keeps being retried until the hold
+                    // would expire (a commit applies at most once per hold).
+                    tracing::warn!("commit failed ({e}); retrying in the background");
+                    commit_later(state.ledger.clone(), commit, ttl);
+                    Some(available)
+                }
+                Ok(other) => {
+                    // Expired by a sweeper first: the credit went back, the image is free.
                     tracing::warn!("commit did not apply ({other:?}); the capture goes uncharged");
-                    other.ok().and_then(|o| o.available()).or(Some(available))
+                    other.available().or(Some(available))
                 }
             };
             Ok((response, remaining))
@@ -273,6 +283,27 @@ async fn capture(
             Err((e.into(), remaining))
         }
     }
+}
+
+/// Keeps retrying a commit whose reply never came (Redis unreachable) until `within` has
+/// passed; after that the sweeper expires the hold and the capture stays free.
+fn commit_later(ledger: ledger::Ledger, commit: Op, within: Duration) {
+    tokio::spawn(async move {
+        let give_up = Instant::now() + within;
+        let mut delay = Duration::from_millis(500);
+        while Instant::now() + delay < give_up {
+            tokio::time::sleep(delay).await;
+            match ledger.run(commit.clone()).await {
+                Ok(outcome) => {
+                    tracing::info!(outcome = outcome.name(), "late commit settled");
+                    return;
+                }
+                Err(e) => tracing::warn!("late commit failed again: {e}"),
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        tracing::warn!("gave up on a commit; the hold will expire and the capture stays free");
+    });
 }
 
 /// The transaction description of a capture.

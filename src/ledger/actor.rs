@@ -63,9 +63,9 @@ impl Handler<Mutate> for LedgerActor {
             reply: msg.reply,
         };
         if let Err(mpsc::error::SendError(request)) = self.pump.send(request) {
-            let _ = request
-                .reply
-                .send(Err(LedgerError::Unavailable("the ledger pump stopped".into())));
+            let _ = request.reply.send(Err(LedgerError::Unavailable(
+                "the ledger pump stopped".into(),
+            )));
         }
     }
 }

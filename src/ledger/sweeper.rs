@@ -16,14 +16,22 @@ pub async fn sweep_once(ledger: &Ledger) -> Result<usize, super::LedgerError> {
     let due = store::due_holds(&mut conn, PER_SHARD).await?;
     let mut expired = 0;
     for hold in due {
-        let outcome = ledger
+        // One hold that fails must not stop the others from coming back.
+        let outcome = match ledger
             .run(Op::Expire {
                 account: hold.account.clone(),
                 hold: hold.hold.clone(),
                 idempotency_key_hash: hold.idempotency_key_hash.clone(),
                 member: hold.member.clone(),
             })
-            .await?;
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(account = %hold.account, hold = %hold.hold, "expiry failed: {e}");
+                continue;
+            }
+        };
         if let Outcome::Expired { available } = outcome {
             expired += 1;
             tracing::warn!(

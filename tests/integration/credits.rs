@@ -677,6 +677,7 @@ fn spawn_daemon(profiles: &std::path::Path) -> (crate::support::ChildGuard, Stri
         &[
             ("SHOTFARM_FARM__BROWSERS", "1"),
             ("SHOTFARM_LEDGER__HOLD_GRACE_MS", "300"),
+            ("SHOTFARM_REDIS__RESPONSE_TIMEOUT_MS", "300"),
             ("SHOTFARM_LEDGER__SWEEP_INTERVAL_MS", "100"),
         ],
     )

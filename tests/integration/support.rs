@@ -74,12 +74,10 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
         .expect("client")
 }
 
-/// A client authenticated as the shared funded account.
+/// A client authenticated as the shared funded account. A new one per call: a client's pooled
+/// connections belong to the runtime of the test that opened them, and die with it.
 pub fn client() -> reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| client_with_key(&shared_funded().key))
-        .clone()
+    client_with_key(&shared_funded().key)
 }
 
 /// `GET url` as the shared funded account.
