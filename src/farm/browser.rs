@@ -689,12 +689,13 @@ impl CaptureTask {
                 job.finish(Err(CaptureError::Timeout));
                 SlotOutcome::Overrun
             }
-            Ended::BrowserDied | Ended::TabCrashed => {
+            ended @ (Ended::BrowserDied | Ended::TabCrashed) => {
                 tracing::warn!(request_id = %job.id, browser = self.index, "browser lost under a capture");
                 // The supervisor retries it once elsewhere if the deadline allows.
                 self.supervisor.do_send(BrowserLost {
                     index: self.index,
                     generation: self.generation,
+                    browser_died: matches!(ended, Ended::BrowserDied),
                     job,
                 });
                 SlotOutcome::PageError

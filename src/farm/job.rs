@@ -170,6 +170,9 @@ pub struct Job {
     pub queued_before: Duration,
     /// 0 for the first attempt, 1 for the single retry after a browser died under it.
     pub attempt: u8,
+    /// The browser (index, generation) that died under the first attempt: the retry must not go
+    /// back to it, even if the supervisor has not yet heard that it is down.
+    pub avoid: Option<(usize, u64)>,
     reply: Option<oneshot::Sender<CaptureResult>>,
 }
 
@@ -191,6 +194,7 @@ impl Job {
             enqueued_at: Instant::now(),
             queued_before: Duration::ZERO,
             attempt: 0,
+            avoid: None,
             reply: Some(tx),
         };
         (job, rx)

@@ -142,12 +142,16 @@ pub struct SlotFreed {
     pub busy: std::time::Duration,
 }
 
-/// The job's browser died under it: retry once elsewhere if its deadline allows.
+/// The job's browser (or only its page renderer) died under it: retry once if its deadline
+/// allows.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct BrowserLost {
     pub index: usize,
     pub generation: u64,
+    /// The whole browser died (not only the tab): the retry must go to another browser or to
+    /// this one's next generation.
+    pub browser_died: bool,
     pub job: Job,
 }
 

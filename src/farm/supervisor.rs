@@ -111,11 +111,13 @@ impl Supervisor {
             }
             // The browser with the most free tabs, then the one that waited longest: work is
             // spread so each browser gets idle time to open its next fresh tabs.
+            let avoid = job.avoid;
             let best = self
                 .slots
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.state == State::Ready && s.free > 0)
+                .filter(|(i, s)| avoid != Some((*i, s.generation)))
                 .max_by_key(|(_, s)| (s.free, std::cmp::Reverse(s.last_dispatch)))
                 .map(|(i, _)| i);
             let Some(index) = best else { break };
@@ -418,6 +420,7 @@ impl Handler<BrowserLost> for Supervisor {
         {
             tracing::info!(request_id = %job.id, from_browser = msg.index, "retrying on another browser");
             job.attempt = 1;
+            job.avoid = msg.browser_died.then_some((msg.index, msg.generation));
             job.enqueued_at = Instant::now();
             self.queue.push_front(job);
             self.dispatch();

@@ -61,9 +61,12 @@ async fn killing_chromium_mid_load_restarts_it_and_the_job_is_retried() {
         libc::kill(pids[0] as libc::pid_t, libc::SIGKILL);
     }
     let response = capture.await.expect("join").expect("response");
-    assert_eq!(response.status(), 200, "retried on the restarted browser");
+    let status = response.status();
+    let credits = credits_header(&response);
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "retried on the restarted browser: {body}");
     // One image, one charge: the crash and the retry cost nothing extra.
-    assert_eq!(credits_header(&response), Some(4));
+    assert_eq!(credits, Some(4));
     assert_eq!(audited(&funded.account).await.balance.spent, 1);
     // The next captures succeed on the new browser.
     for _ in 0..3 {
