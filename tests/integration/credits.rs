@@ -56,8 +56,32 @@ async fn signup(email: &str, password: &str) -> reqwest::Response {
         .expect("signup")
 }
 
+/// A capture of `query` with the given `Idempotency-Key`.
+async fn with_idempotency(
+    key: &reqwest::Client,
+    query: &str,
+    idempotency_key: impl AsRef<str>,
+) -> reqwest::Response {
+    key.get(capture_url(query))
+        .header("idempotency-key", idempotency_key.as_ref())
+        .send()
+        .await
+        .expect("capture")
+}
+
 fn with_session(builder: reqwest::RequestBuilder, session: &str) -> reqwest::RequestBuilder {
     builder.header("cookie", format!("session={session}"))
+}
+
+/// Sends the request and asserts its JSON error status and code.
+async fn expect_error(request: reqwest::RequestBuilder, status: u16, code: &str) {
+    let (got, body) = json_of(request.send().await.expect("response")).await;
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+    assert!(body["request_id"].is_string(), "{body}");
 }
 
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
@@ -147,28 +171,13 @@ async fn signup_login_logout_and_the_one_time_bonus() {
         .to_str()
         .expect("ascii")
         .contains("Max-Age=0"));
-    let (status, body) = json_of(
-        with_session(http.get(shared().url("/api/v1/me")), &session)
-            .send()
-            .await
-            .expect("me"),
+    expect_error(
+        with_session(http.get(shared().url("/api/v1/me")), &session),
+        401,
+        "session_expired",
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("session_expired"))
-    );
-    let (status, body) = json_of(
-        http.get(shared().url("/api/v1/me"))
-            .send()
-            .await
-            .expect("me"),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("unauthorized"))
-    );
+    expect_error(http.get(shared().url("/api/v1/me")), 401, "unauthorized").await;
 
     // Exactly one signup_bonus transaction, and the ledger agrees.
     let snapshot = audited(&account).await;
@@ -251,18 +260,12 @@ async fn api_keys_are_shown_once_listed_by_prefix_and_revocable() {
     .await
     .expect("revoke");
     assert_eq!(revoked.status(), 204);
-    let (status, body) = json_of(
-        client_with_key(&secret)
-            .get(capture_url(&plain()))
-            .send()
-            .await
-            .expect("capture"),
+    expect_error(
+        client_with_key(&secret).get(capture_url(&plain())),
+        401,
+        "invalid_api_key",
     )
     .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("invalid_api_key"))
-    );
     let again = with_session(
         http.delete(shared().url(&format!("/api/v1/keys/{key_id}"))),
         &session,
@@ -533,25 +536,11 @@ async fn an_idempotency_key_is_never_charged_twice() {
     let key = client_with_key(&funded.key);
     let slow = format!("url={}&width=120&height=90", enc(&page("/slow/1500")));
     let first = {
-        let key = key.clone();
-        let url = capture_url(&slow);
-        tokio::spawn(async move {
-            key.get(url)
-                .header("idempotency-key", "order-17")
-                .send()
-                .await
-                .expect("capture")
-        })
+        let (key, slow) = (key.clone(), slow.clone());
+        tokio::spawn(async move { with_idempotency(&key, &slow, "order-17").await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = json_of(
-        key.get(capture_url(&slow))
-            .header("idempotency-key", "order-17")
-            .send()
-            .await
-            .expect("capture"),
-    )
-    .await;
+    let (status, body) = json_of(with_idempotency(&key, &slow, "order-17").await).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("idempotency_in_flight"))
@@ -561,12 +550,7 @@ async fn an_idempotency_key_is_never_charged_twice() {
     assert_eq!(credits_header(&first), Some(4));
     let original = first.bytes().await.expect("body");
 
-    let replay = key
-        .get(capture_url(&slow))
-        .header("idempotency-key", "order-17")
-        .send()
-        .await
-        .expect("capture");
+    let replay = with_idempotency(&key, &slow, "order-17").await;
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(credits_header(&replay), Some(4), "not charged again");
@@ -577,14 +561,7 @@ async fn an_idempotency_key_is_never_charged_twice() {
     );
 
     // Same key, other parameters: refused.
-    let (status, body) = json_of(
-        key.get(capture_url(&plain()))
-            .header("idempotency-key", "order-17")
-            .send()
-            .await
-            .expect("capture"),
-    )
-    .await;
+    let (status, body) = json_of(with_idempotency(&key, &plain(), "order-17").await).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("idempotency_key_reused"))
@@ -593,12 +570,7 @@ async fn an_idempotency_key_is_never_charged_twice() {
     // A failed attempt runs again on retry, and is never charged.
     let hang = format!("url={}&timeout=1000", enc(&page("/hang")));
     for _ in 0..2 {
-        let r = key
-            .get(capture_url(&hang))
-            .header("idempotency-key", "order-18")
-            .send()
-            .await
-            .expect("capture");
+        let r = with_idempotency(&key, &hang, "order-18").await;
         assert_eq!(
             r.status(),
             504,
@@ -606,12 +578,7 @@ async fn an_idempotency_key_is_never_charged_twice() {
         );
         assert_eq!(credits_header(&r), Some(4));
     }
-    let bad = key
-        .get(capture_url(&plain()))
-        .header("idempotency-key", "x".repeat(300))
-        .send()
-        .await
-        .expect("capture");
+    let bad = with_idempotency(&key, &plain(), "x".repeat(300)).await;
     assert_eq!(bad.status(), 400);
     let snapshot = audited(&funded.account).await;
     assert_eq!((snapshot.balance.available, snapshot.balance.spent), (4, 1));
