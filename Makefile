@@ -24,7 +24,10 @@ METRICS_ADDR := $(if $(METRICS),$(METRICS),127.0.0.1:9464)
 # so the default run relies purely on $(CONFIG).
 OPS_FLAGS := --config '$(CONFIG)' $(if $(filter-out default file,$(origin REDIS_URL)),--redis-url '$(REDIS_URL)')
 DEMO_EMAIL ?= demo@shotfarm.localhost
-RUN_FLAGS := $(if $(filter-out default file,$(origin REDIS_URL)),--redis-url '$(REDIS_URL)') \
+# The demo serves its page on loopback, which the shipped egress policy refuses: allow it here
+# (and only here). Set DEMO_EGRESS= to run with the production policy.
+DEMO_EGRESS ?= 127.0.0.0/8
+RUN_FLAGS := $(if $(DEMO_EGRESS),--allow-egress '$(DEMO_EGRESS)') $(if $(filter-out default file,$(origin REDIS_URL)),--redis-url '$(REDIS_URL)') \
 	$(if $(LISTEN),--listen '$(LISTEN)') \
 	$(if $(METRICS),--metrics-listen '$(METRICS)')
 

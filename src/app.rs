@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use crate::accounts::Accounts;
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::egress::EgressPolicy;
 use crate::farm::Farm;
-use crate::ledger::{sweeper, Ledger, RedisHandle};
+use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::telemetry::Metrics;
 
 /// Where the daemon listens, once bound.
@@ -68,7 +69,16 @@ where
     };
 
     let redis = RedisHandle::new(&config.redis)?;
-    redis.connect_in_background();
+    // Connect before announcing readiness when Redis is there; keep trying in the background
+    // when it is not (captures get 503 `ledger_unavailable` meanwhile).
+    let first_connect = Duration::from_millis(config.redis.connect_timeout_ms);
+    if let Err(e) = tokio::time::timeout(first_connect, redis.connect())
+        .await
+        .unwrap_or_else(|_| Err(LedgerError::Unavailable("timed out".into())))
+    {
+        tracing::warn!("Redis is not reachable yet ({e}); captures get 503 until it is");
+        redis.connect_in_background();
+    }
     let ledger = Ledger::start(redis.clone(), metrics.clone());
     let sweeper = sweeper::spawn(
         ledger.clone(),
@@ -79,11 +89,13 @@ where
         Duration::from_secs(config.auth.session_ttl_secs),
         config.auth.signup_bonus,
     );
+    let egress = EgressPolicy::new(&config.egress.allow).map_err(anyhow::Error::msg)?;
     let farm = Farm::start(&config, metrics.clone());
     let state = ApiState {
         farm: farm.clone(),
         ledger: ledger.clone(),
         accounts,
+        egress: Arc::new(egress),
         metrics: metrics.clone(),
         config: config.clone(),
     };

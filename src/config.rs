@@ -32,6 +32,16 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Credit packs on sale.
     pub credits: CreditsConfig,
+    /// Which addresses captures may reach beyond the public internet.
+    pub egress: EgressConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct EgressConfig {
+    /// CIDR ranges or addresses captures may reach although they are not public (loopback,
+    /// private, link-local, …). Empty: public addresses only.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -502,6 +512,9 @@ impl Config {
             !packs.is_empty(),
             "credits.packs must list at least one pack",
         );
+        if let Err(e) = crate::egress::EgressPolicy::new(&self.egress.allow) {
+            problems.push(format!("egress.allow: {e}"));
+        }
         for (i, p) in packs.iter().enumerate() {
             if p.id.is_empty() || p.name.is_empty() || p.credits < 1 || p.price_cents < 0 {
                 problems.push(format!(

@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod egress;
 pub mod farm;
 pub mod ledger;
 pub mod ops;

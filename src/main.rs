@@ -31,6 +31,10 @@ enum Command {
         /// Redis URL of the ledger (overrides redis.url).
         #[arg(long)]
         redis_url: Option<String>,
+        /// Let captures reach this non-public range too (CIDR or address; repeatable; added to
+        /// egress.allow).
+        #[arg(long = "allow-egress", value_name = "CIDR")]
+        allow_egress: Vec<String>,
     },
     /// Validate a configuration and report every problem at once.
     CheckConfig {
@@ -236,6 +240,7 @@ fn main() -> ExitCode {
             listen,
             metrics_listen,
             redis_url,
+            allow_egress,
         } => {
             let loaded = Config::load(config.as_deref()).and_then(|mut c| {
                 if let Some(addr) = listen {
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
                 if let Some(url) = redis_url {
                     c.redis.url = url;
                 }
+                c.egress.allow.extend(allow_egress);
                 c.validate().map(|()| c)
             });
             let config = match loaded {

@@ -28,6 +28,7 @@ use warp::Filter;
 
 use crate::accounts::Accounts;
 use crate::config::Config;
+use crate::egress::EgressPolicy;
 use crate::farm::Farm;
 use crate::ledger::Ledger;
 use crate::telemetry::Metrics;
@@ -39,6 +40,7 @@ pub struct ApiState {
     pub farm: Farm,
     pub ledger: Ledger,
     pub accounts: Accounts,
+    pub egress: Arc<EgressPolicy>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
 }

@@ -134,6 +134,19 @@ async fn capture(
         options::parse(options, &state.config.capture).map_err(|e| (ApiError::invalid(e), None))?;
     let deadline = received + request.timeout;
     let response_type = request.response_type;
+    if let Err(blocked) = state.egress.check_url(&request.spec.url).await {
+        tracing::info!("refused: {blocked}");
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "url_not_allowed",
+            blocked.to_string(),
+        );
+        error.details = vec![super::errors::FieldError {
+            field: "url".into(),
+            message: blocked.to_string(),
+        }];
+        return Err((error, None));
+    }
 
     let hold = ledger::new_id();
     let ttl =

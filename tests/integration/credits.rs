@@ -872,3 +872,40 @@ async fn operator_commands_create_accounts_and_keys_and_grant_credits() {
     assert_eq!(kinds, ["adjustment", "usage", "adjustment", "signup_bonus"]);
     assert_eq!(snapshot.transactions[0].description, "refund of test");
 }
+
+#[tokio::test]
+async fn inward_urls_are_refused_before_any_credit_is_held() {
+    // The production policy: public addresses only (the shared daemon allows loopback).
+    let strict = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.egress.allow.clear();
+    });
+    let funded = provision(2);
+    let key = client_with_key(&funded.key);
+    for target in [
+        page("/plain"),
+        "http://2130706433/".to_string(),
+        "http://[::ffff:127.0.0.1]:8080/".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://localhost./".to_string(),
+        "http://evil.example@10.0.0.1/".to_string(),
+    ] {
+        let r = key
+            .get(strict.url(&format!("/api/v1/screenshot?url={}", enc(&target))))
+            .send()
+            .await
+            .expect("capture");
+        assert_eq!(
+            credits_header(&r),
+            Some(2),
+            "{target}: balance reported, unchanged"
+        );
+        let (status, body) = json_of(r).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert_eq!(body["error"]["code"], "url_not_allowed", "{target}: {body}");
+        assert_eq!(body["error"]["field"], "url", "{target}: {body}");
+    }
+    let s = audited(&funded.account).await;
+    assert_eq!((s.balance.available, s.holds.len()), (2, 0));
+    strict.stop();
+}

@@ -251,6 +251,8 @@ impl Daemon {
         config.capture.default_timeout_ms = 20_000;
         config.redis.url = redis_url();
         config.ledger.sweep_interval_ms = 200;
+        // The fixture site lives on loopback, which the shipped policy refuses.
+        config.egress.allow = vec!["127.0.0.0/8".to_string()];
         tweak(&mut config);
         config.validate().expect("test config must be valid");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -512,6 +514,7 @@ pub fn spawn_binary(profiles: &std::path::Path, env: &[(&str, &str)]) -> (ChildG
     let metrics = format!("127.0.0.1:{}", free_port());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
         .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
+        .args(["--allow-egress", "127.0.0.0/8"])
         .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
         .env("SHOTFARM_REDIS__URL", redis_url())
         .env("SHOTFARM_FARM__BROWSERS", "2")
