@@ -1,5 +1,5 @@
 # shotfarm operational Makefile (GNU make).
-# Common targets: make run | make test | make bench | make check-config | make clean-var
+# Common targets: make run | make test | make bench | make fuzz | make check-config | make clean-var
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -31,7 +31,7 @@ RUN_FLAGS := $(if $(DEMO_EGRESS),--allow-egress '$(DEMO_EGRESS)') $(if $(filter-
 	$(if $(LISTEN),--listen '$(LISTEN)') \
 	$(if $(METRICS),--metrics-listen '$(METRICS)')
 
-.PHONY: all deps build run test fmt-check clippy unit bench check-config clean-var
+.PHONY: all deps build run test fmt-check clippy unit bench fuzz check-config clean-var
 
 all: build
 
@@ -76,6 +76,13 @@ bench: deps
 	$(CARGO) bench --bench capture_load
 	$(CARGO) bench --bench png_encoding
 	$(CARGO) bench --bench ledger
+
+# Property tests on capture options and the egress checks, with many more cases than `make test`
+# runs, bounded in time (FUZZ_CASES per property, FUZZ_SECONDS in all).
+FUZZ_CASES   ?= 50000
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	PROPTEST_CASES=$(FUZZ_CASES) timeout $(FUZZ_SECONDS) $(CARGO) test --release --test fuzz
 
 check-config:
 	$(CARGO) run --release -- check-config --config '$(CONFIG)'

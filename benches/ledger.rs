@@ -199,6 +199,7 @@ async fn pair(path: &mut Path, account: &str) -> Result<(), String> {
             ttl: HOLD_TTL,
             idempotency: None,
             description: "ledger bench".to_string(),
+            max_held: 0,
         })
         .await
         .map_err(|e| format!("reserve: {e}"))?;

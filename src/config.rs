@@ -122,6 +122,9 @@ pub struct LedgerConfig {
     pub hold_grace_ms: u64,
     /// How often this daemon sweeps expired holds, in milliseconds.
     pub sweep_interval_ms: u64,
+    /// Most captures one account may have in flight at once, across every host (0 = no cap), so
+    /// one customer cannot fill the whole queue; beyond it, 429 `too_many_in_flight`.
+    pub max_in_flight_per_account: i64,
     /// How long a succeeded capture's result is kept for `Idempotency-Key` retries, in seconds.
     pub idempotency_ttl_secs: u64,
     /// Largest image kept for `Idempotency-Key` replays, in bytes; a larger success is still
@@ -134,6 +137,7 @@ impl Default for LedgerConfig {
         Self {
             hold_grace_ms: 30_000,
             sweep_interval_ms: 1_000,
+            max_in_flight_per_account: 16,
             idempotency_ttl_secs: 86_400,
             idempotency_max_bytes: 16 * 1024 * 1024,
         }
@@ -489,6 +493,10 @@ impl Config {
         check(
             (10..=60_000).contains(&l.sweep_interval_ms),
             "ledger.sweep_interval_ms must be between 10 and 60000",
+        );
+        check(
+            l.max_in_flight_per_account >= 0,
+            "ledger.max_in_flight_per_account must be 0 (no cap) or more",
         );
         check(
             l.idempotency_ttl_secs >= 1,

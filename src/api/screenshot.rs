@@ -161,6 +161,7 @@ async fn capture(
             ttl,
             idempotency: idempotency.clone(),
             description,
+            max_held: state.config.ledger.max_in_flight_per_account,
         })
         .await;
     let available = match reserved {
@@ -172,6 +173,18 @@ async fn capture(
                 billing::insufficient_credits(available, public_url, id),
                 Some(available),
             ));
+        }
+        Ok(Outcome::TooManyInFlight { available }) => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_in_flight",
+                format!(
+                    "this account already has {} captures in flight; retry when one has finished",
+                    state.config.ledger.max_in_flight_per_account
+                ),
+            );
+            error.retry_after = Some(Duration::from_secs(1));
+            return Err((error, Some(available)));
         }
         Ok(Outcome::IdempotencyReplay { available, result }) => {
             tracing::info!("idempotent replay, not charged");

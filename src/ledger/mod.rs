@@ -134,6 +134,9 @@ pub enum Op {
         ttl: Duration,
         idempotency: Option<Idempotency>,
         description: String,
+        /// Most credits the account may hold at once (its captures in flight, on every host);
+        /// 0 = no cap.
+        max_held: i64,
     },
     Commit {
         account: String,
@@ -225,6 +228,10 @@ pub enum Outcome {
     Insufficient {
         available: i64,
     },
+    /// The account already holds its cap of credits in flight.
+    TooManyInFlight {
+        available: i64,
+    },
     NoAccount,
     /// The same `Idempotency-Key` is held by a capture in flight.
     IdempotencyInFlight {
@@ -284,6 +291,7 @@ impl Outcome {
         match self {
             Outcome::Reserved { .. } => "reserved",
             Outcome::Insufficient { .. } => "insufficient",
+            Outcome::TooManyInFlight { .. } => "too_many_in_flight",
             Outcome::NoAccount => "no_account",
             Outcome::IdempotencyInFlight { .. } => "idempotency_in_flight",
             Outcome::IdempotencyMismatch { .. } => "idempotency_mismatch",
@@ -307,6 +315,7 @@ impl Outcome {
         match self {
             Outcome::Reserved { available }
             | Outcome::Insufficient { available }
+            | Outcome::TooManyInFlight { available }
             | Outcome::IdempotencyInFlight { available }
             | Outcome::IdempotencyMismatch { available }
             | Outcome::IdempotencyReplay { available, .. }

@@ -59,6 +59,7 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
             ttl,
             idempotency,
             description,
+            max_held,
         } => {
             let k = AccountKeys::new(account);
             let mut inv = s.reserve.prepare_invoke();
@@ -78,7 +79,8 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
                 .arg(fingerprint)
                 .arg(key_hash)
-                .arg(description);
+                .arg(description)
+                .arg(*max_held);
             inv.invoke_async(conn).await?
         }
         Op::Commit {
@@ -232,6 +234,7 @@ fn parse_outcome(reply: Value) -> Result<Outcome, LedgerError> {
     Ok(match name.as_str() {
         "ok" | "held" => Outcome::Reserved { available },
         "insufficient" => Outcome::Insufficient { available },
+        "busy" => Outcome::TooManyInFlight { available },
         "no_account" => Outcome::NoAccount,
         "idem_inflight" => Outcome::IdempotencyInFlight { available },
         "idem_mismatch" => Outcome::IdempotencyMismatch { available },

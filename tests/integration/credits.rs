@@ -909,3 +909,45 @@ async fn inward_urls_are_refused_before_any_credit_is_held() {
     assert_eq!((s.balance.available, s.holds.len()), (2, 0));
     strict.stop();
 }
+
+#[tokio::test]
+async fn one_account_cannot_fill_the_queue() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.ledger.max_in_flight_per_account = 2;
+    });
+    daemon.wait_ready(1).await;
+    let funded = provision(10);
+    let key = client_with_key(&funded.key);
+    let slow = daemon.url(&format!(
+        "/api/v1/screenshot?url={}&width=100&height=100",
+        enc(&page("/slow/1500"))
+    ));
+    let answers = join_all((0..6).map(|_| key.get(&slow).send())).await;
+    let mut statuses = Vec::new();
+    for answer in answers {
+        let r = answer.expect("response");
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let (_, body) = json_of(r).await;
+            assert_eq!(body["error"]["code"], "too_many_in_flight", "{body}");
+        }
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 200, 429, 429, 429, 429],
+        "two in flight at most"
+    );
+    let s = audited(&funded.account).await;
+    assert_eq!(
+        (s.balance.available, s.balance.spent),
+        (8, 2),
+        "refusals cost nothing"
+    );
+    // Once they finished, the account may capture again.
+    let again = key.get(&slow).send().await.expect("capture");
+    assert_eq!(again.status(), 200);
+    daemon.stop();
+}

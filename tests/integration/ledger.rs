@@ -98,6 +98,7 @@ fn reserve(account: &str, hold: &str, amount: i64, ttl: Duration) -> Op {
         ttl,
         idempotency: None,
         description: format!("test hold {hold}"),
+        max_held: 0,
     }
 }
 
@@ -109,6 +110,7 @@ fn reserve_keyed(account: &str, hold: &str, ttl: Duration, idem: &Idempotency) -
         ttl,
         idempotency: Some(idem.clone()),
         description: format!("test hold {hold}"),
+        max_held: 0,
     }
 }
 

@@ -3,11 +3,13 @@
 -- KEYS[5] idempotency hash (only when the request carries an Idempotency-Key)
 -- ARGV[1] hold id  ARGV[2] account id  ARGV[3] amount  ARGV[4] hold ttl (ms)
 -- ARGV[5] idempotency fingerprint  ARGV[6] idempotency key hash ('' = none)  ARGV[7] description
+-- ARGV[8] most credits the account may hold at once (0 = no cap): its captures in flight
 -- Returns {outcome, available, ...}. Every check comes before the first write.
 local account, holds, sweep, record, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local hold, account_id = ARGV[1], ARGV[2]
 local amount, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local fingerprint, idem_hash, description = ARGV[5], ARGV[6], ARGV[7]
+local max_held = tonumber(ARGV[8])
 
 if redis.call('EXISTS', account) == 0 then
   return {'no_account', 0}
@@ -37,6 +39,9 @@ if idem then
 end
 if amount < 1 or amount > available then
   return {'insufficient', available}
+end
+if max_held > 0 and tonumber(redis.call('HGET', account, 'reserved') or '0') + amount > max_held then
+  return {'busy', available}
 end
 
 local time = redis.call('TIME')
