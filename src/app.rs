@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::farm::Farm;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
+use crate::limits::RateLimiter;
 use crate::telemetry::Metrics;
 
 /// Where the daemon listens, once bound.
@@ -96,6 +97,11 @@ where
         ledger: ledger.clone(),
         accounts,
         egress: Arc::new(egress),
+        rate_limiter: RateLimiter::new(
+            redis.clone(),
+            config.limits.requests_per_minute,
+            config.limits.burst,
+        ),
         metrics: metrics.clone(),
         config: config.clone(),
     };

@@ -8,6 +8,8 @@
 //! - [`farm`]: the supervised Chromium fleet; the only module that knows chromiumoxide.
 //! - [`ledger`]: the credit ledger in Redis (Lua scripts) and the actor that owns its mutations.
 //! - [`accounts`]: accounts, login sessions and API keys.
+//! - [`limits`]: per-caller rate limits in Redis.
+//! - [`egress`]: which addresses captures may reach.
 //! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
 
@@ -18,5 +20,6 @@ pub mod config;
 pub mod egress;
 pub mod farm;
 pub mod ledger;
+pub mod limits;
 pub mod ops;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use warp::reply::Response;
 use super::errors::ApiError;
 use crate::accounts::secrets::sha256_hex;
 use crate::ledger::{Idempotency, StoredResult};
+use crate::limits::RateVerdict;
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -76,6 +77,20 @@ pub fn with_credits(mut response: Response, available: Option<i64>) -> Response 
         response
             .headers_mut()
             .insert("x-credits-remaining", HeaderValue::from(n.max(0)));
+    }
+    response
+}
+
+/// Sets `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds).
+pub fn with_rate_limit(mut response: Response, verdict: Option<RateVerdict>) -> Response {
+    if let Some(v) = verdict {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(v.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(v.remaining));
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from(v.reset.as_millis().div_ceil(1000) as u64),
+        );
     }
     response
 }

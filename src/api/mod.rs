@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::farm::Farm;
 use crate::ledger::Ledger;
+use crate::limits::RateLimiter;
 use crate::telemetry::Metrics;
 use errors::ApiError;
 
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub ledger: Ledger,
     pub accounts: Accounts,
     pub egress: Arc<EgressPolicy>,
+    /// `None` when rate limiting is off.
+    pub rate_limiter: Option<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
 }

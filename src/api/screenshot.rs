@@ -20,6 +20,7 @@ use super::options::{self, ResponseType};
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 use crate::ledger::{self, HoldState, Op, Outcome};
+use crate::limits::RateVerdict;
 
 /// Extra time the API gives the farm past the job's deadline to deliver its own answer.
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
@@ -77,11 +78,13 @@ async fn handle(
     let task = tokio::spawn(
         async move {
             let mut caller = None;
+            let mut rate = None;
             let (response, mut credits) =
-                match capture(&state, &id, &headers, options, &mut caller).await {
+                match capture(&state, &id, &headers, options, &mut caller, &mut rate).await {
                     Ok(answer) => answer,
                     Err((error, credits)) => (error.into_response(&id), credits),
                 };
+            let response = billing::with_rate_limit(response, rate);
             // Rejected after authentication but before any hold (bad options): still report
             // the balance, as every capture response after authentication does.
             if let (None, Some(account)) = (credits, caller) {
@@ -121,6 +124,7 @@ async fn capture(
     headers: &HeaderMap,
     options: Result<Map<String, Value>, ApiError>,
     caller: &mut Option<String>,
+    rate: &mut Option<RateVerdict>,
 ) -> Result<Answer, (ApiError, Option<i64>)> {
     let received = Instant::now();
     let no_credits = |e: ApiError| (e, None);
@@ -128,6 +132,26 @@ async fn capture(
         .await
         .map_err(no_credits)?;
     *caller = Some(who.account.clone());
+    if let Some(limiter) = &state.rate_limiter {
+        let caller_id = who.key_id.as_deref().unwrap_or("session");
+        let verdict = limiter
+            .check(&who.account, caller_id)
+            .await
+            .map_err(|e| (ledger_unavailable(e), None))?;
+        *rate = Some(verdict);
+        if !verdict.allowed {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests for this API key: {} per minute, {} at once",
+                    state.config.limits.requests_per_minute, verdict.limit
+                ),
+            );
+            error.retry_after = Some(verdict.retry_after);
+            return Err((error, None));
+        }
+    }
     let options = options.map_err(no_credits)?;
     let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
     let request =

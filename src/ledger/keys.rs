@@ -88,6 +88,11 @@ impl AccountKeys {
         format!("{}idem:{}:{}", self.prefix, self.id, key_hash)
     }
 
+    /// String: the rate limiter state (GCRA arrival time) of one caller of this account.
+    pub fn rate_limit(&self, caller: &str) -> String {
+        format!("{}rl:{}:{}", self.prefix, self.id, caller)
+    }
+
     /// The sweep index of this account's shard.
     pub fn sweep(&self) -> String {
         sweep(self.shard)
@@ -129,6 +134,7 @@ mod tests {
             k.api_keys(),
             k.api_keys_used(),
             k.idempotency("x"),
+            k.rate_limit("key_1"),
             k.sweep(),
         ] {
             assert!(key.contains(&tag), "{key} lacks {tag}");

@@ -951,3 +951,70 @@ async fn one_account_cannot_fill_the_queue() {
     assert_eq!(again.status(), 200);
     daemon.stop();
 }
+
+#[tokio::test]
+async fn each_api_key_is_rate_limited_with_headers() {
+    let daemon = Daemon::start(|c| {
+        c.farm.browsers = 1;
+        c.limits.requests_per_minute = 60;
+        c.limits.burst = 3;
+    });
+    let funded = provision(5);
+    let key = client_with_key(&funded.key);
+    // Invalid options: rate limiting counts every request, before anything else runs.
+    let bad = daemon.url("/api/v1/screenshot?url=ftp://x");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let r = key.get(&bad).send().await.expect("request");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert_eq!(header("x-ratelimit-limit").as_deref(), Some("3"));
+        seen.push((
+            r.status().as_u16(),
+            header("x-ratelimit-remaining").unwrap_or_default(),
+            header("retry-after"),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (400, "2".to_string(), None),
+            (400, "1".to_string(), None),
+            (400, "0".to_string(), None),
+            (429, "0".to_string(), Some("1".to_string())),
+            (429, "0".to_string(), Some("1".to_string())),
+        ]
+    );
+    let limited = key.get(&bad).send().await.expect("request");
+    let (status, body) = json_of(limited).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    // Another key of the same account has its own budget.
+    let other = tokio::task::spawn_blocking({
+        let account = funded.account.clone();
+        move || {
+            let mut config = shotfarm::config::Config::default();
+            config.redis.url = crate::support::redis_url();
+            shotfarm::ops::block_on(|| async move {
+                let op = shotfarm::ops::Operator::connect(&config).await.expect("op");
+                op.create_key(&account, "second").await.expect("key").1
+            })
+        }
+    })
+    .await
+    .expect("join");
+    let r = client_with_key(&other)
+        .get(&bad)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    assert_eq!(audited(&funded.account).await.balance.available, 5);
+    daemon.stop();
+}

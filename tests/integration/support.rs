@@ -253,6 +253,9 @@ impl Daemon {
         config.ledger.sweep_interval_ms = 200;
         // The fixture site lives on loopback, which the shipped policy refuses.
         config.egress.allow = vec!["127.0.0.0/8".to_string()];
+        // Bursts of 100 captures on one key are part of the tests; the limiter stays on.
+        config.limits.requests_per_minute = 6_000_000;
+        config.limits.burst = 100_000;
         tweak(&mut config);
         config.validate().expect("test config must be valid");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -515,6 +518,8 @@ pub fn spawn_binary(profiles: &std::path::Path, env: &[(&str, &str)]) -> (ChildG
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
         .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
         .args(["--allow-egress", "127.0.0.0/8"])
+        .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
+        .env("SHOTFARM_LIMITS__BURST", "100000")
         .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
         .env("SHOTFARM_REDIS__URL", redis_url())
         .env("SHOTFARM_FARM__BROWSERS", "2")

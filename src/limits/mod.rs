@@ -1,0 +1,64 @@
+//! Per-caller rate limits, shared by every host through Redis: one GCRA script per request,
+//! keyed by the API key (or the account, for session callers), on the account's shard tag.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::ledger::keys::AccountKeys;
+use crate::ledger::{LedgerError, RedisHandle};
+
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("rate_limit.lua")));
+
+/// The verdict for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateVerdict {
+    pub allowed: bool,
+    /// Requests allowed at once (`x-ratelimit-limit`).
+    pub limit: u64,
+    /// Requests that could still be made right now (`x-ratelimit-remaining`).
+    pub remaining: u64,
+    /// When a refused request may be retried.
+    pub retry_after: Duration,
+    /// Until the full burst is available again (`x-ratelimit-reset`).
+    pub reset: Duration,
+}
+
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: RedisHandle,
+    interval_ms: u64,
+    burst: u64,
+}
+
+impl RateLimiter {
+    /// `None` when `per_minute` is 0 (no limit).
+    pub fn new(redis: RedisHandle, per_minute: u64, burst: u64) -> Option<RateLimiter> {
+        (per_minute > 0).then(|| RateLimiter {
+            redis,
+            interval_ms: (60_000 / per_minute).max(1),
+            burst: burst.max(1),
+        })
+    }
+
+    /// Counts one request of `caller` (an API key id, or the account for sessions).
+    pub async fn check(&self, account: &str, caller: &str) -> Result<RateVerdict, LedgerError> {
+        let mut conn = self.redis.get()?;
+        let key = AccountKeys::new(account).rate_limit(caller);
+        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = SCRIPT
+            .key(key)
+            .arg(self.interval_ms)
+            .arg(self.burst)
+            .invoke_async(&mut conn)
+            .await?;
+        let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+        Ok(RateVerdict {
+            allowed: allowed == 1,
+            limit: self.burst,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            retry_after: ms(retry_ms),
+            reset: ms(reset_ms),
+        })
+    }
+}
