@@ -136,17 +136,7 @@ fn in_daemon_runtime<Fut, T>(f: impl FnOnce() -> Fut) -> T
 where
     Fut: std::future::Future<Output = T>,
 {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(2);
-    let system = actix_rt::System::with_tokio_rt(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    });
-    system.block_on(f())
+    shotfarm::app::daemon_system().block_on(f())
 }
 
 // ---------------------------------------------------------------------------------------------

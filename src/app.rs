@@ -35,20 +35,25 @@ where
     S: Future<Output = ()> + 'static,
     R: FnOnce(Bound) + 'static,
 {
+    let result = daemon_system().block_on(serve(config, shutdown, on_ready));
+    actix_rt::System::current().stop();
+    result
+}
+
+/// The daemon's runtime: an actix system (hosting the actors on this thread) on a multi-thread
+/// tokio runtime with one worker per core (at least 2). Benches measure in the same one.
+pub fn daemon_system() -> actix_rt::SystemRunner {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(2);
-    let system = actix_rt::System::with_tokio_rt(move || {
+    actix_rt::System::with_tokio_rt(move || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("shotfarm-worker")
             .enable_all()
             .build()
             .expect("the tokio runtime must start")
-    });
-    let result = system.block_on(serve(config, shutdown, on_ready));
-    actix_rt::System::current().stop();
-    result
+    })
 }
 
 async fn serve<S, R>(config: Config, shutdown: S, on_ready: R) -> anyhow::Result<()>

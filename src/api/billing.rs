@@ -10,7 +10,7 @@ use warp::reply::Response;
 
 use super::errors::ApiError;
 use crate::accounts::secrets::sha256_hex;
-use crate::ledger::{Idempotency, StoredResult};
+use crate::ledger::{Idempotency, Outcome, StoredResult};
 use crate::limits::RateVerdict;
 
 /// Longest `Idempotency-Key` accepted.
@@ -69,6 +69,51 @@ fn fingerprint(options: &Map<String, Value>) -> String {
             .unwrap_or_default()
             .as_bytes(),
     )
+}
+
+/// The error for a reserve that took no hold (other than 402 and replays, which answer with a
+/// body of their own), with the balance to report.
+pub fn refusal(outcome: &Outcome, max_in_flight: i64) -> (ApiError, Option<i64>) {
+    let error = match outcome {
+        Outcome::TooManyInFlight { .. } => {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_in_flight",
+                format!(
+                    "this account already has {max_in_flight} captures in flight; retry when one has finished"
+                ),
+            );
+            e.retry_after = Some(std::time::Duration::from_secs(1));
+            e
+        }
+        Outcome::IdempotencyInFlight { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_in_flight",
+            "a request with this Idempotency-Key is still running; retry when it has finished",
+        ),
+        Outcome::IdempotencyMismatch { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with other parameters",
+        ),
+        Outcome::IdempotencyResultUnavailable { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_result_unavailable",
+            "this Idempotency-Key already succeeded (and was charged once), but its image was too large to keep",
+        ),
+        Outcome::NoAccount => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no such account")
+        }
+        other => {
+            tracing::error!("unexpected reserve outcome {other:?}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    };
+    (error, outcome.available())
 }
 
 /// Sets `x-credits-remaining`.

@@ -198,67 +198,13 @@ async fn capture(
                 Some(available),
             ));
         }
-        Ok(Outcome::TooManyInFlight { available }) => {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_in_flight",
-                format!(
-                    "this account already has {} captures in flight; retry when one has finished",
-                    state.config.ledger.max_in_flight_per_account
-                ),
-            );
-            error.retry_after = Some(Duration::from_secs(1));
-            return Err((error, Some(available)));
-        }
         Ok(Outcome::IdempotencyReplay { available, result }) => {
             tracing::info!("idempotent replay, not charged");
             return Ok((billing::replay(result, id), Some(available)));
         }
-        Ok(Outcome::IdempotencyInFlight { available }) => {
-            return Err((
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_in_flight",
-                    "a request with this Idempotency-Key is still running; retry when it has finished",
-                ),
-                Some(available),
-            ))
-        }
-        Ok(Outcome::IdempotencyMismatch { available }) => {
-            return Err((
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with other parameters",
-                ),
-                Some(available),
-            ))
-        }
-        Ok(Outcome::IdempotencyResultUnavailable { available }) => {
-            return Err((
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_result_unavailable",
-                    "this Idempotency-Key already succeeded (and was charged once), but its image was too large to keep",
-                ),
-                Some(available),
-            ))
-        }
-        Ok(Outcome::NoAccount) => {
-            return Err((
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no such account"),
-                None,
-            ))
-        }
-        Ok(other) => {
-            return Err((
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                ),
-                other.available(),
-            ))
+        Ok(refused) => {
+            let max_in_flight = state.config.ledger.max_in_flight_per_account;
+            return Err(billing::refusal(&refused, max_in_flight));
         }
         Err(e) => {
             // The reserve may have applied with its reply lost: void it (or let it expire).
