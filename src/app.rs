@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::accounts::Accounts;
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::egress::EgressPolicy;
+use crate::egress::{EgressPolicy, EgressProxy};
 use crate::farm::Farm;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::limits::RateLimiter;
@@ -95,13 +95,16 @@ where
         Duration::from_secs(config.auth.session_ttl_secs),
         config.auth.signup_bonus,
     );
-    let egress = EgressPolicy::new(&config.egress.allow).map_err(anyhow::Error::msg)?;
-    let farm = Farm::start(&config, metrics.clone());
+    let egress = Arc::new(EgressPolicy::new(&config.egress.allow).map_err(anyhow::Error::msg)?);
+    let egress_proxy = EgressProxy::start(egress.clone(), metrics.clone())
+        .await
+        .context("cannot start the egress proxy")?;
+    let farm = Farm::start(&config, metrics.clone(), egress_proxy.chromium_flags());
     let state = ApiState {
         farm: farm.clone(),
         ledger: ledger.clone(),
         accounts,
-        egress: Arc::new(egress),
+        egress,
         rate_limiter: RateLimiter::new(
             redis.clone(),
             config.limits.requests_per_minute,

@@ -337,6 +337,9 @@ pub struct CaptureConfig {
     pub png_encoder: PngEncoder,
     /// Largest `css` or `js` option, in bytes.
     pub max_script_bytes: usize,
+    /// Largest image a capture may return, in bytes; a larger one fails with
+    /// `output_too_large` (and costs nothing).
+    pub max_output_bytes: usize,
 }
 
 impl Default for CaptureConfig {
@@ -354,6 +357,7 @@ impl Default for CaptureConfig {
             element_wait_ms: 5_000,
             png_encoder: PngEncoder::Chromium,
             max_script_bytes: 64 * 1024,
+            max_output_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -471,6 +475,10 @@ impl Config {
         check(
             c.max_width <= 16_384 && c.max_height <= 16_384,
             "capture.max_width and capture.max_height must be at most 16384",
+        );
+        check(
+            c.max_output_bytes >= 1024,
+            "capture.max_output_bytes must be at least 1024",
         );
         check(
             c.max_full_page_height >= 1 && c.max_full_page_height <= 200_000,

@@ -111,6 +111,7 @@ impl From<CaptureError> for ApiError {
             CaptureError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             CaptureError::NavigationFailed(_) => StatusCode::BAD_GATEWAY,
             CaptureError::SelectorNotFound(_) => StatusCode::NOT_FOUND,
+            CaptureError::OutputTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CaptureError::InvalidSelector(_) | CaptureError::ScriptFailed(_) => {
                 StatusCode::BAD_REQUEST
             }

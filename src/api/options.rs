@@ -191,6 +191,7 @@ pub fn parse(
                 device_scale_factor,
                 full_page,
                 max_full_page_height: caps.max_full_page_height,
+                max_output_bytes: caps.max_output_bytes,
                 selector,
                 wait_until,
                 wait_for_selector,

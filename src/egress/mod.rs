@@ -2,12 +2,16 @@
 //! strangers; without this it would be a way into the operator's own network.
 //!
 //! - [`policy`]: the address classification (loopback, private, link-local, CGNAT, multicast,
-//!   metadata, IPv4 inside IPv6, …) and the operator's allow list.
+//!   metadata, IPv4 inside IPv6, …), the operator's allow list, and resolve-then-check.
+//! - [`proxy`]: the HTTP proxy on loopback that every browser sends all of its traffic through;
+//!   it resolves each destination once, checks it, and connects to the address it checked.
 //!
-//! Today the main URL of every capture is checked before a credit is held: IP literals in any
-//! form the URL parser accepts, and every address a host name resolves to. Subresources,
-//! redirects and DNS rebinding are not yet covered (the egress proxy of issue 4).
+//! Two gates: the API checks a capture's main URL before a credit is held (400
+//! `url_not_allowed`); the proxy then covers everything the page does after that — redirects,
+//! subresources, iframes, `fetch`, WebSockets — and DNS rebinding between the two.
 
 pub mod policy;
+pub mod proxy;
 
 pub use policy::{EgressPolicy, UrlBlocked};
+pub use proxy::EgressProxy;

@@ -1,7 +1,7 @@
 //! The egress policy: an address is allowed when it is public, or inside a range the operator
 //! allowed (`egress.allow`, `--allow-egress`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use url::{Host, Url};
@@ -122,44 +122,59 @@ impl EgressPolicy {
     pub async fn check_url(&self, url: &Url) -> Result<(), UrlBlocked> {
         let port = url.port_or_known_default().unwrap_or(80);
         match url.host() {
-            Some(Host::Ipv4(v4)) => self.check_ip(url, IpAddr::V4(v4)),
-            Some(Host::Ipv6(v6)) => self.check_ip(url, IpAddr::V6(v6)),
-            Some(Host::Domain(name)) => {
-                let host = name.trim_end_matches('.').to_string();
-                let unresolvable = || UrlBlocked::Unresolvable { host: host.clone() };
-                let addresses: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), port))
-                    .await
-                    .map_err(|_| unresolvable())?
-                    .map(|a| a.ip())
-                    .collect();
-                if addresses.is_empty() {
-                    return Err(unresolvable());
-                }
-                for address in addresses {
-                    if let Some(kind) = self.forbidden(address) {
-                        return Err(UrlBlocked::Resolved {
-                            host,
-                            address,
-                            kind,
-                        });
-                    }
-                }
-                Ok(())
-            }
+            Some(host) => self.resolve(host, port).await.map(|_| ()),
             None => Err(UrlBlocked::Unresolvable {
                 host: String::new(),
             }),
         }
     }
 
-    fn check_ip(&self, url: &Url, ip: IpAddr) -> Result<(), UrlBlocked> {
-        match self.forbidden(ip) {
-            Some(kind) => Err(UrlBlocked::Address {
-                host: url.host_str().unwrap_or_default().to_string(),
-                kind,
-            }),
-            None => Ok(()),
+    /// Resolves `host` once and checks every address: the addresses to connect to, all of
+    /// them allowed, or why not. A name with one forbidden address is refused as a whole, so
+    /// a resolver answering with a mix cannot steer a connection inward.
+    pub async fn resolve(
+        &self,
+        host: Host<&str>,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, UrlBlocked> {
+        let (addresses, name) = match host {
+            Host::Ipv4(v4) => (vec![IpAddr::V4(v4)], None),
+            Host::Ipv6(v6) => (vec![IpAddr::V6(v6)], None),
+            Host::Domain(name) => {
+                let name = name.trim_end_matches('.');
+                let unresolvable = || UrlBlocked::Unresolvable {
+                    host: name.to_string(),
+                };
+                let found: Vec<IpAddr> = tokio::net::lookup_host((name, port))
+                    .await
+                    .map_err(|_| unresolvable())?
+                    .map(|a| a.ip())
+                    .collect();
+                if found.is_empty() {
+                    return Err(unresolvable());
+                }
+                (found, Some(name))
+            }
+        };
+        for &address in &addresses {
+            if let Some(kind) = self.forbidden(address) {
+                return Err(match name {
+                    Some(name) => UrlBlocked::Resolved {
+                        host: name.to_string(),
+                        address,
+                        kind,
+                    },
+                    None => UrlBlocked::Address {
+                        host: host.to_string(),
+                        kind,
+                    },
+                });
+            }
         }
+        Ok(addresses
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
     }
 }
 

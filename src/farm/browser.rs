@@ -660,6 +660,15 @@ impl CaptureTask {
     ) {
         let render = started.elapsed();
         let outcome = match ended {
+            Ended::Done(Ok(rendered)) if rendered.image.len() > job.spec.max_output_bytes => {
+                let error = CaptureError::OutputTooLarge {
+                    bytes: rendered.image.len(),
+                    limit: job.spec.max_output_bytes,
+                };
+                tracing::debug!(request_id = %job.id, "{error}");
+                job.finish(Err(error));
+                SlotOutcome::PageError
+            }
             Ended::Done(Ok(rendered)) => {
                 self.metrics
                     .render_seconds

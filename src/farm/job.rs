@@ -75,6 +75,8 @@ pub struct CaptureSpec {
     pub full_page: bool,
     /// Cut for full-page captures, CSS pixels.
     pub max_full_page_height: u32,
+    /// Largest image the capture may return, in bytes.
+    pub max_output_bytes: usize,
     pub selector: Option<String>,
     pub wait_until: WaitUntil,
     pub wait_for_selector: Option<String>,
@@ -124,6 +126,8 @@ pub enum CaptureError {
     SelectorNotFound(String),
     #[error("`{0}` is not a valid CSS selector")]
     InvalidSelector(String),
+    #[error("the image is {bytes} bytes, more than the limit of {limit}: capture a smaller area, or use jpeg or webp")]
+    OutputTooLarge { bytes: usize, limit: usize },
     #[error("the browser crashed during the capture")]
     BrowserCrashed,
     #[error("the page script failed: {0}")]
@@ -145,6 +149,7 @@ impl CaptureError {
             CaptureError::NavigationFailed(_) => "navigation_failed",
             CaptureError::SelectorNotFound(_) => "selector_not_found",
             CaptureError::InvalidSelector(_) => "invalid_selector",
+            CaptureError::OutputTooLarge { .. } => "output_too_large",
             CaptureError::BrowserCrashed => "browser_crashed",
             CaptureError::ScriptFailed(_) => "script_error",
             CaptureError::ShuttingDown => "shutting_down",

@@ -43,9 +43,12 @@ pub struct Farm {
 
 impl Farm {
     /// Starts the supervisor (and through it every browser) on the current actix system.
-    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Farm {
+    /// `network_flags` are Chromium flags that route its traffic (the egress proxy's).
+    pub fn start(config: &Config, metrics: Arc<Metrics>, network_flags: Vec<String>) -> Farm {
+        let mut chromium = config.chromium.clone();
+        chromium.extra_args.extend(network_flags);
         let settings = BrowserSettings {
-            chromium: config.chromium.clone(),
+            chromium,
             tabs: config.farm.tabs_per_browser,
             capture: CaptureSettings {
                 png_encoder: config.capture.png_encoder,

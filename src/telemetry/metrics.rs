@@ -38,6 +38,9 @@ pub struct Metrics {
     pub ledger_operations_total: IntCounterVec,
     /// Ledger operation latency (one Lua script round trip, retries included) by operation.
     pub ledger_operation_seconds: HistogramVec,
+    /// Connections and requests the pages' egress proxy handled, by kind (`http`, `tunnel`)
+    /// and outcome (`forwarded`, `refused`, `failed`).
+    pub egress_requests_total: IntCounterVec,
 }
 
 /// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
@@ -135,6 +138,19 @@ impl Metrics {
             &["operation"],
         )
         .expect("static metric definition");
+        let egress_requests_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_egress_requests_total",
+                "Requests of captured pages through the egress proxy by kind and outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("static metric definition");
+        for kind in ["http", "tunnel"] {
+            for outcome in ["forwarded", "refused", "failed"] {
+                egress_requests_total.with_label_values(&[kind, outcome]);
+            }
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("shotfarm_build_info", "Build information"),
             &["version"],
@@ -157,6 +173,7 @@ impl Metrics {
             Box::new(http_request_duration_seconds.clone()),
             Box::new(ledger_operations_total.clone()),
             Box::new(ledger_operation_seconds.clone()),
+            Box::new(egress_requests_total.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -180,6 +197,7 @@ impl Metrics {
             http_request_duration_seconds,
             ledger_operations_total,
             ledger_operation_seconds,
+            egress_requests_total,
         }
     }
 

@@ -247,3 +247,45 @@ async fn probes_and_metrics_are_served() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused_and_the_daemon_carries_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = shared();
+    let probe = |head: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(daemon.bound.api)
+            .await
+            .expect("connect");
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = probe(format!(
+        "GET /api/v1/credits/packs HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"
+    ))
+    .await;
+    // hyper's own limits (100 headers, ~400 KiB of head) answer before any handler runs.
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "200 headers: {:?}",
+        answer.lines().next()
+    );
+    let huge = "a".repeat(1024 * 1024);
+    let answer = probe(format!(
+        "GET /api/v1/credits/packs HTTP/1.1\r\nHost: x\r\nx-big: {huge}\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "a 1 MiB header: {:?}",
+        answer.lines().next()
+    );
+    let r = client()
+        .get(daemon.url("/api/v1/credits/packs"))
+        .send()
+        .await
+        .expect("the daemon still answers");
+    assert_eq!(r.status(), 200);
+}

@@ -3,6 +3,7 @@
 mod api;
 mod capture;
 mod credits;
+mod egress;
 mod ledger;
 mod lifecycle;
 mod redis_server;
