@@ -284,7 +284,10 @@ async fn capture(
 /// Keeps retrying a commit whose reply never came (Redis unreachable) until `within` has
 /// passed; after that the sweeper expires the hold and the capture stays free.
 fn commit_later(ledger: ledger::Ledger, commit: Op, within: Duration) {
-    tokio::spawn(async move {
+    use tracing::Instrument as _;
+    // The request's span goes along, so its later log lines carry its request id.
+    let span = tracing::Span::current();
+    let retry = async move {
         let give_up = Instant::now() + within;
         let mut delay = Duration::from_millis(500);
         while Instant::now() + delay < give_up {
@@ -299,7 +302,8 @@ fn commit_later(ledger: ledger::Ledger, commit: Op, within: Duration) {
             delay = (delay * 2).min(Duration::from_secs(5));
         }
         tracing::warn!("gave up on a commit; the hold will expire and the capture stays free");
-    });
+    };
+    tokio::spawn(retry.instrument(span));
 }
 
 /// The transaction description of a capture.

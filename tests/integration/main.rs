@@ -2,6 +2,7 @@
 
 mod api;
 mod capture;
+mod chaos;
 mod credits;
 mod egress;
 mod ledger;

@@ -513,20 +513,43 @@ impl Drop for ChildGuard {
 /// Starts the real binary on the test Redis, 2 browsers, 5 s grace, plus `env` overrides
 /// (`SHOTFARM_…`); returns the child and its API base URL.
 pub fn spawn_binary(profiles: &std::path::Path, env: &[(&str, &str)]) -> (ChildGuard, String) {
+    spawn_binary_on(profiles, &redis_url(), env, None)
+}
+
+/// Like [`spawn_binary`], but on the Redis at `redis_url`, with the daemon's log (stderr, no
+/// colours) appended to `log`, when given, so a test can keep it as evidence.
+pub fn spawn_binary_on(
+    profiles: &std::path::Path,
+    redis_url: &str,
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> (ChildGuard, String) {
     let api = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
+    let stderr = match log {
+        Some(path) => std::process::Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("daemon log file"),
+        ),
+        None => std::process::Stdio::null(),
+    };
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
         .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
         .args(["--allow-egress", "127.0.0.0/8"])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
         .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
         .env("SHOTFARM_LIMITS__BURST", "100000")
         .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
-        .env("SHOTFARM_REDIS__URL", redis_url())
+        .env("SHOTFARM_REDIS__URL", redis_url)
         .env("SHOTFARM_FARM__BROWSERS", "2")
         .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "5000")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn shotfarm");
     (ChildGuard(child), format!("http://{api}"))
