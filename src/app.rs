@@ -19,6 +19,7 @@ use crate::egress::{EgressPolicy, EgressProxy};
 use crate::farm::Farm;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::limits::RateLimiter;
+use crate::payments::Payments;
 use crate::telemetry::Metrics;
 
 /// Where the daemon listens, once bound.
@@ -112,6 +113,7 @@ where
         ),
         metrics: metrics.clone(),
         config: config.clone(),
+        payments: Arc::new(Payments::new(&config).map_err(anyhow::Error::msg)?),
     };
 
     // One signal stops both listeners from accepting; in-flight requests finish.

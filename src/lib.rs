@@ -22,4 +22,5 @@ pub mod farm;
 pub mod ledger;
 pub mod limits;
 pub mod ops;
+pub mod payments;
 pub mod telemetry;

@@ -97,6 +97,7 @@ impl Operator {
                 kind: TxKind::Adjustment,
                 description: reason.to_string(),
                 reference: Some(reference),
+                clamp: false,
             })
             .await?
         {

@@ -135,7 +135,7 @@ impl Accounts {
         }
     }
 
-    fn conn(&self) -> Result<redis::aio::ConnectionManager, AccountError> {
+    pub(super) fn conn(&self) -> Result<redis::aio::ConnectionManager, AccountError> {
         Ok(self.ledger.redis().get()?)
     }
 

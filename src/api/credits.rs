@@ -24,31 +24,44 @@ async fn balance(state: ApiState, headers: HeaderMap) -> Result<Response, ApiErr
         .await
         .map_err(ledger_unavailable)?
         .unwrap_or_default();
+    let topup = state.accounts.auto_topup(&who.account).await?;
+    // Beyond the contract's `balance`: the low-balance prompt of auto top-up.
+    let low = topup.enabled && balance.available < topup.threshold;
+    let suggested = low
+        .then(|| {
+            state
+                .config
+                .credits
+                .packs
+                .iter()
+                .find(|p| p.id == topup.pack_id)
+        })
+        .flatten()
+        .map(pack_json);
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
             "balance": balance.available,
             "reserved": balance.reserved,
+            "lowBalance": low,
+            "autoTopup": topup,
+            "suggestedPack": suggested,
         }),
     ))
 }
 
+fn pack_json(p: &crate::config::PackConfig) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id,
+        "name": p.name,
+        "credits": p.credits,
+        "priceCents": p.price_cents,
+        "isPopular": p.popular,
+    })
+}
+
 fn packs(state: &ApiState) -> Response {
-    let packs: Vec<_> = state
-        .config
-        .credits
-        .packs
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "id": p.id,
-                "name": p.name,
-                "credits": p.credits,
-                "priceCents": p.price_cents,
-                "isPopular": p.popular,
-            })
-        })
-        .collect();
+    let packs: Vec<_> = state.config.credits.packs.iter().map(pack_json).collect();
     json_response(StatusCode::OK, &packs)
 }
 

@@ -11,12 +11,14 @@
 //! - [`probes`]: `/healthz`, `/readyz` and the Prometheus exporter's routes.
 
 pub mod auth;
+pub mod auto_topup;
 pub mod billing;
 pub mod credits;
 pub mod errors;
 pub mod json;
 pub mod keys;
 pub mod options;
+pub mod payments;
 pub mod probes;
 pub mod screenshot;
 
@@ -32,6 +34,7 @@ use crate::egress::EgressPolicy;
 use crate::farm::Farm;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
+use crate::payments::Payments;
 use crate::telemetry::Metrics;
 use errors::ApiError;
 
@@ -46,6 +49,7 @@ pub struct ApiState {
     pub rate_limiter: Option<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+    pub payments: Arc<Payments>,
 }
 
 /// Runs a handler and turns its error into the JSON error body; sets `x-request-id`.
@@ -134,6 +138,10 @@ pub fn routes(
         .or(auth::routes(state.clone()))
         .unify()
         .or(keys::routes(state.clone()))
+        .unify()
+        .or(payments::routes(state.clone()))
+        .unify()
+        .or(auto_topup::routes(state.clone()))
         .unify()
         .or(probes::routes(
             state.farm.clone(),

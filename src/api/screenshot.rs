@@ -237,14 +237,22 @@ async fn capture(
                 result,
                 result_ttl: Duration::from_secs(state.config.ledger.idempotency_ttl_secs),
             };
+            let mut response = response;
             let remaining = match state.ledger.run(commit.clone()).await {
-                Ok(
-                    Outcome::Committed { available }
-                    | Outcome::AlreadyResolved {
-                        available,
-                        state: HoldState::Committed,
-                    },
-                ) => Some(available),
+                Ok(Outcome::Committed {
+                    available,
+                    low,
+                    crossed,
+                }) => {
+                    if low {
+                        low_balance_headers(state, &who.account, &mut response, crossed).await;
+                    }
+                    Some(available)
+                }
+                Ok(Outcome::AlreadyResolved {
+                    available,
+                    state: HoldState::Committed,
+                }) => Some(available),
                 Err(e) => {
                     // The image goes out now; the charge keeps being retried until the hold
                     // would expire (a commit applies at most once per hold).
@@ -278,6 +286,36 @@ async fn capture(
             };
             Err((e.into(), remaining))
         }
+    }
+}
+
+/// `x-credits-low: true` and `x-credits-suggested-pack` once auto top-up's threshold is
+/// crossed: the prompt to buy more, never a charge.
+async fn low_balance_headers(
+    state: &ApiState,
+    account: &str,
+    response: &mut Response,
+    crossed: bool,
+) {
+    response
+        .headers_mut()
+        .insert("x-credits-low", HeaderValue::from_static("true"));
+    match state.accounts.auto_topup(account).await {
+        Ok(settings) => {
+            if let Ok(pack) = HeaderValue::from_str(&settings.pack_id) {
+                response
+                    .headers_mut()
+                    .insert("x-credits-suggested-pack", pack);
+            }
+            if crossed {
+                tracing::info!(
+                    threshold = settings.threshold,
+                    pack = %settings.pack_id,
+                    "balance fell below the auto top-up threshold"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("could not read auto top-up settings: {e}"),
     }
 }
 

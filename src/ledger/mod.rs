@@ -53,15 +53,18 @@ pub enum TxKind {
     Usage,
     SignupBonus,
     Adjustment,
+    /// Credits of a refunded purchase taken back (never more than is unspent).
+    Refund,
 }
 
 impl TxKind {
-    pub const ALL: [TxKind; 5] = [
+    pub const ALL: [TxKind; 6] = [
         TxKind::Purchase,
         TxKind::AutoTopup,
         TxKind::Usage,
         TxKind::SignupBonus,
         TxKind::Adjustment,
+        TxKind::Refund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +74,7 @@ impl TxKind {
             TxKind::Usage => "usage",
             TxKind::SignupBonus => "signup_bonus",
             TxKind::Adjustment => "adjustment",
+            TxKind::Refund => "refund",
         }
     }
 
@@ -165,6 +169,9 @@ pub enum Op {
         description: String,
         /// An external reference applied at most once (payment order id).
         reference: Option<String>,
+        /// Take at most what is available (refunds): a negative amount is cut to the unspent
+        /// credits, possibly to zero, instead of being refused.
+        clamp: bool,
     },
     CreateAccount {
         account: String,
@@ -252,6 +259,11 @@ pub enum Outcome {
     },
     Committed {
         available: i64,
+        /// The account's auto top-up threshold is set and `available` is below it.
+        low: bool,
+        /// This commit took the account's balance (available + reserved) from at or above the
+        /// threshold to below it: true for exactly one commit per crossing.
+        crossed: bool,
     },
     Released {
         available: i64,
@@ -320,7 +332,7 @@ impl Outcome {
             | Outcome::IdempotencyMismatch { available }
             | Outcome::IdempotencyReplay { available, .. }
             | Outcome::IdempotencyResultUnavailable { available }
-            | Outcome::Committed { available }
+            | Outcome::Committed { available, .. }
             | Outcome::Released { available }
             | Outcome::Expired { available }
             | Outcome::NotDue { available }

@@ -135,6 +135,7 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
             kind,
             description,
             reference,
+            clamp,
         } => {
             let k = AccountKeys::new(account);
             let mut inv = s.grant.prepare_invoke();
@@ -145,7 +146,8 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .arg(kind.as_str())
                 .arg(description)
                 .arg(reference.as_deref().unwrap_or(""))
-                .arg(super::new_id());
+                .arg(super::new_id())
+                .arg(if *clamp { "1" } else { "0" });
             inv.invoke_async(conn).await?
         }
         Op::CreateAccount {
@@ -246,7 +248,11 @@ fn parse_outcome(reply: Value) -> Result<Outcome, LedgerError> {
                 body: items.get(3).map(bytes).unwrap_or_default(),
             },
         },
-        "committed" => Outcome::Committed { available },
+        "committed" => Outcome::Committed {
+            available,
+            low: items.get(2).and_then(int) == Some(1),
+            crossed: items.get(3).and_then(int) == Some(1),
+        },
         "released" => Outcome::Released { available },
         "expired" => Outcome::Expired { available },
         "not_due" => Outcome::NotDue { available },

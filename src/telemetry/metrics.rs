@@ -41,6 +41,9 @@ pub struct Metrics {
     /// Connections and requests the pages' egress proxy handled, by kind (`http`, `tunnel`)
     /// and outcome (`forwarded`, `refused`, `failed`).
     pub egress_requests_total: IntCounterVec,
+    /// Payment webhooks by event (`order.paid`, `order.refunded`, `other`) and result
+    /// (`credited`, `refunded`, `duplicate`, `ignored`, `rejected`, `error`).
+    pub webhooks_total: IntCounterVec,
 }
 
 /// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
@@ -151,6 +154,14 @@ impl Metrics {
                 egress_requests_total.with_label_values(&[kind, outcome]);
             }
         }
+        let webhooks_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_webhooks_total",
+                "Payment webhook deliveries by event and result",
+            ),
+            &["event", "result"],
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new("shotfarm_build_info", "Build information"),
             &["version"],
@@ -174,6 +185,7 @@ impl Metrics {
             Box::new(ledger_operations_total.clone()),
             Box::new(ledger_operation_seconds.clone()),
             Box::new(egress_requests_total.clone()),
+            Box::new(webhooks_total.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -198,6 +210,7 @@ impl Metrics {
             ledger_operations_total,
             ledger_operation_seconds,
             egress_requests_total,
+            webhooks_total,
         }
     }
 

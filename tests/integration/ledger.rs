@@ -82,6 +82,7 @@ async fn funded(op: &Operator, credits: i64) -> String {
                 kind: TxKind::Adjustment,
                 description: "test funding".into(),
                 reference: None,
+                clamp: false,
             })
             .await
             .expect("fund account");
@@ -384,6 +385,7 @@ impl Action {
                 kind: *kind,
                 description: "model grant".into(),
                 reference: reference.clone(),
+                clamp: false,
             },
         })
     }
@@ -580,7 +582,7 @@ async fn check_step(
             let is_commit = matches!(action, Action::Commit { .. });
             let amount = c.open[hold].amount;
             match *o {
-                Outcome::Committed { available } if is_commit => {
+                Outcome::Committed { available, .. } if is_commit => {
                     follows(available);
                     c.settle(hold, HoldState::Committed);
                     let newest = snap.transactions.first().expect("a usage transaction");
@@ -989,7 +991,11 @@ fn a_hold_resolves_exactly_once() {
         );
         assert_eq!(
             run(commit(&account, "h1")).await,
-            Outcome::Committed { available: 9 }
+            Outcome::Committed {
+                available: 9,
+                low: false,
+                crossed: false
+            }
         );
         let repeat = Outcome::AlreadyResolved {
             available: 9,
@@ -1243,7 +1249,11 @@ fn idempotency_states() {
                 result_ttl: Duration::from_secs(60),
             })
             .await,
-            Outcome::Committed { available: 9 }
+            Outcome::Committed {
+                available: 9,
+                low: false,
+                crossed: false
+            }
         );
         assert_eq!(
             run(reserve_keyed(&account, "a4", LONG_TTL, &k1)).await,
@@ -1275,7 +1285,11 @@ fn idempotency_states() {
                 result_ttl: Duration::from_secs(60),
             })
             .await,
-            Outcome::Committed { available: 8 }
+            Outcome::Committed {
+                available: 8,
+                low: false,
+                crossed: false
+            }
         );
         assert_eq!(
             run(reserve_keyed(&account, "b2", LONG_TTL, &k2)).await,
@@ -1386,5 +1400,158 @@ fn redis_unreachable_is_an_error_not_a_charge() {
             early.run(reserve(&account, "h", 1, LONG_TTL)).await.ok(),
             Some(Outcome::Reserved { available: 2 })
         );
+    });
+}
+
+#[test]
+fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
+    on_actix(|| async {
+        let op = operator().await;
+        let ledger = &op.ledger;
+        let account = funded(&op, 20).await;
+        op.accounts
+            .set_auto_topup(
+                &account,
+                &shotfarm::accounts::AutoTopup {
+                    enabled: true,
+                    threshold: 15,
+                    pack_id: "pack_starter".into(),
+                },
+            )
+            .await
+            .expect("settings");
+        // 12 captures in flight at once, then all commit at once: owned balance 20 → 8.
+        let holds: Vec<String> = (0..12).map(|i| format!("x{i:02}")).collect();
+        for outcome in join_all(
+            holds
+                .iter()
+                .map(|h| ledger.run(reserve(&account, h, 1, LONG_TTL))),
+        )
+        .await
+        {
+            assert!(
+                matches!(outcome, Ok(Outcome::Reserved { .. })),
+                "{outcome:?}"
+            );
+        }
+        let commits = join_all(holds.iter().map(|h| ledger.run(commit(&account, h)))).await;
+        let mut crossed = 0;
+        for outcome in commits {
+            match outcome.expect("ledger answers") {
+                Outcome::Committed {
+                    available,
+                    low,
+                    crossed: c,
+                    ..
+                } => {
+                    assert_eq!(available, 8, "every hold was already taken from available");
+                    assert!(low, "8 is below the threshold of 15");
+                    crossed += usize::from(c);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(crossed, 1, "one commit took the balance from 15 to 14");
+        // Once below, further charges are low but do not cross again.
+        ledger
+            .run(reserve(&account, "y", 1, LONG_TTL))
+            .await
+            .expect("reserve");
+        assert_eq!(
+            ledger.run(commit(&account, "y")).await.expect("commit"),
+            Outcome::Committed {
+                available: 7,
+                low: true,
+                crossed: false
+            }
+        );
+        // Disabled: neither low nor crossing.
+        op.accounts
+            .set_auto_topup(
+                &account,
+                &shotfarm::accounts::AutoTopup {
+                    enabled: false,
+                    threshold: 15,
+                    pack_id: "pack_starter".into(),
+                },
+            )
+            .await
+            .expect("settings");
+        ledger
+            .run(reserve(&account, "z", 1, LONG_TTL))
+            .await
+            .expect("reserve");
+        assert_eq!(
+            ledger.run(commit(&account, "z")).await.expect("commit"),
+            Outcome::Committed {
+                available: 6,
+                low: false,
+                crossed: false
+            }
+        );
+        audited(ledger, &account, "after the crossing").await;
+    });
+}
+
+#[test]
+fn a_clamped_claw_back_never_overdraws_and_applies_once() {
+    on_actix(|| async {
+        let op = operator().await;
+        let ledger = &op.ledger;
+        let account = funded(&op, 3).await;
+        let claw = || Op::Grant {
+            account: account.clone(),
+            amount: -10,
+            kind: TxKind::Refund,
+            description: "refund".into(),
+            reference: Some("polar_refund:test".into()),
+            clamp: true,
+        };
+        let outcomes = join_all((0..5).map(|_| ledger.run(claw()))).await;
+        let granted = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Outcome::Granted { available: 0 })))
+            .count();
+        let duplicates = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Outcome::Duplicate { available: 0 })))
+            .count();
+        assert_eq!((granted, duplicates), (1, 4), "{outcomes:?}");
+        let s = audited(ledger, &account, "after the claw-back").await;
+        assert_eq!(s.balance.available, 0);
+        // A claw-back with nothing left is still recorded, once, at 0.
+        let outcome = ledger
+            .run(Op::Grant {
+                account: account.clone(),
+                amount: -5,
+                kind: TxKind::Refund,
+                description: "refund of a spent order".into(),
+                reference: Some("polar_refund:spent".into()),
+                clamp: true,
+            })
+            .await
+            .expect("ledger answers");
+        assert_eq!(outcome, Outcome::Granted { available: 0 });
+        let s = audited(ledger, &account, "after a zero claw-back").await;
+        let refunds: Vec<i64> = s
+            .transactions
+            .iter()
+            .filter(|t| t.kind == TxKind::Refund)
+            .map(|t| t.amount)
+            .collect();
+        assert_eq!(refunds, vec![0, -3]);
+        // Without clamp the same overdraw is refused.
+        let refused = ledger
+            .run(Op::Grant {
+                account: account.clone(),
+                amount: -1,
+                kind: TxKind::Adjustment,
+                description: "too much".into(),
+                reference: None,
+                clamp: false,
+            })
+            .await
+            .expect("ledger answers");
+        assert_eq!(refused, Outcome::Insufficient { available: 0 });
     });
 }

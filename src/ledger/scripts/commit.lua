@@ -3,10 +3,15 @@
 -- KEYS[5] transaction log  KEYS[6] idempotency hash (only when the hold has one)
 -- ARGV[1] hold id  ARGV[2] account id  ARGV[3] idempotency ttl (ms)
 -- ARGV[4] result state ('done' or 'done_large')  ARGV[5] result metadata  ARGV[6] result body
+-- Returns {'committed', available, low, crossed}: low = 1 when auto top-up's threshold is set
+-- and available is below it; crossed = 1 when this charge took the owned balance below it.
 local account, holds, sweep, record, log, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hold, account_id = ARGV[1], ARGV[2]
 
 local available = tonumber(redis.call('HGET', account, 'available') or '0')
+local reserved = tonumber(redis.call('HGET', account, 'reserved') or '0')
+-- 0 when auto top-up is off.
+local threshold = tonumber(redis.call('HGET', account, 'topup_threshold') or '0')
 local entry = redis.call('HGET', holds, hold)
 if not entry then
   local resolved = redis.call('GET', record)
@@ -33,4 +38,9 @@ if idem and redis.call('HGET', idem, 'hold') == hold then
   redis.call('HSET', idem, 'state', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
   redis.call('PEXPIRE', idem, tonumber(ARGV[3]))
 end
-return {'committed', available}
+-- The balance the account owns (available + reserved) before and after this charge: it
+-- crosses the threshold in exactly one commit, however many run at once.
+local before = available + reserved
+local low = (threshold > 0 and available < threshold) and 1 or 0
+local crossed = (threshold > 0 and before >= threshold and before - amount < threshold) and 1 or 0
+return {'committed', available, low, crossed}

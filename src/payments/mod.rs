@@ -1,0 +1,287 @@
+//! Buying credits: Polar checkouts, and signed webhooks that credit exactly once.
+//!
+//! - [`polar`]: the Polar API client (create a checkout) and the order events it sends.
+//! - [`webhook`]: Standard Webhooks signature checks.
+//!
+//! What a paid order is worth comes from our own config (Polar product id → pack → credits),
+//! never from the payload. Every grant carries the Polar order id as its ledger reference, so
+//! duplicate, replayed and concurrent deliveries of one order credit it once. A refund takes
+//! back the order's credits (its refunded share), never more than the account has unspent and
+//! never below zero, once per order, as a `refund` transaction.
+
+pub mod polar;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::{Config, PackConfig};
+use crate::ledger::{Ledger, LedgerError, Op, Outcome, TxKind};
+use polar::{CheckoutRequest, Event, Order, Polar, PolarError};
+use webhook::Verifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsError {
+    #[error("no pack has the id `{0}`")]
+    UnknownPack(String),
+    #[error("payments are not configured on this server")]
+    NotConfigured,
+    #[error(transparent)]
+    Provider(#[from] PolarError),
+    #[error("the webhook signature is not valid: {0}")]
+    BadSignature(String),
+    #[error("the webhook payload is not a Polar event: {0}")]
+    BadPayload(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// What a verified delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// `order.paid`: credits granted (or already granted by an earlier delivery).
+    Credited {
+        account: String,
+        credits: i64,
+        duplicate: bool,
+    },
+    /// `order.refunded`: up to `credits` taken back (fewer when they were spent; the
+    /// `refund` transaction records the amount).
+    Refunded {
+        account: String,
+        credits: i64,
+        duplicate: bool,
+    },
+    /// Another event type, or an order we cannot place; acknowledged so Polar stops retrying.
+    Ignored(String),
+}
+
+impl Handled {
+    /// The `result` label of `shotfarm_webhooks_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Handled::Credited {
+                duplicate: false, ..
+            } => "credited",
+            Handled::Refunded {
+                duplicate: false, ..
+            } => "refunded",
+            Handled::Credited { .. } | Handled::Refunded { .. } => "duplicate",
+            Handled::Ignored(_) => "ignored",
+        }
+    }
+}
+
+/// The payments side of one daemon.
+pub struct Payments {
+    polar: Option<Polar>,
+    verifier: Option<Verifier>,
+    success_url: String,
+    packs: Vec<PackConfig>,
+    product_of_pack: HashMap<String, String>,
+    pack_of_product: HashMap<String, String>,
+}
+
+impl Payments {
+    pub fn new(config: &Config) -> Result<Payments, String> {
+        let p = &config.payments;
+        let polar = match p.api_base() {
+            Some(base) if !p.polar_access_token.is_empty() => Some(Polar::new(
+                base,
+                p.polar_access_token.clone(),
+                Duration::from_millis(p.timeout_ms),
+            )?),
+            _ => None,
+        };
+        let verifier = if p.webhook_secret.is_empty() {
+            None
+        } else {
+            Some(Verifier::new(&p.webhook_secret, p.webhook_secret_format)?)
+        };
+        let success_url = if p.success_url.is_empty() {
+            format!(
+                "{}/dashboard/credits?checkout=success",
+                config.auth.public_url.trim_end_matches('/')
+            )
+        } else {
+            p.success_url.clone()
+        };
+        Ok(Payments {
+            polar,
+            verifier,
+            success_url,
+            packs: config.credits.packs.clone(),
+            product_of_pack: p.products.clone().into_iter().collect(),
+            pack_of_product: p
+                .products
+                .iter()
+                .map(|(pack, product)| (product.clone(), pack.clone()))
+                .collect(),
+        })
+    }
+
+    pub fn pack(&self, id: &str) -> Option<&PackConfig> {
+        self.packs.iter().find(|p| p.id == id)
+    }
+
+    /// A Polar checkout for `pack_id` → the URL to send the customer to.
+    pub async fn checkout(
+        &self,
+        account_id: &str,
+        email: &str,
+        pack_id: &str,
+        auto_topup: bool,
+    ) -> Result<String, PaymentsError> {
+        if self.pack(pack_id).is_none() {
+            return Err(PaymentsError::UnknownPack(pack_id.to_string()));
+        }
+        let (Some(polar), Some(product_id)) = (&self.polar, self.product_of_pack.get(pack_id))
+        else {
+            return Err(PaymentsError::NotConfigured);
+        };
+        let url = polar
+            .create_checkout(&CheckoutRequest {
+                product_id,
+                success_url: &self.success_url,
+                account_id,
+                email,
+                pack_id,
+                auto_topup,
+            })
+            .await?;
+        Ok(url)
+    }
+
+    /// Verifies and applies one webhook delivery.
+    pub async fn handle_webhook(
+        &self,
+        ledger: &Ledger,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<(String, Handled), PaymentsError> {
+        let Some(verifier) = &self.verifier else {
+            return Err(PaymentsError::BadSignature(
+                "no webhook secret is configured".into(),
+            ));
+        };
+        verifier
+            .verify(body, headers)
+            .map_err(PaymentsError::BadSignature)?;
+        let event: Event =
+            serde_json::from_slice(body).map_err(|e| PaymentsError::BadPayload(e.to_string()))?;
+        let handled = match event.kind.as_str() {
+            "order.paid" | "order.refunded" => {
+                let order: Order = serde_json::from_value(event.data)
+                    .map_err(|e| PaymentsError::BadPayload(e.to_string()))?;
+                if event.kind == "order.paid" {
+                    self.credit(ledger, &order).await?
+                } else {
+                    self.claw_back(ledger, &order).await?
+                }
+            }
+            other => Handled::Ignored(format!("event type `{other}` is not used")),
+        };
+        Ok((event.kind, handled))
+    }
+
+    /// The account and pack of an order, or why it cannot be placed.
+    fn place<'a>(&'a self, order: &'a Order) -> Result<(&'a str, &'a PackConfig), String> {
+        let product = order.product().ok_or("the order names no product")?;
+        let pack = self
+            .pack_of_product
+            .get(product)
+            .and_then(|id| self.pack(id))
+            .ok_or_else(|| format!("product {product} is not mapped to a pack"))?;
+        let account = order
+            .account()
+            .ok_or("the order carries no account id (metadata or external customer id)")?;
+        Ok((account, pack))
+    }
+
+    async fn credit(&self, ledger: &Ledger, order: &Order) -> Result<Handled, PaymentsError> {
+        let (account, pack) = match self.place(order) {
+            Ok(placed) => placed,
+            Err(why) => return Ok(Handled::Ignored(format!("order {}: {why}", order.id))),
+        };
+        let (kind, what) = if order.from_auto_topup() {
+            (TxKind::AutoTopup, "Auto top-up")
+        } else {
+            (TxKind::Purchase, "Purchased")
+        };
+        let outcome = ledger
+            .run(Op::Grant {
+                account: account.to_string(),
+                amount: pack.credits,
+                kind,
+                description: format!("{what}: {} pack ({} credits)", pack.name, pack.credits),
+                reference: Some(format!("polar_order:{}", order.id)),
+                clamp: false,
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::Granted { .. } => Handled::Credited {
+                account: account.to_string(),
+                credits: pack.credits,
+                duplicate: false,
+            },
+            Outcome::Duplicate { .. } => Handled::Credited {
+                account: account.to_string(),
+                credits: pack.credits,
+                duplicate: true,
+            },
+            Outcome::NoAccount => {
+                Handled::Ignored(format!("order {}: no account {account}", order.id))
+            }
+            other => return Err(LedgerError::Protocol(format!("grant: {other:?}")).into()),
+        })
+    }
+
+    async fn claw_back(&self, ledger: &Ledger, order: &Order) -> Result<Handled, PaymentsError> {
+        let (account, pack) = match self.place(order) {
+            Ok(placed) => placed,
+            Err(why) => return Ok(Handled::Ignored(format!("order {}: {why}", order.id))),
+        };
+        // The refunded share of the pack's credits (all of them for a full refund).
+        let credits = if order.total_amount > 0 && order.refunded_amount < order.total_amount {
+            (pack.credits as i128 * order.refunded_amount.max(0) as i128
+                / order.total_amount as i128) as i64
+        } else {
+            pack.credits
+        };
+        if credits == 0 {
+            return Ok(Handled::Ignored(format!(
+                "order {}: nothing refunded",
+                order.id
+            )));
+        }
+        let outcome = ledger
+            .run(Op::Grant {
+                account: account.to_string(),
+                amount: -credits,
+                kind: TxKind::Refund,
+                description: format!(
+                    "Refund of the {} pack: up to {credits} unspent credits taken back",
+                    pack.name
+                ),
+                reference: Some(format!("polar_refund:{}", order.id)),
+                clamp: true,
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::Granted { .. } => Handled::Refunded {
+                account: account.to_string(),
+                credits,
+                duplicate: false,
+            },
+            Outcome::Duplicate { .. } => Handled::Refunded {
+                account: account.to_string(),
+                credits,
+                duplicate: true,
+            },
+            Outcome::NoAccount => {
+                Handled::Ignored(format!("order {}: no account {account}", order.id))
+            }
+            other => return Err(LedgerError::Protocol(format!("refund: {other:?}")).into()),
+        })
+    }
+}

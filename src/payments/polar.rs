@@ -1,0 +1,159 @@
+//! Polar's API, the part we use: creating a checkout, and the order events its webhooks carry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A checkout to create for one pack.
+pub struct CheckoutRequest<'a> {
+    pub product_id: &'a str,
+    pub success_url: &'a str,
+    pub account_id: &'a str,
+    pub email: &'a str,
+    pub pack_id: &'a str,
+    pub auto_topup: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolarError {
+    #[error("Polar could not be reached: {0}")]
+    Unreachable(String),
+    #[error("Polar answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("Polar's answer had no checkout URL: {0}")]
+    Malformed(String),
+}
+
+/// A client of one Polar organization.
+pub struct Polar {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct Checkout {
+    url: String,
+}
+
+impl Polar {
+    pub fn new(base: String, token: String, timeout: Duration) -> Result<Polar, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("shotfarm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Polar { http, base, token })
+    }
+
+    /// `POST /v1/checkouts/` → the URL to send the customer to.
+    pub async fn create_checkout(&self, req: &CheckoutRequest<'_>) -> Result<String, PolarError> {
+        let body = serde_json::json!({
+            "products": [req.product_id],
+            "success_url": req.success_url,
+            "external_customer_id": req.account_id,
+            "customer_email": req.email,
+            "metadata": {
+                "account_id": req.account_id,
+                "pack_id": req.pack_id,
+                "auto_topup": req.auto_topup,
+            },
+        });
+        let response = self
+            .http
+            .post(format!("{}/v1/checkouts/", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            let mut body = text;
+            body.truncate(500);
+            return Err(PolarError::Status {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let checkout: Checkout =
+            serde_json::from_str(&text).map_err(|e| PolarError::Malformed(e.to_string()))?;
+        if !checkout.url.starts_with("https://") && !checkout.url.starts_with("http://") {
+            return Err(PolarError::Malformed(checkout.url));
+        }
+        Ok(checkout.url)
+    }
+}
+
+/// A webhook delivery: `{"type": …, "timestamp": …, "data": …}`.
+#[derive(Debug, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// The fields of Polar's `Order` we read.
+#[derive(Debug, Deserialize)]
+pub struct Order {
+    pub id: String,
+    #[serde(default)]
+    pub product_id: Option<String>,
+    #[serde(default)]
+    pub product: Option<Product>,
+    #[serde(default)]
+    pub customer: Option<Customer>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub total_amount: i64,
+    #[serde(default)]
+    pub refunded_amount: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Product {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Customer {
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+impl Order {
+    pub fn product(&self) -> Option<&str> {
+        self.product_id
+            .as_deref()
+            .or(self.product.as_ref().map(|p| p.id.as_str()))
+    }
+
+    /// Our account id: the checkout's metadata, else the customer's external id.
+    pub fn account(&self) -> Option<&str> {
+        self.metadata
+            .get("account_id")
+            .and_then(Value::as_str)
+            .or(self
+                .customer
+                .as_ref()
+                .and_then(|c| c.external_id.as_deref()))
+    }
+
+    /// Whether the checkout was started from the low-balance (auto top-up) prompt.
+    pub fn from_auto_topup(&self) -> bool {
+        match self.metadata.get("auto_topup") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s == "true",
+            _ => false,
+        }
+    }
+}
