@@ -33,7 +33,7 @@ use shotfarm::ledger::TxKind;
 use crate::redis_server::{start_redis, RedisServer};
 use crate::support::{
     browser_pids, enc, eventually, free_port, page, processes_under, provision_on, spawn_binary_on,
-    wait_ready_at, ChildGuard,
+    wait_ready_at, ChildGuard, Rng,
 };
 
 /// How long clients start new keys.
@@ -85,23 +85,6 @@ impl Fault {
             Fault::KillDaemon => "SIGKILL the daemon and restart it",
             Fault::RestartRedis => "kill Redis and restart it",
         }
-    }
-}
-
-/// A small seeded generator (splitmix64), so a run's choices can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -247,9 +230,9 @@ async fn settle(
             .header("x-request-id", &request_id);
         // Some attempts hang up early: a response lost on the way, which the settlement must
         // survive (the retry finds the key in flight, then replays it).
-        let impatient = rng.below(100) < IMPATIENT_PERCENT;
+        let impatient = rng.percent(IMPATIENT_PERCENT);
         if impatient {
-            request = request.timeout(Duration::from_millis(300 + rng.below(1_200)));
+            request = request.timeout(Duration::from_millis(300 + rng.below(1_200) as u64));
         }
         let sent = request.send().await;
         let mut retry_after = None;
@@ -324,7 +307,7 @@ async fn settle(
         }
         let pause = match retry_after {
             Some(secs) => Duration::from_secs(secs.min(1)),
-            None => Duration::from_millis(150 + rng.below(450)),
+            None => Duration::from_millis(150 + rng.below(450) as u64),
         };
         tokio::time::sleep(pause).await;
     };
@@ -443,7 +426,7 @@ async fn inject_faults(
 ) -> (ChildGuard, RedisServer, FaultLog) {
     let mut rng = Rng(seed);
     for &(at_ms, fault) in PLAN {
-        let at = start + Duration::from_millis(at_ms + rng.below(800));
+        let at = start + Duration::from_millis(at_ms + rng.below(800) as u64);
         tokio::time::sleep_until(at.into()).await;
         match fault {
             Fault::KillBrowser | Fault::KillRenderer => {
@@ -462,7 +445,7 @@ async fn inject_faults(
                     log.skipped.push(format!("{}: none found", fault.name()));
                     continue;
                 }
-                let pid = victims[rng.below(victims.len() as u64) as usize];
+                let pid = victims[rng.below(victims.len())];
                 if sigkill(pid) {
                     *log.injected.entry(fault).or_default() += 1;
                 } else {

@@ -30,7 +30,7 @@ use shotfarm::ops::Operator;
 use shotfarm::telemetry::Metrics;
 
 use crate::redis_server::redis_url;
-use crate::support::free_port;
+use crate::support::{free_port, Rng};
 
 const LONG_TTL: Duration = Duration::from_secs(60);
 
@@ -201,35 +201,6 @@ const STEPS: usize = 2000;
 /// The model stops early (and says so) if a slow machine would take longer than this.
 const BUDGET: Duration = Duration::from_secs(15);
 const START_CREDITS: i64 = 20;
-
-/// splitmix64: small, seedable, good enough to pick actions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-
-    fn pick<T: Clone>(&mut self, items: &[T]) -> Option<T> {
-        (!items.is_empty()).then(|| items[self.below(items.len())].clone())
-    }
-}
 
 fn seed() -> u64 {
     match std::env::var("LEDGER_SEED") {

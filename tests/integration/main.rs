@@ -7,6 +7,7 @@ mod credits;
 mod egress;
 mod ledger;
 mod lifecycle;
+mod payments;
 mod redis_server;
 mod snippets;
 mod support;

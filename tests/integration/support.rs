@@ -26,9 +26,16 @@ pub fn provision(credits: i64) -> Funded {
 }
 
 pub fn provision_on(url: &str, credits: i64) -> Funded {
+    let email = format!("t{}@test.example", uuid::Uuid::new_v4().simple());
+    provision_as(url, &email, credits)
+}
+
+/// Like [`provision_on`], with the account's email chosen by the caller (its password is
+/// `password123`), so a test can also log in as it.
+pub fn provision_as(url: &str, email: &str, credits: i64) -> Funded {
     let mut config = Config::default();
     config.redis.url = url.to_string();
-    let email = format!("t{}@test.example", uuid::Uuid::new_v4().simple());
+    let email = email.to_string();
     std::thread::spawn(move || {
         shotfarm::ops::block_on(|| async move {
             let op = shotfarm::ops::Operator::connect(&config)
@@ -553,4 +560,33 @@ pub fn spawn_binary_on(
         .spawn()
         .expect("spawn shotfarm");
     (ChildGuard(child), format!("http://{api}"))
+}
+
+/// splitmix64: a small seeded generator, so a randomized test's choices can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+
+    pub fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> Option<T> {
+        (!items.is_empty()).then(|| items[self.below(items.len())].clone())
+    }
 }
