@@ -19,6 +19,7 @@
 //! as for ours) until the PNG bytes are in hand. Output: ratios of one run (absolute numbers are
 //! printed alongside). Counts can be scaled down with `CAPTURE_LOAD_SCALE=0.5`.
 
+#[allow(dead_code)]
 mod common;
 
 use std::future::Future;

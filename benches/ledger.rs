@@ -31,8 +31,6 @@
 #[allow(dead_code)]
 mod common;
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,73 +61,6 @@ const PHASE_STOP: u8 = 2;
 // ---------------------------------------------------------------------------------------------
 // redis-server
 // ---------------------------------------------------------------------------------------------
-
-/// A private redis-server, killed on drop (and by the kernel if this process dies first).
-struct RedisServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// Starts one on a free port. Call from the main thread: PR_SET_PDEATHSIG follows the
-    /// thread that forked, and the main thread lives as long as the bench.
-    fn start(appendonly: bool) -> anyhow::Result<RedisServer> {
-        let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]);
-        if appendonly {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
-        }
-        cmd.arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .context("cannot start redis-server (`make test` installs it)")?;
-        // Built first, so an early return below kills it.
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("redis-server on port {port} did not start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `f` in the daemon's runtime: an actix system on a multi-threaded tokio runtime.
 fn in_daemon_runtime<Fut, T>(f: impl FnOnce() -> Fut) -> T
@@ -671,7 +602,7 @@ fn main() -> anyhow::Result<()> {
         }
         println!();
         println!("redis-server: {label}");
-        let server = RedisServer::start(appendonly)?;
+        let server = common::RedisServer::start(appendonly)?;
         let (url, pid) = (server.url.clone(), server.child.id());
         let concurrency = concurrency.clone();
         let run = || async move { bench_server(&url, pid, &concurrency, window).await };

@@ -13,6 +13,7 @@
 //! Latency rounds interleave a/b/c on one tab; the throughput run uses 2 workers on 2 tabs.
 //! Output: ratios of one run, absolute numbers alongside. `PNG_BENCH_SCALE=0.5` scales counts.
 
+#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

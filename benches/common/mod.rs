@@ -151,3 +151,76 @@ footer{padding:40px 48px;background:#0f172a;color:#cbd5e1}footer a{color:#93c5fd
     html.push_str(r##"<footer><p>&copy; Acme Shots. <a href="#">Privacy</a> · <a href="#">Terms</a> · <a href="#">Status</a></p></footer></body></html>"##);
     html
 }
+
+/// A command whose process the kernel kills when this bench's main thread dies (the death
+/// signal follows the thread that forked: spawn only from the main thread).
+pub fn with_death_signal(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+/// A private redis-server, killed on drop (and by the kernel if this process dies first).
+pub struct RedisServer {
+    pub child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one on a free port. Call from the main thread: PR_SET_PDEATHSIG follows the
+    /// thread that forked, and the main thread lives as long as the bench.
+    pub fn start(appendonly: bool) -> anyhow::Result<RedisServer> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        if appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        cmd.arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = with_death_signal(&mut cmd).spawn().map_err(|e| {
+            anyhow::anyhow!("cannot start redis-server (`make test` installs it): {e}")
+        })?;
+        // Built first, so an early return below kills it.
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                anyhow::bail!("redis-server on port {port} did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
