@@ -287,9 +287,12 @@ async fn inward_urls_in_every_spelling_are_refused_before_any_credit_is_held() {
 #[tokio::test]
 async fn a_page_cannot_reach_inside_through_subresources_frames_fetch_or_websockets() {
     let f = fixture();
+    // Its own inside listener: the positive control below connects to it, which must not
+    // show up in the counts of the other tests running at the same time.
+    let inside = Inside::start("127.0.0.1:0");
     let funded = provision(2);
     let key = client_with_key(&funded.key);
-    let page = f.site.url(&format!("/reach/{}", f.inside.addr.port()));
+    let page = f.site.url(&format!("/reach/{}", inside.addr.port()));
     let capture = |daemon: &'static Daemon| {
         key.get(daemon.url(&format!(
             "/api/v1/screenshot?url={}&wait_for_selector=%23done&width=400&height=300",
@@ -306,7 +309,7 @@ async fn a_page_cannot_reach_inside_through_subresources_frames_fetch_or_websock
         "shotfarm_egress_requests_total{kind=\"tunnel\",outcome=\"refused\"}",
     );
     let controls_before = f.site.hits("/hit/");
-    let inside_before = f.inside.accepted();
+    let inside_before = inside.accepted();
     let r = capture(&f.daemon).await.expect("capture");
     assert_eq!(r.status(), 200, "the page itself is captured");
     assert_eq!(credits_header(&r), Some(1), "and charged once");
@@ -335,7 +338,7 @@ async fn a_page_cannot_reach_inside_through_subresources_frames_fetch_or_websock
         refused - refused_before
     );
     assert_eq!(
-        f.inside.accepted(),
+        inside.accepted(),
         inside_before,
         "nothing reached the inside"
     );
@@ -345,7 +348,7 @@ async fn a_page_cannot_reach_inside_through_subresources_frames_fetch_or_websock
     let r = capture(shared()).await.expect("capture");
     assert_eq!(r.status(), 200);
     assert!(
-        f.inside.accepted() > inside_before,
+        inside.accepted() > inside_before,
         "with loopback allowed the page reaches the inside listener"
     );
     let s = audited(&funded.account).await;
