@@ -97,7 +97,6 @@ impl Operator {
                 kind: TxKind::Adjustment,
                 description: reason.to_string(),
                 reference: Some(reference),
-                clamp: false,
             })
             .await?
         {

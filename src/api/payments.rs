@@ -49,6 +49,9 @@ fn payments_error(e: PaymentsError) -> ApiError {
         PaymentsError::BadPayload(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
         }
+        PaymentsError::NotCreditedYet(_) => {
+            ApiError::new(StatusCode::CONFLICT, "order_not_credited", e.to_string())
+        }
         PaymentsError::Ledger(inner) => ledger_unavailable(inner),
     }
 }
@@ -113,11 +116,12 @@ async fn polar_webhook(
             ))
         }
         Err(e) => {
-            let result = match e {
-                PaymentsError::Ledger(_) => "error",
-                _ => "rejected",
+            let (event, result) = match e {
+                PaymentsError::Ledger(_) => ("other", "error"),
+                PaymentsError::NotCreditedYet(_) => ("order.refunded", "retry"),
+                _ => ("other", "rejected"),
             };
-            counter("other", result);
+            counter(event, result);
             tracing::warn!(target: "payments", webhook_id, "webhook refused: {e}");
             Err(payments_error(e))
         }

@@ -28,6 +28,11 @@ pub fn sweep(shard: u32) -> String {
     format!("sf:{}:sweep", tag(shard))
 }
 
+/// The applied-reference entry of a paid Polar order (its grant's `reference`).
+pub fn order_reference(order_id: &str) -> String {
+    format!("polar_order:{order_id}")
+}
+
 /// The keys of one account.
 #[derive(Debug, Clone)]
 pub struct AccountKeys {
@@ -66,6 +71,16 @@ impl AccountKeys {
     /// Set: external references already applied (`signup_bonus`, payment order ids).
     pub fn refs(&self) -> String {
         format!("{}refs:{}", self.prefix, self.id)
+    }
+
+    /// Hash: Polar order id → credits of that order refunded so far (refunds are cumulative).
+    pub fn refunds(&self) -> String {
+        format!("{}refunds:{}", self.prefix, self.id)
+    }
+
+    /// Hash: UTC day (`YYYY-MM-DD`) → captures charged that day (the dashboard's usage chart).
+    pub fn usage_by_day(&self) -> String {
+        format!("{}usage:{}", self.prefix, self.id)
     }
 
     /// List: the transaction log, newest first (JSON entries).
@@ -130,6 +145,8 @@ mod tests {
             k.holds(),
             k.hold_record("h"),
             k.refs(),
+            k.refunds(),
+            k.usage_by_day(),
             k.transactions(),
             k.api_keys(),
             k.api_keys_used(),

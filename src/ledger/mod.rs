@@ -169,9 +169,16 @@ pub enum Op {
         description: String,
         /// An external reference applied at most once (payment order id).
         reference: Option<String>,
-        /// Take at most what is available (refunds): a negative amount is cut to the unspent
-        /// credits, possibly to zero, instead of being refused.
-        clamp: bool,
+    },
+    /// Takes back the refunded share of a paid order: at most what is unspent, never below
+    /// zero. `refunded` is the order's refunded share so far, in credits (Polar reports
+    /// cumulative refunds); each call takes only what no earlier call took.
+    Refund {
+        account: String,
+        /// The Polar order id; its grant must be recorded (`polar_order:<id>`).
+        order: String,
+        refunded: i64,
+        description: String,
     },
     CreateAccount {
         account: String,
@@ -190,6 +197,7 @@ impl Op {
             Op::Release { .. } => "release",
             Op::Expire { .. } => "expire",
             Op::Grant { .. } => "grant",
+            Op::Refund { .. } => "refund",
             Op::CreateAccount { .. } => "create_account",
         }
     }
@@ -291,6 +299,15 @@ pub enum Outcome {
     Duplicate {
         available: i64,
     },
+    /// A refund took back `taken` credits (possibly 0, when all were spent).
+    Refunded {
+        available: i64,
+        taken: i64,
+    },
+    /// A refund of an order whose payment is not recorded yet; nothing changed.
+    NotCredited {
+        available: i64,
+    },
     Created {
         bonus: i64,
     },
@@ -317,6 +334,8 @@ impl Outcome {
             Outcome::UnknownHold { .. } => "unknown_hold",
             Outcome::Granted { .. } => "granted",
             Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Refunded { .. } => "refunded",
+            Outcome::NotCredited { .. } => "not_credited",
             Outcome::Created { .. } => "created",
             Outcome::AccountExists => "account_exists",
         }
@@ -339,7 +358,9 @@ impl Outcome {
             | Outcome::AlreadyResolved { available, .. }
             | Outcome::UnknownHold { available }
             | Outcome::Granted { available }
-            | Outcome::Duplicate { available } => Some(*available),
+            | Outcome::Duplicate { available }
+            | Outcome::Refunded { available, .. }
+            | Outcome::NotCredited { available } => Some(*available),
             Outcome::Created { bonus } => Some(*bonus),
             Outcome::NoAccount | Outcome::AccountExists => None,
         }

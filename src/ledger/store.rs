@@ -15,6 +15,7 @@ struct Scripts {
     commit: Script,
     release: Script,
     grant: Script,
+    refund: Script,
     create_account: Script,
     snapshot: Script,
 }
@@ -23,15 +24,25 @@ const RESERVE: &str = include_str!("scripts/reserve.lua");
 const COMMIT: &str = include_str!("scripts/commit.lua");
 const RELEASE: &str = include_str!("scripts/release.lua");
 const GRANT: &str = include_str!("scripts/grant.lua");
+const REFUND: &str = include_str!("scripts/refund.lua");
 const CREATE_ACCOUNT: &str = include_str!("scripts/create_account.lua");
 const SNAPSHOT: &str = include_str!("scripts/snapshot.lua");
-const SOURCES: [&str; 6] = [RESERVE, COMMIT, RELEASE, GRANT, CREATE_ACCOUNT, SNAPSHOT];
+const SOURCES: [&str; 7] = [
+    RESERVE,
+    COMMIT,
+    RELEASE,
+    GRANT,
+    REFUND,
+    CREATE_ACCOUNT,
+    SNAPSHOT,
+];
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reserve: Script::new(RESERVE),
     commit: Script::new(COMMIT),
     release: Script::new(RELEASE),
     grant: Script::new(GRANT),
+    refund: Script::new(REFUND),
     create_account: Script::new(CREATE_ACCOUNT),
     snapshot: Script::new(SNAPSHOT),
 });
@@ -135,7 +146,6 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
             kind,
             description,
             reference,
-            clamp,
         } => {
             let k = AccountKeys::new(account);
             let mut inv = s.grant.prepare_invoke();
@@ -146,8 +156,26 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .arg(kind.as_str())
                 .arg(description)
                 .arg(reference.as_deref().unwrap_or(""))
-                .arg(super::new_id())
-                .arg(if *clamp { "1" } else { "0" });
+                .arg(super::new_id());
+            inv.invoke_async(conn).await?
+        }
+        Op::Refund {
+            account,
+            order,
+            refunded,
+            description,
+        } => {
+            let k = AccountKeys::new(account);
+            let mut inv = s.refund.prepare_invoke();
+            inv.key(k.account())
+                .key(k.refs())
+                .key(k.transactions())
+                .key(k.refunds())
+                .arg(keys::order_reference(order))
+                .arg(order)
+                .arg(*refunded)
+                .arg(description)
+                .arg(super::new_id());
             inv.invoke_async(conn).await?
         }
         Op::CreateAccount {
@@ -263,6 +291,11 @@ fn parse_outcome(reply: Value) -> Result<Outcome, LedgerError> {
         "unknown" => Outcome::UnknownHold { available },
         "granted" => Outcome::Granted { available },
         "duplicate" => Outcome::Duplicate { available },
+        "refunded" => Outcome::Refunded {
+            available,
+            taken: items.get(2).and_then(int).ok_or_else(bad)?,
+        },
+        "not_credited" => Outcome::NotCredited { available },
         "created" => Outcome::Created { bonus: available },
         "exists" => Outcome::AccountExists,
         _ => return Err(bad()),

@@ -6,8 +6,10 @@
 //! What a paid order is worth comes from our own config (Polar product id → pack → credits),
 //! never from the payload. Every grant carries the Polar order id as its ledger reference, so
 //! duplicate, replayed and concurrent deliveries of one order credit it once. A refund takes
-//! back the order's credits (its refunded share), never more than the account has unspent and
-//! never below zero, once per order, as a `refund` transaction.
+//! back the order's refunded share of credits, never more than the account has unspent and
+//! never below zero, as a `refund` transaction; successive partial refunds of one order each
+//! take their new share (Polar reports the cumulative amount). A refund that arrives before
+//! its order's payment is answered 409 and applied on Polar's retry.
 
 pub mod polar;
 pub mod webhook;
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::{Config, PackConfig};
+use crate::ledger::keys::order_reference;
 use crate::ledger::{Ledger, LedgerError, Op, Outcome, TxKind};
 use polar::{CheckoutRequest, Event, Order, Polar, PolarError};
 use webhook::Verifier;
@@ -32,6 +35,10 @@ pub enum PaymentsError {
     BadSignature(String),
     #[error("the webhook payload is not a Polar event: {0}")]
     BadPayload(String),
+    /// A refund of an order whose payment is not recorded yet (the deliveries crossed):
+    /// nothing changed, and Polar's retry will apply it once the payment is in.
+    #[error("order {0} is refunded, but its payment is not recorded yet; retry later")]
+    NotCreditedYet(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -45,8 +52,8 @@ pub enum Handled {
         credits: i64,
         duplicate: bool,
     },
-    /// `order.refunded`: up to `credits` taken back (fewer when they were spent; the
-    /// `refund` transaction records the amount).
+    /// `order.refunded`: `credits` taken back (the newly refunded share, fewer when they were
+    /// spent; 0 for a duplicate).
     Refunded {
         account: String,
         credits: i64,
@@ -214,8 +221,7 @@ impl Payments {
                 amount: pack.credits,
                 kind,
                 description: format!("{what}: {} pack ({} credits)", pack.name, pack.credits),
-                reference: Some(format!("polar_order:{}", order.id)),
-                clamp: false,
+                reference: Some(order_reference(&order.id)),
             })
             .await?;
         Ok(match outcome {
@@ -241,47 +247,81 @@ impl Payments {
             Ok(placed) => placed,
             Err(why) => return Ok(Handled::Ignored(format!("order {}: {why}", order.id))),
         };
-        // The refunded share of the pack's credits (all of them for a full refund).
-        let credits = if order.total_amount > 0 && order.refunded_amount < order.total_amount {
-            (pack.credits as i128 * order.refunded_amount.max(0) as i128
-                / order.total_amount as i128) as i64
-        } else {
-            pack.credits
-        };
-        if credits == 0 {
+        let refunded = refunded_share(pack.credits, order.refunded_amount, order.total_amount);
+        if refunded == 0 {
             return Ok(Handled::Ignored(format!(
                 "order {}: nothing refunded",
                 order.id
             )));
         }
         let outcome = ledger
-            .run(Op::Grant {
+            .run(Op::Refund {
                 account: account.to_string(),
-                amount: -credits,
-                kind: TxKind::Refund,
+                order: order.id.clone(),
+                refunded,
                 description: format!(
-                    "Refund of the {} pack: up to {credits} unspent credits taken back",
-                    pack.name
+                    "Refund of a {} pack order ({refunded} of {} credits refunded)",
+                    pack.name, pack.credits
                 ),
-                reference: Some(format!("polar_refund:{}", order.id)),
-                clamp: true,
             })
             .await?;
         Ok(match outcome {
-            Outcome::Granted { .. } => Handled::Refunded {
+            Outcome::Refunded { taken, .. } => Handled::Refunded {
                 account: account.to_string(),
-                credits,
+                credits: taken,
                 duplicate: false,
             },
             Outcome::Duplicate { .. } => Handled::Refunded {
                 account: account.to_string(),
-                credits,
+                credits: 0,
                 duplicate: true,
             },
+            Outcome::NotCredited { .. } => {
+                return Err(PaymentsError::NotCreditedYet(order.id.clone()))
+            }
             Outcome::NoAccount => {
                 Handled::Ignored(format!("order {}: no account {account}", order.id))
             }
             other => return Err(LedgerError::Protocol(format!("refund: {other:?}")).into()),
         })
+    }
+}
+
+/// The credits of a pack that a refund of `refunded_amount` out of `total_amount` (cents) covers:
+/// the pack's share, rounded down (in the customer's favour); all of them for a full refund or
+/// an order without a price.
+pub fn refunded_share(pack_credits: i64, refunded_amount: i64, total_amount: i64) -> i64 {
+    if total_amount <= 0 || refunded_amount >= total_amount {
+        return pack_credits;
+    }
+    (i128::from(pack_credits) * i128::from(refunded_amount.max(0)) / i128::from(total_amount))
+        as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refunded_share;
+
+    #[test]
+    fn a_refund_covers_the_refunded_share_of_the_pack_rounded_down() {
+        assert_eq!(refunded_share(1000, 3500, 3500), 1000);
+        assert_eq!(refunded_share(1000, 1750, 3500), 500);
+        assert_eq!(refunded_share(1000, 1, 3500), 0);
+        assert_eq!(refunded_share(100, 499, 500), 99);
+        assert_eq!(
+            refunded_share(100, 9999, 500),
+            100,
+            "over-refund is capped at the pack"
+        );
+        assert_eq!(refunded_share(100, -5, 500), 0);
+        assert_eq!(
+            refunded_share(100, 0, 0),
+            100,
+            "a free order refunded is the whole pack"
+        );
+        assert_eq!(
+            refunded_share(i64::MAX, i64::MAX - 1, i64::MAX),
+            i64::MAX - 1
+        );
     }
 }

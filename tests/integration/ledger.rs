@@ -82,7 +82,6 @@ async fn funded(op: &Operator, credits: i64) -> String {
                 kind: TxKind::Adjustment,
                 description: "test funding".into(),
                 reference: None,
-                clamp: false,
             })
             .await
             .expect("fund account");
@@ -356,7 +355,6 @@ impl Action {
                 kind: *kind,
                 description: "model grant".into(),
                 reference: reference.clone(),
-                clamp: false,
             },
         })
     }
@@ -1465,53 +1463,115 @@ fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
 }
 
 #[test]
-fn a_clamped_claw_back_never_overdraws_and_applies_once() {
+fn refunds_wait_for_their_payment_never_overdraw_and_take_each_share_once() {
     on_actix(|| async {
         let op = operator().await;
         let ledger = &op.ledger;
         let account = funded(&op, 3).await;
-        let claw = || Op::Grant {
+        let refund = |order: &str, refunded: i64| Op::Refund {
             account: account.clone(),
-            amount: -10,
-            kind: TxKind::Refund,
+            order: order.to_string(),
+            refunded,
             description: "refund".into(),
-            reference: Some("polar_refund:test".into()),
-            clamp: true,
         };
-        let outcomes = join_all((0..5).map(|_| ledger.run(claw()))).await;
-        let granted = outcomes
+        let pay = |order: &str, amount: i64| Op::Grant {
+            account: account.clone(),
+            amount,
+            kind: TxKind::Purchase,
+            description: "purchase".into(),
+            reference: Some(format!("polar_order:{order}")),
+        };
+        // A refund that overtakes its payment changes nothing and says so.
+        let early = ledger.run(refund("o1", 10)).await.expect("ledger answers");
+        assert_eq!(early, Outcome::NotCredited { available: 3 });
+        audited(ledger, &account, "after an early refund").await;
+
+        // Paid 10 (balance 13), then 11 spent elsewhere: a full refund finds 2 unspent.
+        ledger.run(pay("o1", 10)).await.expect("grant");
+        let spend = ledger
+            .run(Op::Grant {
+                account: account.clone(),
+                amount: -11,
+                kind: TxKind::Adjustment,
+                description: "spent".into(),
+                reference: None,
+            })
+            .await
+            .expect("ledger answers");
+        assert_eq!(spend, Outcome::Granted { available: 2 });
+        let outcomes = join_all((0..5).map(|_| ledger.run(refund("o1", 10)))).await;
+        let taken: Vec<_> = outcomes
             .iter()
-            .filter(|o| matches!(o, Ok(Outcome::Granted { available: 0 })))
-            .count();
+            .filter_map(|o| match o {
+                Ok(Outcome::Refunded { available, taken }) => Some((*available, *taken)),
+                _ => None,
+            })
+            .collect();
         let duplicates = outcomes
             .iter()
             .filter(|o| matches!(o, Ok(Outcome::Duplicate { available: 0 })))
             .count();
-        assert_eq!((granted, duplicates), (1, 4), "{outcomes:?}");
-        let s = audited(ledger, &account, "after the claw-back").await;
-        assert_eq!(s.balance.available, 0);
-        // A claw-back with nothing left is still recorded, once, at 0.
-        let outcome = ledger
+        assert_eq!((taken, duplicates), (vec![(0, 2)], 4), "{outcomes:?}");
+        audited(ledger, &account, "after the full refund").await;
+
+        // Successive partial refunds of another order: 30 of 100, then 80 of 100 cumulative,
+        // each taking only its new share; a stale (lower) report and a repeat take nothing.
+        ledger.run(pay("o2", 100)).await.expect("grant");
+        let first = ledger.run(refund("o2", 30)).await.expect("refund");
+        assert_eq!(
+            first,
+            Outcome::Refunded {
+                available: 70,
+                taken: 30
+            }
+        );
+        let second = ledger.run(refund("o2", 80)).await.expect("refund");
+        assert_eq!(
+            second,
+            Outcome::Refunded {
+                available: 20,
+                taken: 50
+            }
+        );
+        for stale in [80, 30] {
+            let again = ledger.run(refund("o2", stale)).await.expect("refund");
+            assert_eq!(again, Outcome::Duplicate { available: 20 });
+        }
+        // With nothing unspent a refund is still recorded, at 0, and never overdraws.
+        ledger
             .run(Op::Grant {
                 account: account.clone(),
-                amount: -5,
-                kind: TxKind::Refund,
-                description: "refund of a spent order".into(),
-                reference: Some("polar_refund:spent".into()),
-                clamp: true,
+                amount: -20,
+                kind: TxKind::Adjustment,
+                description: "spent".into(),
+                reference: None,
             })
             .await
-            .expect("ledger answers");
-        assert_eq!(outcome, Outcome::Granted { available: 0 });
-        let s = audited(ledger, &account, "after a zero claw-back").await;
+            .expect("spend");
+        let last = ledger.run(refund("o2", 100)).await.expect("refund");
+        assert_eq!(
+            last,
+            Outcome::Refunded {
+                available: 0,
+                taken: 0
+            }
+        );
+        let s = audited(ledger, &account, "after the partial refunds").await;
         let refunds: Vec<i64> = s
             .transactions
             .iter()
             .filter(|t| t.kind == TxKind::Refund)
             .map(|t| t.amount)
             .collect();
-        assert_eq!(refunds, vec![0, -3]);
-        // Without clamp the same overdraw is refused.
+        assert_eq!(refunds, vec![0, -50, -30, -2]);
+        assert!(
+            s.transactions[0]
+                .description
+                .ends_with(": 0 unspent credits taken back"),
+            "{:?}",
+            s.transactions[0].description
+        );
+        // Without a refund's clamp, an overdraw is refused.
         let refused = ledger
             .run(Op::Grant {
                 account: account.clone(),
@@ -1519,7 +1579,6 @@ fn a_clamped_claw_back_never_overdraws_and_applies_once() {
                 kind: TxKind::Adjustment,
                 description: "too much".into(),
                 reference: None,
-                clamp: false,
             })
             .await
             .expect("ledger answers");

@@ -438,15 +438,20 @@ impl<'a> OrderSpec<'a> {
     }
 }
 
-/// Polar's `Order` object; `refunded` makes it a fully refunded order.
-fn order_json(o: &OrderSpec<'_>, refunded: bool) -> Value {
+/// Polar's `Order` object with `refunded` cents refunded so far (cumulative, as Polar reports
+/// it); the whole price makes it a fully refunded order.
+fn order_json(o: &OrderSpec<'_>, refunded: i64) -> Value {
     let (product, name, _, price) = pack(o.pack_id);
     let customer_id = "a7c3e1f9-5b2d-4e8a-9c6f-3d1b7e5a2c80";
     let head = json!({
         "id": o.id,
         "created_at": iso(-60),
         "modified_at": iso(0),
-        "status": if refunded { "refunded" } else { "paid" },
+        "status": match refunded {
+            0 => "paid",
+            r if r < price => "partially_refunded",
+            _ => "refunded",
+        },
         "paid": true,
         "subtotal_amount": price,
         "discount_amount": 0,
@@ -456,7 +461,7 @@ fn order_json(o: &OrderSpec<'_>, refunded: bool) -> Value {
         "total_amount": price,
         "applied_balance_amount": 0,
         "due_amount": 0,
-        "refunded_amount": if refunded { price } else { 0 },
+        "refunded_amount": refunded,
         "refunded_tax_amount": 0,
         "currency": "usd",
         "billing_reason": "purchase",
@@ -525,11 +530,16 @@ fn event(kind: &str, data: Value) -> String {
 }
 
 fn paid(o: &OrderSpec<'_>) -> String {
-    event("order.paid", order_json(o, false))
+    event("order.paid", order_json(o, 0))
 }
 
 fn refunded(o: &OrderSpec<'_>) -> String {
-    event("order.refunded", order_json(o, true))
+    event("order.refunded", order_json(o, pack(o.pack_id).3))
+}
+
+/// `order.refunded` after refunds of `cents` in all so far.
+fn partially_refunded(o: &OrderSpec<'_>, cents: i64) -> String {
+    event("order.refunded", order_json(o, cents))
 }
 
 fn of_kind(s: &shotfarm::ledger::store::Snapshot, kind: &str) -> usize {
@@ -914,10 +924,10 @@ async fn events_and_orders_we_cannot_use_are_acknowledged_and_change_nothing() {
 
     // A checkout update (Polar's real shape for the data).
     let (_, checkout) = checkout_response(&account, &c.email, "pack_pro", false);
-    let mut unpaid = order_json(&order, false);
+    let mut unpaid = order_json(&order, 0);
     unpaid["status"] = json!("pending");
     unpaid["paid"] = json!(false);
-    let mut stray = order_json(&OrderSpec::new(&account, "pack_pro"), false);
+    let mut stray = order_json(&OrderSpec::new(&account, "pack_pro"), 0);
     stray["product_id"] = json!(STRAY_PRODUCT);
     stray["product"]["id"] = json!(STRAY_PRODUCT);
     let ghost = OrderSpec::new("acct_that_does_not_exist", "pack_pro");
@@ -992,6 +1002,65 @@ async fn a_refund_takes_back_the_packs_credits_never_below_zero() {
     assert_eq!(status, 200);
     let s = audited(&account).await;
     assert_eq!((s.balance.available, of_kind(&s, "refund")), (0, 1));
+}
+
+#[tokio::test]
+async fn a_refund_before_its_payment_waits_and_partial_refunds_take_each_share_once() {
+    let signer = polar_signer();
+    let c = customer(5).await;
+    let account = c.funded.account.clone();
+
+    // The refund overtakes the payment: 409, nothing recorded, so Polar retries it.
+    let order = OrderSpec::new(&account, "pack_pro");
+    let early = signer.deliver(&refunded(&order));
+    let (status, reply) = deliver(&early).await;
+    assert_eq!(
+        (status, code(&reply)),
+        (409, Some("order_not_credited")),
+        "{reply}"
+    );
+    let s = audited(&account).await;
+    assert_eq!((s.balance.available, of_kind(&s, "refund")), (5, 0));
+    // The payment lands, then Polar's retry of the same delivery applies the refund.
+    let (status, _) = deliver(&signer.deliver(&paid(&order))).await;
+    assert_eq!(status, 200);
+    assert_eq!(audited(&account).await.balance.available, 1005);
+    let (status, reply) = deliver(&early).await;
+    assert_eq!(status, 200, "{reply}");
+    let s = audited(&account).await;
+    assert_eq!((s.balance.available, of_kind(&s, "refund")), (5, 1));
+
+    // Two partial refunds of one Pro order ($35.00 = 1,000 credits): $10.50, then $28.00 in
+    // all. Each takes its new share: 300, then 500; re-sends of either take nothing.
+    let order = OrderSpec::new(&account, "pack_pro");
+    let (status, _) = deliver(&signer.deliver(&paid(&order))).await;
+    assert_eq!(status, 200);
+    let first = signer.deliver(&partially_refunded(&order, 1050));
+    let (status, _) = deliver(&first).await;
+    assert_eq!(status, 200);
+    assert_eq!(audited(&account).await.balance.available, 705);
+    let (status, _) = deliver(&signer.deliver(&partially_refunded(&order, 2800))).await;
+    assert_eq!(status, 200);
+    for again in [first, signer.deliver(&partially_refunded(&order, 2800))] {
+        let (status, _) = deliver(&again).await;
+        assert_eq!(status, 200);
+    }
+    let s = audited(&account).await;
+    assert_eq!(s.balance.available, 205);
+    let refunds: Vec<i64> = s
+        .transactions
+        .iter()
+        .filter(|t| t.kind.as_str() == "refund")
+        .map(|t| t.amount)
+        .collect();
+    assert_eq!(refunds, [-500, -300, -1000]);
+    assert!(
+        s.transactions[0]
+            .description
+            .contains("800 of 1000 credits refunded"),
+        "{}",
+        s.transactions[0].description
+    );
 }
 
 #[tokio::test]

@@ -2,11 +2,8 @@
 -- KEYS[1] account hash  KEYS[2] applied references set  KEYS[3] transaction log
 -- ARGV[1] amount  ARGV[2] transaction type  ARGV[3] description  ARGV[4] external reference
 -- ('' = none; a reference is applied at most once)  ARGV[5] transaction id
--- ARGV[6] '1' = clamp: a negative amount takes at most what is available (possibly nothing,
--- still recorded) instead of being refused
 local account, refs, log = KEYS[1], KEYS[2], KEYS[3]
 local amount, kind, description, ref, id = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local clamp = ARGV[6] == '1'
 
 if redis.call('EXISTS', account) == 0 then
   return {'no_account', 0}
@@ -15,9 +12,7 @@ local available = tonumber(redis.call('HGET', account, 'available') or '0')
 if ref ~= '' and redis.call('SISMEMBER', refs, ref) == 1 then
   return {'duplicate', available}
 end
-if clamp and amount < 0 and available + amount < 0 then
-  amount = 0 - available -- not -available: Lua writes negative zero as "-0", which HINCRBY refuses
-elseif amount == 0 or available + amount < 0 then
+if amount == 0 or available + amount < 0 then
   return {'insufficient', available}
 end
 
