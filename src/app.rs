@@ -19,6 +19,7 @@ use crate::egress::{EgressPolicy, EgressProxy};
 use crate::farm::Farm;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::limits::RateLimiter;
+use crate::notifications::Notifier;
 use crate::payments::Payments;
 use crate::telemetry::Metrics;
 
@@ -101,6 +102,13 @@ where
         .await
         .context("cannot start the egress proxy")?;
     let farm = Farm::start(&config, metrics.clone(), egress_proxy.chromium_flags());
+    let notifier = Notifier::new(
+        &config,
+        egress_proxy.addr(),
+        egress.clone(),
+        metrics.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let state = ApiState {
         farm: farm.clone(),
         ledger: ledger.clone(),
@@ -114,6 +122,7 @@ where
         metrics: metrics.clone(),
         config: config.clone(),
         payments: Arc::new(Payments::new(&config).map_err(anyhow::Error::msg)?),
+        notifier,
     };
 
     // One signal stops both listeners from accepting; in-flight requests finish.

@@ -10,6 +10,8 @@
 //! - [`accounts`]: accounts, login sessions and API keys.
 //! - [`limits`]: per-caller rate limits in Redis.
 //! - [`egress`]: which addresses captures may reach.
+//! - [`payments`]: Polar checkouts and signed webhooks that credit exactly once.
+//! - [`notifications`]: signed low-balance notifications to an account's URL.
 //! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
 
@@ -21,6 +23,7 @@ pub mod egress;
 pub mod farm;
 pub mod ledger;
 pub mod limits;
+pub mod notifications;
 pub mod ops;
 pub mod payments;
 pub mod telemetry;

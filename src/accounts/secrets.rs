@@ -22,6 +22,16 @@ pub fn new_session_token() -> String {
     random_token()
 }
 
+/// A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes.
+pub fn new_webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
 pub fn new_api_key() -> String {
     format!("{API_KEY_PREFIX}{}", random_token())
 }

@@ -1,15 +1,16 @@
-//! Per-account settings kept on the account's ledger hash: auto top-up. The commit script reads
-//! `topup_threshold` (0 = off) and `topup_pack` from the same hash, so a charge and the
-//! low-balance check it triggers are one atomic step.
+//! Per-account settings kept on the account's ledger hash: auto top-up and its notification
+//! URL. The commit script reads `topup_threshold` (0 = off) and `topup_pack` from the same hash,
+//! so a charge and the low-balance check it triggers are one atomic step.
 
 use redis::AsyncCommands;
 use serde::Serialize;
 
+use super::secrets::new_webhook_secret;
 use super::store::{AccountError, Accounts};
 use crate::ledger::keys::AccountKeys;
 
 /// `GET/PUT /api/v1/credits/auto-topup`: prompt to buy `pack_id` once the balance falls below
-/// `threshold`.
+/// `threshold`, and optionally tell `notification_url`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoTopup {
@@ -18,35 +19,66 @@ pub struct AutoTopup {
     pub threshold: i64,
     /// Empty until set.
     pub pack_id: String,
+    /// Where a signed notification goes each time the balance falls below the threshold.
+    pub notification_url: Option<String>,
+    /// The Standard Webhooks secret (`whsec_…`) those notifications are signed with; made when
+    /// a URL is first set, kept while one is set. Shown only by the auto top-up endpoint.
+    #[serde(skip_serializing)]
+    pub notification_secret: Option<String>,
 }
+
+const FIELDS: [&str; 5] = [
+    "topup_enabled",
+    "topup_threshold_set",
+    "topup_pack",
+    "notify_url",
+    "notify_secret",
+];
 
 impl Accounts {
     pub async fn auto_topup(&self, account: &str) -> Result<AutoTopup, AccountError> {
         let mut conn = self.conn()?;
-        let (enabled, threshold, pack): (Option<String>, Option<i64>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(AccountKeys::new(account).account())
-                .arg(&["topup_enabled", "topup_threshold_set", "topup_pack"])
-                .query_async(&mut conn)
-                .await?;
+        let (enabled, threshold, pack, url, secret): (
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = redis::cmd("HMGET")
+            .arg(AccountKeys::new(account).account())
+            .arg(&FIELDS)
+            .query_async(&mut conn)
+            .await?;
         Ok(AutoTopup {
             enabled: enabled.as_deref() == Some("1"),
             threshold: threshold.unwrap_or(0),
             pack_id: pack.unwrap_or_default(),
+            notification_url: url.filter(|u| !u.is_empty()),
+            notification_secret: secret.filter(|s| !s.is_empty()),
         })
     }
 
     /// Stores the settings (one `HSET`); the threshold the commit script sees is 0 when off.
+    /// A notification URL without a secret gets a new one; no URL drops the secret.
     pub async fn set_auto_topup(
         &self,
         account: &str,
-        settings: &AutoTopup,
+        settings: &mut AutoTopup,
     ) -> Result<(), AccountError> {
         let mut conn = self.conn()?;
         let effective = if settings.enabled {
             settings.threshold
         } else {
             0
+        };
+        settings.notification_secret = match &settings.notification_url {
+            Some(_) => Some(
+                settings
+                    .notification_secret
+                    .take()
+                    .unwrap_or_else(new_webhook_secret),
+            ),
+            None => None,
         };
         let _: () = conn
             .hset_multiple(
@@ -59,6 +91,14 @@ impl Accounts {
                     ("topup_threshold_set", settings.threshold.to_string()),
                     ("topup_pack", settings.pack_id.clone()),
                     ("topup_threshold", effective.to_string()),
+                    (
+                        "notify_url",
+                        settings.notification_url.clone().unwrap_or_default(),
+                    ),
+                    (
+                        "notify_secret",
+                        settings.notification_secret.clone().unwrap_or_default(),
+                    ),
                 ],
             )
             .await?;

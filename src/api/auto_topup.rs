@@ -1,9 +1,12 @@
 //! Auto top-up settings (as the contract describes it: a prompt, not a silent charge):
 //! `GET /api/v1/credits/auto-topup` (key or session) and `PUT` (session) with
-//! `{enabled, threshold, packId}`, any subset; the rest is kept.
+//! `{enabled, threshold, packId, notificationUrl}`, any subset; the rest is kept. A
+//! notification URL (null or "" clears it) must be http(s) and pass the egress policy; the
+//! answer then carries the `notificationSecret` its notifications are signed with.
 
 use bytes::Bytes;
 use serde::Deserialize;
+use url::Url;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
@@ -12,9 +15,12 @@ use super::auth::{authenticate, Allow};
 use super::errors::{ApiError, FieldError};
 use super::json::{json_body, json_response, limited_body};
 use super::{with_request_id, ApiState};
+use crate::accounts::AutoTopup;
 
 /// Highest threshold accepted.
 const MAX_THRESHOLD: i64 = 1_000_000_000;
+/// Longest notification URL accepted.
+const MAX_URL_LEN: usize = 2048;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -22,12 +28,61 @@ struct Update {
     enabled: Option<bool>,
     threshold: Option<i64>,
     pack_id: Option<String>,
+    /// Absent: unchanged; `null` or `""`: cleared.
+    #[serde(default, deserialize_with = "present")]
+    notification_url: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// The settings as the endpoint shows them: with the notification secret.
+fn settings_json(settings: &AutoTopup) -> serde_json::Value {
+    let mut value = serde_json::to_value(settings).unwrap_or_default();
+    value["notificationSecret"] = settings.notification_secret.clone().into();
+    value
 }
 
 async fn show(state: ApiState, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
     let settings = state.accounts.auto_topup(&who.account).await?;
-    Ok(json_response(StatusCode::OK, &settings))
+    Ok(json_response(StatusCode::OK, &settings_json(&settings)))
+}
+
+/// A notification URL as given: `Ok(None)` clears it.
+async fn notification_url(state: &ApiState, raw: &str) -> Result<Option<String>, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let field = |message: String| {
+        ApiError::invalid(vec![FieldError {
+            field: "notificationUrl".into(),
+            message,
+        }])
+    };
+    if raw.len() > MAX_URL_LEN {
+        return Err(field(format!("must be at most {MAX_URL_LEN} characters")));
+    }
+    let url = match Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+        _ => return Err(field("must be an absolute http or https URL".into())),
+    };
+    if let Err(blocked) = state.egress.check_url(&url).await {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "url_not_allowed",
+            blocked.to_string(),
+        );
+        error.details = vec![FieldError {
+            field: "notificationUrl".into(),
+            message: blocked.to_string(),
+        }];
+        return Err(error);
+    }
+    Ok(Some(url.to_string()))
 }
 
 async fn update(
@@ -62,6 +117,14 @@ async fn update(
     if let Some(enabled) = req.enabled {
         settings.enabled = enabled;
     }
+    // A refused URL alone is `url_not_allowed`; with other problems, all are listed.
+    let mut url_error = None;
+    if let Some(url) = req.notification_url {
+        match notification_url(&state, url.as_deref().unwrap_or("")).await {
+            Ok(url) => settings.notification_url = url,
+            Err(e) => url_error = Some(e),
+        }
+    }
     if errors.is_empty() && settings.enabled {
         if settings.threshold < 1 {
             errors.push(FieldError {
@@ -76,14 +139,19 @@ async fn update(
             });
         }
     }
+    match url_error {
+        Some(e) if errors.is_empty() => return Err(e),
+        Some(e) => errors.extend(e.details),
+        None => {}
+    }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
     state
         .accounts
-        .set_auto_topup(&who.account, &settings)
+        .set_auto_topup(&who.account, &mut settings)
         .await?;
-    Ok(json_response(StatusCode::OK, &settings))
+    Ok(json_response(StatusCode::OK, &settings_json(&settings)))
 }
 
 pub fn routes(

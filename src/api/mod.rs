@@ -34,6 +34,7 @@ use crate::egress::EgressPolicy;
 use crate::farm::Farm;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
+use crate::notifications::Notifier;
 use crate::payments::Payments;
 use crate::telemetry::Metrics;
 use errors::ApiError;
@@ -50,6 +51,7 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub payments: Arc<Payments>,
+    pub notifier: Notifier,
 }
 
 /// Runs a handler and turns its error into the JSON error body; sets `x-request-id`.
@@ -103,6 +105,9 @@ fn route_label(path: &str) -> &'static str {
         "/api/v1/auth/login" => "auth_login",
         "/api/v1/auth/logout" => "auth_logout",
         "/api/v1/me" => "me",
+        "/api/v1/credits/purchase" => "credits_purchase",
+        "/api/v1/credits/auto-topup" => "credits_auto_topup",
+        "/api/v1/webhooks/polar" => "webhooks_polar",
         "/api/v1/keys" => "keys",
         p if p.starts_with("/api/v1/keys/") => "keys",
         "/healthz" => "healthz",

@@ -21,6 +21,7 @@ use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 use crate::ledger::{self, HoldState, Op, Outcome};
 use crate::limits::RateVerdict;
+use crate::notifications::LowBalance;
 
 /// Extra time the API gives the farm past the job's deadline to deliver its own answer.
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
@@ -245,7 +246,8 @@ async fn capture(
                     crossed,
                 }) => {
                     if low {
-                        low_balance_headers(state, &who.account, &mut response, crossed).await;
+                        low_balance_headers(state, &who.account, &mut response, available, crossed)
+                            .await;
                     }
                     Some(available)
                 }
@@ -290,11 +292,13 @@ async fn capture(
 }
 
 /// `x-credits-low: true` and `x-credits-suggested-pack` once auto top-up's threshold is
-/// crossed: the prompt to buy more, never a charge.
+/// crossed: the prompt to buy more, never a charge. The one charge that crossed also queues
+/// the account's notification, if it set a URL (delivered off this request's path).
 async fn low_balance_headers(
     state: &ApiState,
     account: &str,
     response: &mut Response,
+    available: i64,
     crossed: bool,
 ) {
     response
@@ -311,8 +315,21 @@ async fn low_balance_headers(
                 tracing::info!(
                     threshold = settings.threshold,
                     pack = %settings.pack_id,
+                    notify = settings.notification_url.is_some(),
                     "balance fell below the auto top-up threshold"
                 );
+                if let (Some(url), Some(secret)) =
+                    (settings.notification_url, settings.notification_secret)
+                {
+                    state.notifier.low_balance(LowBalance {
+                        account: account.to_string(),
+                        url,
+                        secret,
+                        balance: available,
+                        threshold: settings.threshold,
+                        pack: state.payments.pack(&settings.pack_id).cloned(),
+                    });
+                }
             }
         }
         Err(e) => tracing::warn!("could not read auto top-up settings: {e}"),

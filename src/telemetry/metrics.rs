@@ -44,6 +44,9 @@ pub struct Metrics {
     /// Payment webhooks by event (`order.paid`, `order.refunded`, `other`) and result
     /// (`credited`, `refunded`, `duplicate`, `ignored`, `rejected`, `error`).
     pub webhooks_total: IntCounterVec,
+    /// Low-balance notifications by outcome (`delivered`, `retried`, `gave_up`, `refused`,
+    /// `dropped`).
+    pub notifications_total: IntCounterVec,
 }
 
 /// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
@@ -162,6 +165,17 @@ impl Metrics {
             &["event", "result"],
         )
         .expect("static metric definition");
+        let notifications_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_notifications_total",
+                "Low-balance notifications to account URLs by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        for outcome in ["delivered", "retried", "gave_up", "refused", "dropped"] {
+            notifications_total.with_label_values(&[outcome]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("shotfarm_build_info", "Build information"),
             &["version"],
@@ -186,6 +200,7 @@ impl Metrics {
             Box::new(ledger_operation_seconds.clone()),
             Box::new(egress_requests_total.clone()),
             Box::new(webhooks_total.clone()),
+            Box::new(notifications_total.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -211,6 +226,7 @@ impl Metrics {
             ledger_operation_seconds,
             egress_requests_total,
             webhooks_total,
+            notifications_total,
         }
     }
 

@@ -1381,10 +1381,11 @@ fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
         op.accounts
             .set_auto_topup(
                 &account,
-                &shotfarm::accounts::AutoTopup {
+                &mut shotfarm::accounts::AutoTopup {
                     enabled: true,
                     threshold: 15,
                     pack_id: "pack_starter".into(),
+                    ..Default::default()
                 },
             )
             .await
@@ -1438,10 +1439,11 @@ fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
         op.accounts
             .set_auto_topup(
                 &account,
-                &shotfarm::accounts::AutoTopup {
+                &mut shotfarm::accounts::AutoTopup {
                     enabled: false,
                     threshold: 15,
                     pack_id: "pack_starter".into(),
+                    ..Default::default()
                 },
             )
             .await

@@ -7,6 +7,7 @@ mod credits;
 mod egress;
 mod ledger;
 mod lifecycle;
+mod notifications;
 mod payments;
 mod redis_server;
 mod snippets;

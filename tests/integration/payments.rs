@@ -59,7 +59,7 @@ fn products() -> BTreeMap<String, String> {
 /// The Polar stand-in the shared payments daemon talks to. Its server runs on a thread of its
 /// own (wiremock's), so it outlives each test's runtime; each test mounts scoped mocks that
 /// only match its own account's requests.
-fn polar() -> &'static MockServer {
+pub(crate) fn polar() -> &'static MockServer {
     static POLAR: OnceLock<MockServer> = OnceLock::new();
     POLAR.get_or_init(|| {
         std::thread::spawn(|| {
@@ -75,7 +75,7 @@ fn polar() -> &'static MockServer {
 }
 
 /// A daemon with payments on: sandbox, the stand-in's URL, Polar-format webhook secret.
-fn daemon() -> &'static Daemon {
+pub(crate) fn daemon() -> &'static Daemon {
     static DAEMON: OnceLock<Daemon> = OnceLock::new();
     DAEMON.get_or_init(|| {
         let uri = polar().uri();
@@ -160,7 +160,7 @@ fn product_json(pack_id: &str) -> Value {
 }
 
 /// Polar's answer to `POST /v1/checkouts/` (201, a `Checkout`), and its URL.
-fn checkout_response(
+pub(crate) fn checkout_response(
     account: &str,
     email: &str,
     pack_id: &str,
@@ -229,7 +229,11 @@ fn checkout_response(
 }
 
 /// Mounts a checkout answer for `account` that must be asked for exactly once.
-async fn expect_checkout(account: &str, response: ResponseTemplate, name: &str) -> MockGuard {
+pub(crate) async fn expect_checkout(
+    account: &str,
+    response: ResponseTemplate,
+    name: &str,
+) -> MockGuard {
     Mock::given(method("POST"))
         .and(path("/v1/checkouts/"))
         .and(for_account(account))
@@ -244,10 +248,10 @@ async fn expect_checkout(account: &str, response: ResponseTemplate, name: &str) 
 // Accounts, sessions and requests.
 
 /// An account (with an API key) on the Redis at `redis`, and a session on `daemon`.
-struct Customer {
-    funded: Funded,
-    email: String,
-    session: String,
+pub(crate) struct Customer {
+    pub funded: Funded,
+    pub email: String,
+    pub session: String,
 }
 
 async fn customer_on(daemon: &Daemon, redis: &str, credits: i64) -> Customer {
@@ -275,18 +279,18 @@ async fn customer_on(daemon: &Daemon, redis: &str, credits: i64) -> Customer {
     }
 }
 
-async fn customer(credits: i64) -> Customer {
+pub(crate) async fn customer(credits: i64) -> Customer {
     customer_on(daemon(), &redis_url(), credits).await
 }
 
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
 }
 
-fn code(body: &Value) -> Option<&str> {
+pub(crate) fn code(body: &Value) -> Option<&str> {
     body["error"]["code"].as_str()
 }
 
@@ -317,7 +321,7 @@ async fn state_of(account: &str) -> (i64, usize) {
 // Standard Webhooks signatures, computed here.
 
 /// HMAC-SHA256 (RFC 2104) over `sha2`.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut k = [0u8; BLOCK];
     if key.len() > BLOCK {
@@ -336,7 +340,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 }
 
 /// Signs deliveries with one key.
-struct Signer {
+pub(crate) struct Signer {
     key: Vec<u8>,
 }
 
@@ -367,7 +371,7 @@ impl Signer {
     }
 
     /// A delivery of `body`, signed now with a fresh webhook id.
-    fn deliver(&self, body: &str) -> Delivery {
+    pub(crate) fn deliver(&self, body: &str) -> Delivery {
         self.deliver_as(&format!("msg_{}", random_token(27)), now_secs(), body)
     }
 
@@ -383,7 +387,7 @@ impl Signer {
 
 /// One webhook request as Polar sends it.
 #[derive(Clone)]
-struct Delivery {
+pub(crate) struct Delivery {
     id: String,
     timestamp: String,
     signature: String,
@@ -409,16 +413,16 @@ async fn post_webhook(daemon: &Daemon, d: &Delivery, without: Option<&str>) -> (
     json_of(request.send().await.expect("webhook delivery")).await
 }
 
-async fn deliver(d: &Delivery) -> (u16, Value) {
+pub(crate) async fn deliver(d: &Delivery) -> (u16, Value) {
     post_webhook(daemon(), d, None).await
 }
 
-fn polar_signer() -> Signer {
+pub(crate) fn polar_signer() -> Signer {
     Signer::polar(POLAR_SECRET)
 }
 
 /// An order of one pack for one account.
-struct OrderSpec<'a> {
+pub(crate) struct OrderSpec<'a> {
     id: String,
     account: &'a str,
     email: &'a str,
@@ -427,7 +431,7 @@ struct OrderSpec<'a> {
 }
 
 impl<'a> OrderSpec<'a> {
-    fn new(account: &'a str, pack_id: &'a str) -> OrderSpec<'a> {
+    pub(crate) fn new(account: &'a str, pack_id: &'a str) -> OrderSpec<'a> {
         OrderSpec {
             id: uuid::Uuid::new_v4().to_string(),
             account,
@@ -529,7 +533,7 @@ fn event(kind: &str, data: Value) -> String {
         .expect("event JSON")
 }
 
-fn paid(o: &OrderSpec<'_>) -> String {
+pub(crate) fn paid(o: &OrderSpec<'_>) -> String {
     event("order.paid", order_json(o, 0))
 }
 
@@ -552,7 +556,7 @@ fn of_kind(s: &shotfarm::ledger::store::Snapshot, kind: &str) -> usize {
 /// One capture of the fixture page, which must deliver an image. A capture that fails costs
 /// nothing, so one the farm could not run yet (browser still starting on a loaded machine: 503
 /// or 504) is tried again, at most twice.
-async fn capture(key: &reqwest::Client) -> reqwest::Response {
+pub(crate) async fn capture(key: &reqwest::Client) -> reqwest::Response {
     let query = format!("url={}&width=200&height=150", enc(&page("/plain")));
     let url = daemon().url(&format!("/api/v1/screenshot?{query}"));
     let mut attempt = 0;
@@ -1142,7 +1146,8 @@ async fn auto_topup_prompts_exactly_below_the_threshold() {
             .json(&body);
         async move { json_of(request.send().await.expect("put auto-topup")).await }
     };
-    let defaults = json!({"enabled": false, "threshold": 0, "packId": ""});
+    let defaults = json!({"enabled": false, "threshold": 0, "packId": "",
+                          "notificationUrl": null, "notificationSecret": null});
     let (status, got) = json_of(key.get(&settings_url).send().await.expect("get")).await;
     assert_eq!((status, &got), (200, &defaults));
 
@@ -1169,8 +1174,10 @@ async fn auto_topup_prompts_exactly_below_the_threshold() {
     let (_, got) = json_of(key.get(&settings_url).send().await.expect("get")).await;
     assert_eq!(got, defaults, "refused updates stored nothing");
 
-    let on = json!({"enabled": true, "threshold": 3, "packId": "pack_starter"});
-    let (status, got) = put(on.clone()).await;
+    let on = json!({"enabled": true, "threshold": 3, "packId": "pack_starter",
+                    "notificationUrl": null, "notificationSecret": null});
+    let (status, got) =
+        put(json!({"enabled": true, "threshold": 3, "packId": "pack_starter"})).await;
     assert_eq!((status, &got), (200, &on));
     let (_, got) = json_of(key.get(&settings_url).send().await.expect("get")).await;
     assert_eq!(got, on);
@@ -1232,7 +1239,8 @@ async fn auto_topup_prompts_exactly_below_the_threshold() {
         (status, &got),
         (
             200,
-            &json!({"enabled": false, "threshold": 3, "packId": "pack_starter"})
+            &json!({"enabled": false, "threshold": 3, "packId": "pack_starter",
+                    "notificationUrl": null, "notificationSecret": null})
         )
     );
     let r = capture(&key).await;
