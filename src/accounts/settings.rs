@@ -35,16 +35,19 @@ const FIELDS: [&str; 5] = [
     "notify_secret",
 ];
 
+/// The stored fields, in the order of [`FIELDS`].
+type Fields = (
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 impl Accounts {
     pub async fn auto_topup(&self, account: &str) -> Result<AutoTopup, AccountError> {
         let mut conn = self.conn()?;
-        let (enabled, threshold, pack, url, secret): (
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = redis::cmd("HMGET")
+        let (enabled, threshold, pack, url, secret): Fields = redis::cmd("HMGET")
             .arg(AccountKeys::new(account).account())
             .arg(&FIELDS)
             .query_async(&mut conn)
