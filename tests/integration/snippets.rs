@@ -15,7 +15,11 @@ use serde_json::{json, Value};
 use shotfarm::config::ChromiumConfig;
 use shotfarm::farm::process::ChromiumProcess;
 
-use crate::support::{client_with_key, enc, page, shared};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::payments;
+use crate::support::{audited, client_with_key, enc, page, shared};
 
 const ORIGINAL_BASE: &str = "https://screenshotapi.to";
 
@@ -132,67 +136,207 @@ async fn curl_and_python_snippets_work_with_only_the_base_url_changed() {
     assert_eq!(printed.trim(), "Remaining credits: 4");
 }
 
-#[tokio::test]
-async fn the_javascript_snippet_runs_in_chromium_on_our_origin() {
-    let session = customer().await;
-    let base = format!("http://{}", shared().bound.api);
-    let profiles = tempfile::tempdir().expect("tmp");
-    let chromium = ChromiumConfig {
-        profile_dir: profiles.path().to_path_buf(),
-        ..ChromiumConfig::default()
-    };
-    let process = ChromiumProcess::launch(&chromium, "snippet")
-        .await
-        .expect("chromium");
-    let (browser, mut handler) = Browser::connect_with_config(
-        process.ws_url.clone(),
-        HandlerConfig {
-            viewport: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("devtools");
-    let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+/// Real Chromium with one page open on our origin and the customer's session cookie set, as in
+/// a customer's dashboard.
+struct OnOurOrigin {
+    process: ChromiumProcess,
+    browser: Browser,
+    pump: tokio::task::JoinHandle<()>,
+    page: chromiumoxide::Page,
+    _profiles: tempfile::TempDir,
+}
 
-    let result = tokio::time::timeout(Duration::from_secs(30), async {
-        let page = browser
-            .new_page(format!("{base}/api/v1/credits/packs"))
+impl OnOurOrigin {
+    async fn open(base: &str, session: &str) -> OnOurOrigin {
+        let profiles = tempfile::tempdir().expect("tmp");
+        let chromium = ChromiumConfig {
+            profile_dir: profiles.path().to_path_buf(),
+            ..ChromiumConfig::default()
+        };
+        let process = ChromiumProcess::launch(&chromium, "snippet")
             .await
-            .expect("page on our origin");
-        page.set_cookie(
-            CookieParam::builder()
-                .name("session")
-                .value(session.clone())
-                .url(base.clone())
-                .http_only(true)
-                .build()
-                .expect("cookie"),
+            .expect("chromium");
+        let (browser, mut handler) = Browser::connect_with_config(
+            process.ws_url.clone(),
+            HandlerConfig {
+                viewport: None,
+                ..Default::default()
+            },
         )
         .await
-        .expect("set cookie");
-        // The snippet, verbatim, with console.log captured.
+        .expect("devtools");
+        let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        let page = tokio::time::timeout(Duration::from_secs(30), async {
+            let page = browser
+                .new_page(format!("{base}/api/v1/credits/packs"))
+                .await
+                .expect("page on our origin");
+            page.set_cookie(
+                CookieParam::builder()
+                    .name("session")
+                    .value(session)
+                    .url(base)
+                    .http_only(true)
+                    .build()
+                    .expect("cookie"),
+            )
+            .await
+            .expect("set cookie");
+            page
+        })
+        .await
+        .expect("the page opened");
+        OnOurOrigin {
+            process,
+            browser,
+            pump,
+            page,
+            _profiles: profiles,
+        }
+    }
+
+    /// Runs a snippet verbatim inside an async function with `console.log` captured; the
+    /// lines it printed, or the evaluation's error (a page that navigated away ends it).
+    async fn run(&self, snippet: &str) -> Result<Vec<String>, String> {
         let code = format!(
-            "(async () => {{ const printed = []; console.log = (...a) => printed.push(a.join(' '));\n{}\nreturn printed; }})()",
-            snippet("balance.js", &base, &session)
+            "(async () => {{ const printed = []; console.log = (...a) => printed.push(a.join(' '));\n{snippet}\nreturn printed; }})()"
         );
-        let evaluated = page
-            .evaluate_expression(
+        let evaluated = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.page.evaluate_expression(
                 EvaluateParams::builder()
                     .expression(code)
                     .await_promise(true)
                     .return_by_value(true)
                     .build()
                     .expect("params"),
-            )
-            .await
-            .expect("evaluate");
-        evaluated.into_value::<Vec<String>>().expect("printed lines")
-    })
-    .await
-    .expect("the snippet finished");
-    assert_eq!(result, ["Remaining credits: 4"]);
-    drop(browser);
-    pump.abort();
-    process.kill().await;
+            ),
+        )
+        .await
+        .map_err(|_| "the snippet did not finish in 30 s".to_string())?
+        .map_err(|e| e.to_string())?;
+        evaluated
+            .into_value::<Vec<String>>()
+            .map_err(|e| e.to_string())
+    }
+
+    async fn close(self) {
+        drop(self.page);
+        drop(self.browser);
+        self.pump.abort();
+        self.process.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn the_javascript_snippet_runs_in_chromium_on_our_origin() {
+    let session = customer().await;
+    let base = format!("http://{}", shared().bound.api);
+    let chromium = OnOurOrigin::open(&base, &session).await;
+    let printed = chromium.run(&snippet("balance.js", &base, &session)).await;
+    chromium.close().await;
+    assert_eq!(printed.expect("the snippet ran"), ["Remaining credits: 4"]);
+}
+
+/// The checkout Polar answers for `account`, with its URL on `landing` (a loopback server
+/// standing in for Polar's checkout page, so a browser can really go there).
+async fn checkout_at(
+    account: &str,
+    email: &str,
+    landing: &MockServer,
+    name: &str,
+) -> (String, wiremock::MockGuard) {
+    let (url, mut body) = payments::checkout_response(account, email, "pack_pro", false);
+    let secret = url.rsplit('/').next().expect("client secret").to_string();
+    let url = format!("{}/checkout/{secret}", landing.uri());
+    body["url"] = Value::String(url.clone());
+    let guard = payments::expect_checkout(
+        account,
+        ResponseTemplate::new(201).set_body_json(body),
+        name,
+    )
+    .await;
+    (url, guard)
+}
+
+#[tokio::test]
+async fn curl_and_python_purchase_snippets_get_a_polar_checkout_url() {
+    let landing = MockServer::start().await;
+    let c = payments::customer(5).await;
+    let base = format!("http://{}", payments::daemon().bound.api);
+
+    let (url, guard) = checkout_at(&c.funded.account, &c.email, &landing, "curl").await;
+    let answer: Value = serde_json::from_str(&run(
+        "sh",
+        &["-c", &snippet("purchase.sh", &base, &c.session)],
+    ))
+    .expect("JSON");
+    assert_eq!(answer, json!({ "checkoutUrl": url }));
+    let sent: Value =
+        serde_json::from_slice(&guard.received_requests().await[0].body).expect("JSON body");
+    assert_eq!(sent["metadata"]["pack_id"], "pack_pro");
+    drop(guard);
+
+    let (url, guard) = checkout_at(&c.funded.account, &c.email, &landing, "python").await;
+    // The snippet leaves the URL in `checkout_url`; one line after it prints it.
+    let printed = run(
+        python(),
+        &[
+            "-c",
+            &format!(
+                "{}\nprint(checkout_url)",
+                snippet("purchase.py", &base, &c.session)
+            ),
+        ],
+    );
+    assert_eq!(printed.trim(), url);
+    drop(guard);
+    // Nothing is charged or granted until Polar says the order is paid.
+    assert_eq!(audited(&c.funded.account).await.balance.available, 5);
+}
+
+#[tokio::test]
+async fn the_javascript_purchase_snippet_sends_the_browser_to_checkout() {
+    let landing = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html")
+                .set_body_string("<title>Polar checkout</title>"),
+        )
+        .mount(&landing)
+        .await;
+    let c = payments::customer(5).await;
+    let base = format!("http://{}", payments::daemon().bound.api);
+    let (url, guard) = checkout_at(&c.funded.account, &c.email, &landing, "javascript").await;
+    let chromium = OnOurOrigin::open(&base, &c.session).await;
+    // The snippet ends by navigating away, which may end the evaluation itself.
+    let _ = chromium
+        .run(&snippet("purchase.js", &base, &c.session))
+        .await;
+    let mut landed = false;
+    for _ in 0..100 {
+        let at = chromium.page.url().await.ok().flatten();
+        if at.as_deref() == Some(url.as_str()) {
+            landed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requested: Vec<String> = landing
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .filter(|p| p != "/favicon.ico")
+        .collect();
+    chromium.close().await;
+    assert!(
+        landed,
+        "the browser went to {url}; the landing page saw {requested:?}"
+    );
+    let checkout_path = url.trim_start_matches(&landing.uri()).to_string();
+    assert_eq!(requested, [checkout_path]);
+    drop(guard);
 }
