@@ -116,6 +116,7 @@ impl From<CaptureError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             CaptureError::BrowserCrashed
+            | CaptureError::BrowserError
             | CaptureError::ShuttingDown
             | CaptureError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             CaptureError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +129,7 @@ impl From<CaptureError> for ApiError {
         let retry_after = match &e {
             CaptureError::QueueFull { retry_after } => Some(*retry_after),
             CaptureError::BrowserCrashed
+            | CaptureError::BrowserError
             | CaptureError::ShuttingDown
             | CaptureError::Unavailable => Some(Duration::from_secs(1)),
             _ => None,

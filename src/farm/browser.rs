@@ -569,6 +569,9 @@ enum Ended {
     Overrun,
     BrowserDied,
     TabCrashed,
+    /// DevTools failed the capture while the browser lives (a command refused or lost under
+    /// load, a context that could not be made): the browser's fault, not the page's or ours.
+    Fault(String),
 }
 
 impl CaptureTask {
@@ -591,7 +594,7 @@ impl CaptureTask {
                         let ended = if died {
                             Ended::BrowserDied
                         } else {
-                            Ended::Done(Err(CaptureError::Internal(format!("no tab: {e}"))))
+                            Ended::Fault(format!("no tab: {e}"))
                         };
                         return self.conclude(job, started, ended, None).await;
                     }
@@ -630,7 +633,7 @@ impl CaptureTask {
                     if self.died_soon().await {
                         Ended::BrowserDied
                     } else {
-                        Ended::Done(Err(CaptureError::Internal(format!("devtools: {e}"))))
+                        Ended::Fault(format!("devtools: {e}"))
                     }
                 }
                 Err(_) => Ended::Overrun,
@@ -698,13 +701,24 @@ impl CaptureTask {
                 job.finish(Err(CaptureError::Timeout));
                 SlotOutcome::Overrun
             }
-            ended @ (Ended::BrowserDied | Ended::TabCrashed) => {
-                tracing::warn!(request_id = %job.id, browser = self.index, "browser lost under a capture");
+            ended @ (Ended::BrowserDied | Ended::TabCrashed | Ended::Fault(_)) => {
+                let browser_died = matches!(ended, Ended::BrowserDied);
+                let fault = match ended {
+                    Ended::Fault(detail) => {
+                        tracing::warn!(request_id = %job.id, browser = self.index, "browser failed a capture: {detail}");
+                        true
+                    }
+                    _ => {
+                        tracing::warn!(request_id = %job.id, browser = self.index, "browser lost under a capture");
+                        false
+                    }
+                };
                 // The supervisor retries it once elsewhere if the deadline allows.
                 self.supervisor.do_send(BrowserLost {
                     index: self.index,
                     generation: self.generation,
-                    browser_died: matches!(ended, Ended::BrowserDied),
+                    browser_died,
+                    fault,
                     job,
                 });
                 SlotOutcome::PageError

@@ -130,6 +130,8 @@ pub enum CaptureError {
     OutputTooLarge { bytes: usize, limit: usize },
     #[error("the browser crashed during the capture")]
     BrowserCrashed,
+    #[error("the browser failed the capture twice (a DevTools error); try again")]
+    BrowserError,
     #[error("the page script failed: {0}")]
     ScriptFailed(String),
     #[error("the service is shutting down")]
@@ -151,6 +153,7 @@ impl CaptureError {
             CaptureError::InvalidSelector(_) => "invalid_selector",
             CaptureError::OutputTooLarge { .. } => "output_too_large",
             CaptureError::BrowserCrashed => "browser_crashed",
+            CaptureError::BrowserError => "browser_error",
             CaptureError::ScriptFailed(_) => "script_error",
             CaptureError::ShuttingDown => "shutting_down",
             CaptureError::Unavailable => "unavailable",

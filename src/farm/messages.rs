@@ -152,6 +152,8 @@ pub struct BrowserLost {
     /// The whole browser died (not only the tab): the retry must go to another browser or to
     /// this one's next generation.
     pub browser_died: bool,
+    /// DevTools failed the capture while the browser lived (not a crash).
+    pub fault: bool,
     pub job: Job,
 }
 

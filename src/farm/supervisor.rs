@@ -424,6 +424,8 @@ impl Handler<BrowserLost> for Supervisor {
             job.enqueued_at = Instant::now();
             self.queue.push_front(job);
             self.dispatch();
+        } else if msg.fault {
+            job.finish(Err(CaptureError::BrowserError));
         } else {
             job.finish(Err(CaptureError::BrowserCrashed));
         }
