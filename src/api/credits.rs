@@ -1,5 +1,6 @@
 //! The credits endpoints of the contract: `GET /api/v1/credits` (balance),
-//! `GET /api/v1/credits/packs` (public), `GET /api/v1/credits/transactions?limit=&offset=`.
+//! `GET /api/v1/credits/packs` (public), `GET /api/v1/credits/transactions?limit=&offset=`
+//! (and `&type=`); beyond it, `GET /api/v1/credits/usage?days=` (captures per UTC day).
 
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -9,12 +10,15 @@ use super::auth::{authenticate, ledger_unavailable, Allow};
 use super::errors::{ApiError, FieldError};
 use super::json::{iso_time, json_response};
 use super::{with_request_id, ApiState};
+use crate::ledger::TxKind;
 
 /// Largest page of transactions.
 pub const MAX_LIMIT: usize = 100;
 const DEFAULT_LIMIT: usize = 20;
 /// Deepest offset accepted (a guard against absurd scans).
 const MAX_OFFSET: usize = 10_000_000;
+/// Longest usage history shown, in days.
+const MAX_DAYS: i64 = 366;
 
 async fn balance(state: ApiState, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
@@ -65,10 +69,19 @@ fn packs(state: &ApiState) -> Response {
     json_response(StatusCode::OK, &packs)
 }
 
-/// `limit` and `offset` from a query string; every problem named.
-fn page(query: &str) -> Result<(usize, usize), ApiError> {
+/// One page of the history: `limit`, `offset` and the optional `type`.
+#[derive(Debug, PartialEq, Eq)]
+struct Page {
+    limit: usize,
+    offset: usize,
+    kind: Option<TxKind>,
+}
+
+/// `limit`, `offset` and `type` from a query string; every problem named.
+fn page(query: &str) -> Result<Page, ApiError> {
     let mut limit = DEFAULT_LIMIT;
     let mut offset = 0;
+    let mut kind = None;
     let mut errors = Vec::new();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         let number = value.trim().parse::<usize>();
@@ -87,6 +100,17 @@ fn page(query: &str) -> Result<(usize, usize), ApiError> {
                     message: format!("must be an integer from 0 to {MAX_OFFSET}"),
                 }),
             },
+            "type" if value.is_empty() => kind = None,
+            "type" => match TxKind::parse(&value) {
+                Some(k) => kind = Some(k),
+                None => errors.push(FieldError {
+                    field: "type".into(),
+                    message: format!(
+                        "must be one of {}",
+                        TxKind::ALL.map(TxKind::as_str).join(", ")
+                    ),
+                }),
+            },
             other => errors.push(FieldError {
                 field: other.to_string(),
                 message: "unknown parameter".into(),
@@ -94,10 +118,72 @@ fn page(query: &str) -> Result<(usize, usize), ApiError> {
         }
     }
     if errors.is_empty() {
-        Ok((limit, offset))
+        Ok(Page {
+            limit,
+            offset,
+            kind,
+        })
     } else {
         Err(ApiError::invalid(errors))
     }
+}
+
+/// `days` from a query string: 1 to [`MAX_DAYS`], 30 when absent.
+fn days(query: &str) -> Result<i64, ApiError> {
+    let mut days = 30;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let problem = match (name.as_ref(), value.trim().parse::<i64>()) {
+            ("days", Ok(n)) if (1..=MAX_DAYS).contains(&n) => {
+                days = n;
+                continue;
+            }
+            ("days", _) => (
+                "days".to_string(),
+                format!("must be an integer from 1 to {MAX_DAYS}"),
+            ),
+            (other, _) => (other.to_string(), "unknown parameter".to_string()),
+        };
+        return Err(ApiError::invalid(vec![FieldError {
+            field: problem.0,
+            message: problem.1,
+        }]));
+    }
+    Ok(days)
+}
+
+/// `GET /api/v1/credits/usage?days=30`: captures charged per UTC day, oldest first, every day
+/// present (0 when none), and their total.
+async fn usage(state: ApiState, headers: HeaderMap, query: String) -> Result<Response, ApiError> {
+    let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
+    let days = days(&query)?;
+    let today = time::OffsetDateTime::now_utc().date();
+    let dates: Vec<String> = (0..days)
+        .rev()
+        .map(|back| {
+            let day = today - time::Duration::days(back);
+            format!(
+                "{:04}-{:02}-{:02}",
+                day.year(),
+                u8::from(day.month()),
+                day.day()
+            )
+        })
+        .collect();
+    let counts = state
+        .ledger
+        .usage_by_day(&who.account, &dates)
+        .await
+        .map_err(ledger_unavailable)?;
+    let total: i64 = counts.iter().sum();
+    let entries: Vec<_> = dates
+        .iter()
+        .zip(&counts)
+        .map(|(date, captures)| serde_json::json!({ "date": date, "captures": captures }))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "days": entries, "total": total }),
+    ))
 }
 
 async fn transactions(
@@ -106,10 +192,14 @@ async fn transactions(
     query: String,
 ) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
-    let (limit, offset) = page(&query)?;
+    let Page {
+        limit,
+        offset,
+        kind,
+    } = page(&query)?;
     let (entries, total) = state
         .ledger
-        .transactions(&who.account, offset, limit)
+        .transactions(&who.account, offset, limit, kind)
         .await
         .map_err(ledger_unavailable)?;
     let entries: Vec<_> = entries
@@ -154,11 +244,24 @@ pub fn routes(
     let transactions = warp::path!("api" / "v1" / "credits" / "transactions")
         .and(warp::get())
         .and(with_request_id())
-        .and(with_state)
+        .and(with_state.clone())
         .and(warp::header::headers_cloned())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .then(|id: String, s, h, q| super::answer(id, transactions(s, h, q)));
-    balance.or(packs).unify().or(transactions).unify()
+    let usage = warp::path!("api" / "v1" / "credits" / "usage")
+        .and(warp::get())
+        .and(with_request_id())
+        .and(with_state)
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(|id: String, s, h, q| super::answer(id, usage(s, h, q)));
+    balance
+        .or(packs)
+        .unify()
+        .or(transactions)
+        .unify()
+        .or(usage)
+        .unify()
 }
 
 #[cfg(test)]
@@ -167,8 +270,22 @@ mod tests {
 
     #[test]
     fn page_parameters_are_checked_and_capped() {
-        assert_eq!(page("").ok(), Some((DEFAULT_LIMIT, 0)));
-        assert_eq!(page("limit=10&offset=0").ok(), Some((10, 0)));
+        let plain = |limit, offset| Page {
+            limit,
+            offset,
+            kind: None,
+        };
+        assert_eq!(page("").ok(), Some(plain(DEFAULT_LIMIT, 0)));
+        assert_eq!(page("limit=10&offset=0").ok(), Some(plain(10, 0)));
+        assert_eq!(page("type=").ok(), Some(plain(DEFAULT_LIMIT, 0)));
+        assert_eq!(
+            page("type=auto_topup&limit=5").ok(),
+            Some(Page {
+                limit: 5,
+                offset: 0,
+                kind: Some(TxKind::AutoTopup)
+            })
+        );
         for bad in [
             "limit=0",
             "limit=101",
@@ -177,9 +294,21 @@ mod tests {
             "offset=-5",
             "offset=1e3",
             "limt=5",
+            "type=usagee",
+            "type=Usage",
         ] {
             let err = page(bad).expect_err(bad);
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn usage_days_are_checked() {
+        assert_eq!(days("").ok(), Some(30));
+        assert_eq!(days("days=7").ok(), Some(7));
+        assert_eq!(days("days=366").ok(), Some(366));
+        for bad in ["days=0", "days=367", "days=-1", "days=x", "weeks=2"] {
+            assert!(days(bad).is_err(), "{bad}");
         }
     }
 }

@@ -167,15 +167,27 @@ impl Ledger {
         store::balance(&mut conn, account).await
     }
 
-    /// A page of the account's transactions, newest first, and their total count.
+    /// A page of the account's transactions (of one kind, if given), newest first, and their
+    /// total count.
     pub async fn transactions(
         &self,
         account: &str,
         offset: usize,
         limit: usize,
+        kind: Option<super::TxKind>,
     ) -> Result<(Vec<super::Transaction>, usize), LedgerError> {
         let mut conn = self.redis.get()?;
-        store::transactions(&mut conn, account, offset, limit).await
+        store::transactions(&mut conn, account, offset, limit, kind).await
+    }
+
+    /// Captures charged on each of `days` (UTC dates), in order.
+    pub async fn usage_by_day(
+        &self,
+        account: &str,
+        days: &[String],
+    ) -> Result<Vec<i64>, LedgerError> {
+        let mut conn = self.redis.get()?;
+        store::usage_by_day(&mut conn, account, days).await
     }
 
     pub fn redis(&self) -> &RedisHandle {

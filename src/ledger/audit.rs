@@ -62,6 +62,29 @@ pub fn violations(s: &Snapshot) -> Vec<String> {
             out.push(format!("hold {} is open but was also charged", h.id));
         }
     }
+    for (kind, list) in &s.by_kind {
+        let in_log: Vec<&str> = s
+            .transactions
+            .iter()
+            .filter(|t| t.kind == *kind)
+            .map(|t| t.id.as_str())
+            .collect();
+        let own: Vec<&str> = list.iter().map(|t| t.id.as_str()).collect();
+        if own != in_log {
+            out.push(format!(
+                "the {} log holds {own:?}, but the main log's {} entries are {in_log:?}",
+                kind.as_str(),
+                kind.as_str()
+            ));
+        }
+    }
+    let by_day: i64 = s.usage_by_day.iter().map(|(_, n)| n).sum();
+    if by_day != b.spent {
+        out.push(format!(
+            "captures per day add up to {by_day}, but spent is {}",
+            b.spent
+        ));
+    }
     let bonuses = s
         .transactions
         .iter()

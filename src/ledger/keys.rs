@@ -5,6 +5,8 @@
 //! and updates the index touches one slot only. The shard of an account follows from its id and
 //! never changes (changing [`SHARDS`] would orphan existing data).
 
+use super::TxKind;
+
 /// Number of hash-tag shards.
 pub const SHARDS: u32 = 256;
 
@@ -83,6 +85,12 @@ impl AccountKeys {
         format!("{}usage:{}", self.prefix, self.id)
     }
 
+    /// List: the log's entries of one kind other than `usage`, newest first (the same JSON),
+    /// so the history can be filtered by type without reading every capture.
+    pub fn transactions_of(&self, kind: TxKind) -> String {
+        format!("{}tx:{}:{}", self.prefix, self.id, kind.as_str())
+    }
+
     /// List: the transaction log, newest first (JSON entries).
     pub fn transactions(&self) -> String {
         format!("{}tx:{}", self.prefix, self.id)
@@ -112,6 +120,16 @@ impl AccountKeys {
     pub fn sweep(&self) -> String {
         sweep(self.shard)
     }
+}
+
+/// String (GCRA state): log-in attempts for one email address (SHA-256 hex of it, lower-cased).
+pub fn login_attempts(email_hash: &str) -> String {
+    format!("sf:rl:login:{email_hash}")
+}
+
+/// String (GCRA state): log-in and sign-up attempts from one client address.
+pub fn auth_attempts(address: &str) -> String {
+    format!("sf:rl:auth:{address}")
 }
 
 /// Set: every account id (operator listing).
@@ -148,6 +166,7 @@ mod tests {
             k.refunds(),
             k.usage_by_day(),
             k.transactions(),
+            k.transactions_of(TxKind::Purchase),
             k.api_keys(),
             k.api_keys_used(),
             k.idempotency("x"),

@@ -107,7 +107,8 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .key(k.holds())
                 .key(k.sweep())
                 .key(k.hold_record(hold))
-                .key(k.transactions());
+                .key(k.transactions())
+                .key(k.usage_by_day());
             if let Some(i) = idempotency {
                 inv.key(k.idempotency(&i.key_hash));
             }
@@ -152,6 +153,7 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
             inv.key(k.account())
                 .key(k.refs())
                 .key(k.transactions())
+                .key(k.transactions_of(*kind))
                 .arg(*amount)
                 .arg(kind.as_str())
                 .arg(description)
@@ -171,6 +173,7 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .key(k.refs())
                 .key(k.transactions())
                 .key(k.refunds())
+                .key(k.transactions_of(TxKind::Refund))
                 .arg(keys::order_reference(order))
                 .arg(order)
                 .arg(*refunded)
@@ -189,6 +192,7 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
             inv.key(k.account())
                 .key(k.refs())
                 .key(k.transactions())
+                .key(k.transactions_of(TxKind::SignupBonus))
                 .arg(account)
                 .arg(email)
                 .arg(password_hash)
@@ -324,15 +328,21 @@ pub async fn balance<C: ConnectionLike>(
     })
 }
 
-/// One page of the transaction log, newest first, and the log's length.
+/// One page of the transaction log, newest first, and the log's length; with `kind`, of that
+/// kind only (and their count).
 pub async fn transactions<C: ConnectionLike>(
     conn: &mut C,
     account: &str,
     offset: usize,
     limit: usize,
+    kind: Option<TxKind>,
 ) -> Result<(Vec<Transaction>, usize), LedgerError> {
     let k = AccountKeys::new(account);
-    let log = k.transactions();
+    let log = match kind {
+        None => k.transactions(),
+        Some(TxKind::Usage) => return usage_page(conn, &k, offset, limit).await,
+        Some(kind) => k.transactions_of(kind),
+    };
     let stop = offset.saturating_add(limit.max(1)) - 1;
     let (raw, total): (Vec<String>, usize) = redis::pipe()
         .cmd("LRANGE")
@@ -348,6 +358,68 @@ pub async fn transactions<C: ConnectionLike>(
         .map(|r| parse_transaction(r))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((entries, total))
+}
+
+/// A page of `usage` entries: the log less its few other entries, read in chunks from the
+/// newest; their count is `spent` (each capture is one −1 entry).
+async fn usage_page<C: ConnectionLike>(
+    conn: &mut C,
+    k: &AccountKeys,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<Transaction>, usize), LedgerError> {
+    const CHUNK: usize = 512;
+    let log = k.transactions();
+    let spent: Option<i64> = redis::cmd("HGET")
+        .arg(k.account())
+        .arg("spent")
+        .query_async(conn)
+        .await?;
+    let total = usize::try_from(spent.unwrap_or(0)).unwrap_or(0);
+    let mut page = Vec::new();
+    let mut skipped = 0;
+    let mut index = 0usize;
+    while page.len() < limit {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(&log)
+            .arg(index)
+            .arg(index + CHUNK - 1)
+            .query_async(conn)
+            .await?;
+        if raw.is_empty() {
+            break;
+        }
+        index += raw.len();
+        for r in &raw {
+            let t = parse_transaction(r)?;
+            if t.kind != TxKind::Usage {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+            } else if page.len() < limit {
+                page.push(t);
+            }
+        }
+    }
+    Ok((page, total))
+}
+
+/// Captures charged on each of `days` (UTC, `YYYY-MM-DD`), in the same order.
+pub async fn usage_by_day<C: ConnectionLike>(
+    conn: &mut C,
+    account: &str,
+    days: &[String],
+) -> Result<Vec<i64>, LedgerError> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counts: Vec<Option<i64>> = redis::cmd("HMGET")
+        .arg(AccountKeys::new(account).usage_by_day())
+        .arg(days)
+        .query_async(conn)
+        .await?;
+    Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 /// The JSON a script writes to the log. Numbers come from Lua's cjson as floats.
@@ -394,7 +466,20 @@ pub struct Snapshot {
     pub holds: Vec<OpenHold>,
     /// Newest first.
     pub transactions: Vec<Transaction>,
+    /// The per-type logs of every kind but `usage`, newest first.
+    pub by_kind: Vec<(TxKind, Vec<Transaction>)>,
+    /// Captures charged per UTC day (`YYYY-MM-DD`).
+    pub usage_by_day: Vec<(String, i64)>,
 }
+
+/// The kinds with a per-type log (`usage` is the log itself, less the few others).
+pub const KINDS_WITH_OWN_LOG: [TxKind; 5] = [
+    TxKind::Purchase,
+    TxKind::AutoTopup,
+    TxKind::SignupBonus,
+    TxKind::Adjustment,
+    TxKind::Refund,
+];
 
 /// Reads an account's counters, open holds and whole log in one script (audits and tests).
 pub async fn snapshot<C: ConnectionLike>(
@@ -402,13 +487,23 @@ pub async fn snapshot<C: ConnectionLike>(
     account: &str,
 ) -> Result<Option<Snapshot>, LedgerError> {
     let k = AccountKeys::new(account);
-    let (counters, holds, log): (Vec<Option<i64>>, Vec<String>, Vec<String>) = SCRIPTS
-        .snapshot
+    let mut invocation = SCRIPTS.snapshot.prepare_invoke();
+    invocation
         .key(k.account())
         .key(k.holds())
         .key(k.transactions())
-        .invoke_async(conn)
-        .await?;
+        .key(k.usage_by_day());
+    for kind in KINDS_WITH_OWN_LOG {
+        invocation.key(k.transactions_of(kind));
+    }
+    #[allow(clippy::type_complexity)]
+    let (counters, holds, log, daily, by_kind): (
+        Vec<Option<i64>>,
+        Vec<String>,
+        Vec<String>,
+        Vec<(String, i64)>,
+        Vec<Vec<String>>,
+    ) = invocation.invoke_async(conn).await?;
     let balance = match counters.as_slice() {
         [Some(available), reserved, spent, granted] => Balance {
             available: *available,
@@ -425,14 +520,23 @@ pub async fn snapshot<C: ConnectionLike>(
             _ => Err(LedgerError::Protocol("odd HGETALL reply".into())),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let transactions = log
-        .iter()
-        .map(|r| parse_transaction(r))
+    let parse_all = |raw: &[String]| {
+        raw.iter()
+            .map(|r| parse_transaction(r))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let transactions = parse_all(&log)?;
+    let by_kind = KINDS_WITH_OWN_LOG
+        .into_iter()
+        .zip(by_kind.iter())
+        .map(|(kind, raw)| parse_all(raw).map(|list| (kind, list)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Snapshot {
         balance,
         holds,
         transactions,
+        by_kind,
+        usage_by_day: daily,
     }))
 }
 

@@ -1,12 +1,29 @@
 -- Commit: charge a hold (phase two, success). A hold resolves exactly once.
 -- KEYS[1] account hash  KEYS[2] holds hash  KEYS[3] shard sweep index  KEYS[4] hold record
--- KEYS[5] transaction log  KEYS[6] idempotency hash (only when the hold has one)
+-- KEYS[5] transaction log  KEYS[6] captures per UTC day (hash: YYYY-MM-DD -> count)
+-- KEYS[7] idempotency hash (only when the hold has one)
 -- ARGV[1] hold id  ARGV[2] account id  ARGV[3] idempotency ttl (ms)
 -- ARGV[4] result state ('done' or 'done_large')  ARGV[5] result metadata  ARGV[6] result body
 -- Returns {'committed', available, low, crossed}: low = 1 when auto top-up's threshold is set
 -- and available is below it; crossed = 1 when this charge took the owned balance below it.
-local account, holds, sweep, record, log, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local account, holds, sweep, record, log, daily, idem =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local hold, account_id = ARGV[1], ARGV[2]
+
+-- The UTC date of a Unix time (days-from-civil inverted; Redis' clock, the same for every host).
+local function utc_date(seconds)
+  local z = math.floor(seconds / 86400) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02d', year, month, day)
+end
 
 local available = tonumber(redis.call('HGET', account, 'available') or '0')
 local reserved = tonumber(redis.call('HGET', account, 'reserved') or '0')
@@ -34,6 +51,7 @@ redis.call('LPUSH', log, cjson.encode({
   id = hold, type = 'usage', amount = -amount, description = description,
   at = now, balanceAfter = available,
 }))
+redis.call('HINCRBY', daily, utc_date(tonumber(time[1])), amount)
 if idem and redis.call('HGET', idem, 'hold') == hold then
   redis.call('HSET', idem, 'state', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
   redis.call('PEXPIRE', idem, tonumber(ARGV[3]))

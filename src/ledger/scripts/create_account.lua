@@ -1,9 +1,10 @@
 -- Create an account with zeroed counters and its sign-up bonus (reference `signup_bonus`, so
 -- the bonus is applied at most once however often creation is retried).
 -- KEYS[1] account hash  KEYS[2] applied references set  KEYS[3] transaction log
+-- KEYS[4] the log of `signup_bonus` transactions
 -- ARGV[1] account id  ARGV[2] email  ARGV[3] password hash ('' = none)  ARGV[4] bonus
 -- ARGV[5] bonus transaction id  ARGV[6] bonus description
-local account, refs, log = KEYS[1], KEYS[2], KEYS[3]
+local account, refs, log, log_of_type = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, email, password, bonus = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 if redis.call('EXISTS', account) == 1 then
@@ -18,10 +19,12 @@ if bonus > 0 and redis.call('SISMEMBER', refs, 'signup_bonus') == 0 then
   redis.call('HINCRBY', account, 'available', bonus)
   redis.call('HINCRBY', account, 'granted', bonus)
   redis.call('SADD', refs, 'signup_bonus')
-  redis.call('LPUSH', log, cjson.encode({
+  local entry = cjson.encode({
     id = ARGV[5], type = 'signup_bonus', amount = bonus, description = ARGV[6],
     at = now, balanceAfter = bonus,
-  }))
+  })
+  redis.call('LPUSH', log, entry)
+  redis.call('LPUSH', log_of_type, entry)
   return {'created', bonus}
 end
 return {'created', 0}
