@@ -119,6 +119,16 @@ where
             config.limits.requests_per_minute,
             config.limits.burst,
         ),
+        login_limiter: RateLimiter::new(
+            redis.clone(),
+            config.auth.login_attempts_per_minute,
+            config.auth.login_attempts_per_minute,
+        ),
+        address_limiter: RateLimiter::new(
+            redis.clone(),
+            config.auth.attempts_per_address_per_minute,
+            config.auth.attempts_per_address_per_minute,
+        ),
         metrics: metrics.clone(),
         config: config.clone(),
         payments: Arc::new(Payments::new(&config).map_err(anyhow::Error::msg)?),

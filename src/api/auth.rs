@@ -1,6 +1,9 @@
 //! Who is calling: API keys (`x-api-key`, `Authorization: Bearer`) and the `session` cookie;
 //! and the account routes `POST /api/v1/auth/signup|login|logout`, `GET /api/v1/me`.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -172,7 +175,55 @@ async fn account_json(state: &ApiState, account: &Account) -> serde_json::Value 
     })
 }
 
-async fn signup(state: ApiState, body: Result<Bytes, ApiError>) -> Result<Response, ApiError> {
+/// Counts an attempt against the client address's limit (and the email's, for a log-in):
+/// 429 `rate_limited` with Retry-After beyond either.
+async fn throttle(
+    state: &ApiState,
+    address: Option<SocketAddr>,
+    login_email: Option<&str>,
+) -> Result<(), ApiError> {
+    let mut verdicts = Vec::new();
+    if let (Some(limiter), Some(address)) = (&state.address_limiter, address) {
+        verdicts.push(
+            limiter
+                .check_address(&address.ip().to_string())
+                .await
+                .map_err(ledger_unavailable)?,
+        );
+    }
+    if let (Some(limiter), Some(email)) = (&state.login_limiter, login_email) {
+        verdicts.push(
+            limiter
+                .check_login(email)
+                .await
+                .map_err(ledger_unavailable)?,
+        );
+    }
+    match verdicts
+        .iter()
+        .filter(|v| !v.allowed)
+        .map(|v| v.retry_after)
+        .max()
+    {
+        None => Ok(()),
+        Some(wait) => {
+            tracing::info!(?address, "authentication attempts throttled");
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many attempts; wait a moment and try again",
+            );
+            error.retry_after = Some(wait.max(Duration::from_secs(1)));
+            Err(error)
+        }
+    }
+}
+
+async fn signup(
+    state: ApiState,
+    address: Option<SocketAddr>,
+    body: Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
     let body = body?;
     if !state.config.auth.signup_enabled {
         return Err(ApiError::new(
@@ -182,13 +233,19 @@ async fn signup(state: ApiState, body: Result<Bytes, ApiError>) -> Result<Respon
         ));
     }
     let c: Credentials = json_body(&body)?;
+    throttle(&state, address, None).await?;
     let account = state.accounts.create(&c.email, Some(&c.password)).await?;
     logged_in(&state, &account, StatusCode::CREATED).await
 }
 
-async fn login(state: ApiState, body: Result<Bytes, ApiError>) -> Result<Response, ApiError> {
+async fn login(
+    state: ApiState,
+    address: Option<SocketAddr>,
+    body: Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
     let body = body?;
     let c: Credentials = json_body(&body)?;
+    throttle(&state, address, Some(&c.email)).await?;
     let account = state.accounts.login(&c.email, &c.password).await?;
     logged_in(&state, &account, StatusCode::OK).await
 }
@@ -243,14 +300,16 @@ pub fn routes(
         .and(warp::post())
         .and(with_request_id())
         .and(with_state.clone())
+        .and(warp::addr::remote())
         .and(limited_body(max_body))
-        .then(|id: String, s, b| super::answer(id, signup(s, b)));
+        .then(|id: String, s, a, b| super::answer(id, signup(s, a, b)));
     let login = warp::path!("api" / "v1" / "auth" / "login")
         .and(warp::post())
         .and(with_request_id())
         .and(with_state.clone())
+        .and(warp::addr::remote())
         .and(limited_body(max_body))
-        .then(|id: String, s, b| super::answer(id, login(s, b)));
+        .then(|id: String, s, a, b| super::answer(id, login(s, a, b)));
     let logout = warp::path!("api" / "v1" / "auth" / "logout")
         .and(warp::post())
         .and(with_request_id())

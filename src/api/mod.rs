@@ -9,11 +9,16 @@
 //! - [`credits`]: balance, packs and transaction history.
 //! - [`errors`], [`json`]: the JSON error body and status mapping; JSON helpers.
 //! - [`probes`]: `/healthz`, `/readyz` and the Prometheus exporter's routes.
+//! - [`dashboard`]: the customer dashboard's embedded files at `/dashboard`.
+//! - [`csrf`]: strict origin checking of state-changing browser requests.
+//! - [`payments`], [`auto_topup`]: buying credits and the low-balance settings.
 
 pub mod auth;
 pub mod auto_topup;
 pub mod billing;
 pub mod credits;
+pub mod csrf;
+pub mod dashboard;
 pub mod errors;
 pub mod json;
 pub mod keys;
@@ -48,6 +53,10 @@ pub struct ApiState {
     pub egress: Arc<EgressPolicy>,
     /// `None` when rate limiting is off.
     pub rate_limiter: Option<RateLimiter>,
+    /// Log-in attempts per email address; `None` when off.
+    pub login_limiter: Option<RateLimiter>,
+    /// Log-in and sign-up attempts per client address; `None` when off.
+    pub address_limiter: Option<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub payments: Arc<Payments>,
@@ -101,6 +110,7 @@ fn route_label(path: &str) -> &'static str {
         "/api/v1/credits" => "credits",
         "/api/v1/credits/packs" => "credits_packs",
         "/api/v1/credits/transactions" => "credits_transactions",
+        "/api/v1/credits/usage" => "credits_usage",
         "/api/v1/auth/signup" => "auth_signup",
         "/api/v1/auth/login" => "auth_login",
         "/api/v1/auth/logout" => "auth_logout",
@@ -110,6 +120,7 @@ fn route_label(path: &str) -> &'static str {
         "/api/v1/webhooks/polar" => "webhooks_polar",
         "/api/v1/keys" => "keys",
         p if p.starts_with("/api/v1/keys/") => "keys",
+        p if p == "/" || p.starts_with("/dashboard") => "dashboard",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",
@@ -137,7 +148,8 @@ pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let metrics = state.metrics.clone();
-    screenshot::routes(state.clone())
+    let same_site = csrf::filter(&state.config.auth.public_url);
+    let api = screenshot::routes(state.clone())
         .or(credits::routes(state.clone()))
         .unify()
         .or(auth::routes(state.clone()))
@@ -152,6 +164,9 @@ pub fn routes(
             state.farm.clone(),
             state.ledger.redis().clone(),
         ))
+        .unify();
+    dashboard::routes()
+        .or(same_site.and(api))
         .unify()
         .recover(recover)
         .unify()
@@ -161,7 +176,14 @@ pub fn routes(
 /// Turns warp's rejections (unknown path, wrong method) into the JSON error body.
 async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     let id = request_id(None);
-    let error = if rejection.is_not_found() {
+    let error = if let Some(csrf::CrossSite(why)) = rejection.find::<csrf::CrossSite>() {
+        tracing::info!("cross-site request refused: {why}");
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "this request came from another site's page; state-changing requests must come from this service's own pages or carry an API key",
+        )
+    } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::new(

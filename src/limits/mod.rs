@@ -1,12 +1,13 @@
-//! Per-caller rate limits, shared by every host through Redis: one GCRA script per request,
-//! keyed by the API key (or the account, for session callers), on the account's shard tag.
+//! Rate limits shared by every host through Redis: one GCRA script per request. Captures are
+//! keyed by the API key (or the account, for session callers), on the account's shard tag;
+//! log-in attempts by email address, and log-in and sign-up by client address.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
 
-use crate::ledger::keys::AccountKeys;
+use crate::ledger::keys::{self, AccountKeys};
 use crate::ledger::{LedgerError, RedisHandle};
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("rate_limit.lua")));
@@ -44,8 +45,24 @@ impl RateLimiter {
 
     /// Counts one request of `caller` (an API key id, or the account for sessions).
     pub async fn check(&self, account: &str, caller: &str) -> Result<RateVerdict, LedgerError> {
+        self.count(AccountKeys::new(account).rate_limit(caller))
+            .await
+    }
+
+    /// Counts one log-in attempt for `email` (compared lower-cased, stored as a digest).
+    pub async fn check_login(&self, email: &str) -> Result<RateVerdict, LedgerError> {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(email.trim().to_lowercase().as_bytes());
+        self.count(keys::login_attempts(&hex::encode(digest))).await
+    }
+
+    /// Counts one log-in or sign-up attempt from a client address.
+    pub async fn check_address(&self, address: &str) -> Result<RateVerdict, LedgerError> {
+        self.count(keys::auth_attempts(address)).await
+    }
+
+    async fn count(&self, key: String) -> Result<RateVerdict, LedgerError> {
         let mut conn = self.redis.get()?;
-        let key = AccountKeys::new(account).rate_limit(caller);
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = SCRIPT
             .key(key)
             .arg(self.interval_ms)

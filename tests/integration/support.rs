@@ -263,6 +263,9 @@ impl Daemon {
         // Bursts of 100 captures on one key are part of the tests; the limiter stays on.
         config.limits.requests_per_minute = 6_000_000;
         config.limits.burst = 100_000;
+        // Every test signs up and logs in from 127.0.0.1: no per-address limit here (a test of
+        // its own turns it on).
+        config.auth.attempts_per_address_per_minute = 0;
         // Low-balance notifications retry quickly: 0.1 s, then 0.2 s, then every 0.4 s.
         config.notifications.first_retry_ms = 100;
         config.notifications.max_retry_ms = 400;
