@@ -18,9 +18,9 @@ use crate::config::Config;
 use crate::egress::{EgressPolicy, EgressProxy};
 use crate::farm::Farm;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
-use crate::limits::RateLimiter;
 use crate::notifications::Notifier;
 use crate::payments::Payments;
+use crate::service_manager;
 use crate::telemetry::Metrics;
 
 /// Where the daemon listens, once bound.
@@ -109,31 +109,19 @@ where
         metrics.clone(),
     )
     .map_err(anyhow::Error::msg)?;
+    let payments = Arc::new(Payments::new(&config).map_err(anyhow::Error::msg)?);
+    let live = crate::reload::Live::new((*config).clone());
     let state = ApiState {
         farm: farm.clone(),
         ledger: ledger.clone(),
         accounts,
         egress,
-        rate_limiter: RateLimiter::new(
-            redis.clone(),
-            config.limits.requests_per_minute,
-            config.limits.burst,
-        ),
-        login_limiter: RateLimiter::new(
-            redis.clone(),
-            config.auth.login_attempts_per_minute,
-            config.auth.login_attempts_per_minute,
-        ),
-        address_limiter: RateLimiter::new(
-            redis.clone(),
-            config.auth.attempts_per_address_per_minute,
-            config.auth.attempts_per_address_per_minute,
-        ),
         metrics: metrics.clone(),
-        config: config.clone(),
-        payments: Arc::new(Payments::new(&config).map_err(anyhow::Error::msg)?),
+        config: live.clone(),
+        payments: payments.clone(),
         notifier,
     };
+    let reloader = tokio::spawn(crate::reload::on_sighup(live, payments));
 
     // One signal stops both listeners from accepting; in-flight requests finish.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -149,7 +137,7 @@ where
     let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
     let metrics_server = tokio::spawn(
         warp::serve(api::probes::metrics_routes(
-            metrics,
+            metrics.clone(),
             farm.clone(),
             redis.clone(),
         ))
@@ -159,15 +147,23 @@ where
     );
 
     tracing::info!(api = %bound.api, metrics = %bound.metrics, browsers = config.farm.browsers, tabs = config.farm.tabs_per_browser, "shotfarm listening");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     on_ready(bound);
+    let systemd = {
+        let (farm, redis, metrics) = (farm.clone(), redis.clone(), metrics.clone());
+        let browsers = config.farm.browsers;
+        tokio::spawn(async move {
+            service_manager::announce_ready(&farm, &redis, browsers).await;
+            service_manager::feed_watchdog(&farm, &metrics).await;
+        })
+    };
 
     shutdown.await;
     tracing::info!(
         grace_ms = config.server.shutdown_grace_ms,
         "shutting down: no longer accepting requests"
     );
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    systemd.abort();
+    service_manager::stopping();
     let _ = stop_tx.send(true);
     farm.shutdown(config.server.shutdown_grace()).await;
     // Requests still open got their answer when the farm closed; give warp a moment to flush.
@@ -175,6 +171,7 @@ where
     // Captures have settled their holds by now; holds of this daemon still open (none, unless
     // Redis was down) are left to any daemon's sweeper.
     sweeper.abort();
+    reloader.abort();
     let _ = metrics_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), metrics_server).await;
     tracing::info!("shotfarm stopped");

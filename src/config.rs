@@ -40,6 +40,9 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Signed low-balance notifications to the URL an account configured.
     pub notifications: NotificationsConfig,
+    /// The file this configuration was read from (what a reload reads again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -513,7 +516,9 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("SHOTFARM_").split("__"));
-        Self::from_figment(&figment)
+        let mut config = Self::from_figment(&figment)?;
+        config.source = file.map(Path::to_path_buf);
+        Ok(config)
     }
 
     fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {

@@ -12,6 +12,8 @@
 //! - [`egress`]: which addresses captures may reach.
 //! - [`payments`]: Polar checkouts and signed webhooks that credit exactly once.
 //! - [`notifications`]: signed low-balance notifications to an account's URL.
+//! - [`reload`]: SIGHUP reloads packs, limits and the log level in place.
+//! - [`service_manager`]: what systemd sees: READY, WATCHDOG, STOPPING.
 //! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
 
@@ -26,4 +28,6 @@ pub mod limits;
 pub mod notifications;
 pub mod ops;
 pub mod payments;
+pub mod reload;
+pub mod service_manager;
 pub mod telemetry;

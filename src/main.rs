@@ -123,6 +123,10 @@ enum CreditsCommand {
     },
 }
 
+/// The exit status of a configuration error (sysexits' EX_CONFIG); the systemd unit's
+/// `RestartPreventExitStatus` names it, so a bad config is not restarted in a loop.
+const EX_CONFIG: u8 = 78;
+
 fn operator_config(target: &Target) -> Result<Config, ExitCode> {
     Config::load(target.config.as_deref())
         .and_then(|mut c| {
@@ -133,7 +137,7 @@ fn operator_config(target: &Target) -> Result<Config, ExitCode> {
         })
         .map_err(|e| {
             eprintln!("{e}");
-            ExitCode::from(2)
+            ExitCode::from(EX_CONFIG)
         })
 }
 
@@ -232,7 +236,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
-                ExitCode::from(2)
+                ExitCode::from(EX_CONFIG)
             }
         },
         Command::Serve {
@@ -259,7 +263,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(EX_CONFIG);
                 }
             };
             shotfarm::telemetry::logging::init(&config.log);

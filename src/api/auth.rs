@@ -147,7 +147,7 @@ struct Credentials {
 }
 
 fn session_cookie_header(state: &ApiState, token: &str, max_age: u64) -> HeaderValue {
-    let auth = &state.config.auth;
+    let auth = &state.config.get().auth;
     let secure = if auth.secure_cookies || auth.public_url.starts_with("https://") {
         "; Secure"
     } else {
@@ -183,7 +183,7 @@ async fn throttle(
     login_email: Option<&str>,
 ) -> Result<(), ApiError> {
     let mut verdicts = Vec::new();
-    if let (Some(limiter), Some(address)) = (&state.address_limiter, address) {
+    if let (Some(limiter), Some(address)) = (state.address_limiter(), address) {
         verdicts.push(
             limiter
                 .check_address(&address.ip().to_string())
@@ -191,7 +191,7 @@ async fn throttle(
                 .map_err(ledger_unavailable)?,
         );
     }
-    if let (Some(limiter), Some(email)) = (&state.login_limiter, login_email) {
+    if let (Some(limiter), Some(email)) = (state.login_limiter(), login_email) {
         verdicts.push(
             limiter
                 .check_login(email)
@@ -225,7 +225,7 @@ async fn signup(
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    if !state.config.auth.signup_enabled {
+    if !state.config.get().auth.signup_enabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "signup_disabled",
@@ -259,7 +259,7 @@ async fn logged_in(
     let mut response = json_response(status, &account_json(state, account).await);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie_header(state, &token, state.config.auth.session_ttl_secs),
+        session_cookie_header(state, &token, state.config.get().auth.session_ttl_secs),
     );
     Ok(response)
 }

@@ -32,16 +32,9 @@ async fn balance(state: ApiState, headers: HeaderMap) -> Result<Response, ApiErr
     // Beyond the contract's `balance`: the low-balance prompt of auto top-up.
     let low = topup.enabled && balance.available < topup.threshold;
     let suggested = low
-        .then(|| {
-            state
-                .config
-                .credits
-                .packs
-                .iter()
-                .find(|p| p.id == topup.pack_id)
-        })
+        .then(|| state.payments.pack(&topup.pack_id))
         .flatten()
-        .map(pack_json);
+        .map(|p| pack_json(&p));
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -65,7 +58,14 @@ fn pack_json(p: &crate::config::PackConfig) -> serde_json::Value {
 }
 
 fn packs(state: &ApiState) -> Response {
-    let packs: Vec<_> = state.config.credits.packs.iter().map(pack_json).collect();
+    let packs: Vec<_> = state
+        .config
+        .get()
+        .credits
+        .packs
+        .iter()
+        .map(pack_json)
+        .collect();
     json_response(StatusCode::OK, &packs)
 }
 

@@ -41,6 +41,7 @@ use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::notifications::Notifier;
 use crate::payments::Payments;
+use crate::reload::Live;
 use crate::telemetry::Metrics;
 use errors::ApiError;
 
@@ -51,16 +52,35 @@ pub struct ApiState {
     pub ledger: Ledger,
     pub accounts: Accounts,
     pub egress: Arc<EgressPolicy>,
-    /// `None` when rate limiting is off.
-    pub rate_limiter: Option<RateLimiter>,
-    /// Log-in attempts per email address; `None` when off.
-    pub login_limiter: Option<RateLimiter>,
-    /// Log-in and sign-up attempts per client address; `None` when off.
-    pub address_limiter: Option<RateLimiter>,
     pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
+    /// The configuration; its packs, limits and log level change on a reload (SIGHUP).
+    pub config: Live<Config>,
     pub payments: Arc<Payments>,
     pub notifier: Notifier,
+}
+
+impl ApiState {
+    /// The capture rate limit per API key, as currently configured; `None` when off.
+    pub fn capture_limiter(&self) -> Option<RateLimiter> {
+        let limits = &self.config.get().limits;
+        RateLimiter::new(
+            self.ledger.redis().clone(),
+            limits.requests_per_minute,
+            limits.burst,
+        )
+    }
+
+    /// Log-in attempts per email address; `None` when off.
+    pub fn login_limiter(&self) -> Option<RateLimiter> {
+        let n = self.config.get().auth.login_attempts_per_minute;
+        RateLimiter::new(self.ledger.redis().clone(), n, n)
+    }
+
+    /// Log-in and sign-up attempts per client address; `None` when off.
+    pub fn address_limiter(&self) -> Option<RateLimiter> {
+        let n = self.config.get().auth.attempts_per_address_per_minute;
+        RateLimiter::new(self.ledger.redis().clone(), n, n)
+    }
 }
 
 /// Runs a handler and turns its error into the JSON error body; sets `x-request-id`.
@@ -148,7 +168,7 @@ pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let metrics = state.metrics.clone();
-    let same_site = csrf::filter(&state.config.auth.public_url);
+    let same_site = csrf::filter(&state.config.get().auth.public_url);
     let api = screenshot::routes(state.clone())
         .or(credits::routes(state.clone()))
         .unify()

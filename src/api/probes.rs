@@ -50,13 +50,19 @@ pub fn metrics_routes(
     redis: RedisHandle,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let metrics_for_log = metrics.clone();
-    let exporter = warp::path!("metrics").and(warp::get()).map(move || {
-        warp::reply::with_header(
-            metrics.render(),
-            "content-type",
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-        .into_response()
+    let redis_for_scrape = redis.clone();
+    let exporter = warp::path!("metrics").and(warp::get()).then(move || {
+        let (metrics, redis) = (metrics.clone(), redis_for_scrape.clone());
+        async move {
+            // Fresh at every scrape, whether or not captures ran since the last one.
+            metrics.redis_up.set(i64::from(redis.ping().await));
+            warp::reply::with_header(
+                metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
+        }
     });
     exporter
         .or(routes(farm, redis))

@@ -29,7 +29,7 @@ const ANSWER_SLACK: Duration = Duration::from_millis(500);
 pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let max_body = state.config.server.max_body_bytes;
+    let max_body = state.config.get().server.max_body_bytes;
     let with_state = warp::any().map(move || state.clone());
     let get = warp::path!("api" / "v1" / "screenshot")
         .and(warp::get())
@@ -133,7 +133,7 @@ async fn capture(
         .await
         .map_err(no_credits)?;
     *caller = Some(who.account.clone());
-    if let Some(limiter) = &state.rate_limiter {
+    if let Some(limiter) = state.capture_limiter() {
         let caller_id = who.key_id.as_deref().unwrap_or("session");
         let verdict = limiter
             .check(&who.account, caller_id)
@@ -146,7 +146,8 @@ async fn capture(
                 "rate_limited",
                 format!(
                     "too many requests for this API key: {} per minute, {} at once",
-                    state.config.limits.requests_per_minute, verdict.limit
+                    state.config.get().limits.requests_per_minute,
+                    verdict.limit
                 ),
             );
             error.retry_after = Some(verdict.retry_after);
@@ -155,8 +156,8 @@ async fn capture(
     }
     let options = options.map_err(no_credits)?;
     let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
-    let request =
-        options::parse(options, &state.config.capture).map_err(|e| (ApiError::invalid(e), None))?;
+    let request = options::parse(options, &state.config.get().capture)
+        .map_err(|e| (ApiError::invalid(e), None))?;
     let deadline = received + request.timeout;
     let response_type = request.response_type;
     if let Err(blocked) = state.egress.check_url(&request.spec.url).await {
@@ -174,8 +175,9 @@ async fn capture(
     }
 
     let hold = ledger::new_id();
-    let ttl =
-        request.timeout + ANSWER_SLACK + Duration::from_millis(state.config.ledger.hold_grace_ms);
+    let ttl = request.timeout
+        + ANSWER_SLACK
+        + Duration::from_millis(state.config.get().ledger.hold_grace_ms);
     let description = describe(request.spec.url.as_str());
     let reserved = state
         .ledger
@@ -186,13 +188,13 @@ async fn capture(
             ttl,
             idempotency: idempotency.clone(),
             description,
-            max_held: state.config.ledger.max_in_flight_per_account,
+            max_held: state.config.get().ledger.max_in_flight_per_account,
         })
         .await;
     let available = match reserved {
         Ok(Outcome::Reserved { available }) => available,
         Ok(Outcome::Insufficient { available }) => {
-            let public_url = &state.config.auth.public_url;
+            let public_url = &state.config.get().auth.public_url;
             tracing::info!(available, "insufficient credits");
             return Ok((
                 billing::insufficient_credits(available, public_url, id),
@@ -204,7 +206,7 @@ async fn capture(
             return Ok((billing::replay(result, id), Some(available)));
         }
         Ok(refused) => {
-            let max_in_flight = state.config.ledger.max_in_flight_per_account;
+            let max_in_flight = state.config.get().ledger.max_in_flight_per_account;
             return Err(billing::refusal(&refused, max_in_flight));
         }
         Err(e) => {
@@ -229,14 +231,18 @@ async fn capture(
         Ok(output) => {
             let (response, body) = success(output, response_type, received.elapsed(), id);
             let result = idempotency.as_ref().and_then(|_| {
-                billing::to_stored(&response, &body, state.config.ledger.idempotency_max_bytes)
+                billing::to_stored(
+                    &response,
+                    &body,
+                    state.config.get().ledger.idempotency_max_bytes,
+                )
             });
             let commit = Op::Commit {
                 account: who.account.clone(),
                 hold,
                 idempotency,
                 result,
-                result_ttl: Duration::from_secs(state.config.ledger.idempotency_ttl_secs),
+                result_ttl: Duration::from_secs(state.config.get().ledger.idempotency_ttl_secs),
             };
             let mut response = response;
             let remaining = match state.ledger.run(commit.clone()).await {
@@ -327,7 +333,7 @@ async fn low_balance_headers(
                         secret,
                         balance: available,
                         threshold: settings.threshold,
-                        pack: state.payments.pack(&settings.pack_id).cloned(),
+                        pack: state.payments.pack(&settings.pack_id),
                     });
                 }
             }

@@ -97,6 +97,11 @@ impl Supervisor {
             self.metrics.browsers.with_label_values(&[state]).set(count);
         }
         self.metrics.queue_depth.set(self.queue.len() as i64);
+        self.metrics
+            .queue_capacity
+            .set(i64::try_from(self.farm.queue_capacity).unwrap_or(i64::MAX));
+        let healthy = counts[1] > 0 && counts[4] == 0;
+        self.metrics.fleet_healthy.set(i64::from(healthy));
     }
 
     /// Hands queued jobs to free tabs, least-loaded browser first. Invariant afterwards: the

@@ -128,10 +128,49 @@ async fn run(redis: RedisHandle, request: Request, metrics: Arc<Metrics>) {
         .ledger_operation_seconds
         .with_label_values(&[op.name()])
         .observe(started.elapsed().as_secs_f64());
-    if let Err(e) = &result {
-        tracing::warn!(operation = op.name(), "ledger operation failed: {e}");
+    match &result {
+        Ok(outcome) => count_credits(&metrics, op, outcome),
+        Err(e) => tracing::warn!(operation = op.name(), "ledger operation failed: {e}"),
     }
+    metrics.redis_up.set(i64::from(result.is_ok()));
     let _ = request.reply.send(result);
+}
+
+/// Credits moved by an applied operation, in `shotfarm_credits_*`. Every hold is one credit
+/// (a capture), so a commit, release or expiry moves one.
+fn count_credits(metrics: &Metrics, op: &Op, outcome: &Outcome) {
+    let moved = |movement: &str, n: i64| {
+        metrics
+            .credits_total
+            .with_label_values(&[movement])
+            .inc_by(n.max(0).unsigned_abs());
+    };
+    match (op, outcome) {
+        (Op::Reserve { amount, .. }, Outcome::Reserved { .. }) => moved("reserved", *amount),
+        (Op::Reserve { .. }, Outcome::Insufficient { .. }) => {
+            metrics.insufficient_credits_total.inc()
+        }
+        (Op::Commit { .. }, Outcome::Committed { .. }) => moved("committed", 1),
+        (Op::Release { .. }, Outcome::Released { .. }) => moved("released", 1),
+        (Op::Expire { .. }, Outcome::Expired { .. }) => moved("expired", 1),
+        (Op::Grant { amount, kind, .. }, Outcome::Granted { .. }) if *amount > 0 => metrics
+            .credits_granted_total
+            .with_label_values(&[kind.as_str()])
+            .inc_by(amount.unsigned_abs()),
+        (Op::Grant { amount, kind, .. }, Outcome::Granted { .. }) => metrics
+            .credits_taken_back_total
+            .with_label_values(&[kind.as_str()])
+            .inc_by(amount.unsigned_abs()),
+        (Op::Refund { .. }, Outcome::Refunded { taken, .. }) => metrics
+            .credits_taken_back_total
+            .with_label_values(&["refund"])
+            .inc_by(taken.max(&0).unsigned_abs()),
+        (Op::CreateAccount { .. }, Outcome::Created { bonus }) if *bonus > 0 => metrics
+            .credits_granted_total
+            .with_label_values(&["signup_bonus"])
+            .inc_by(bonus.unsigned_abs()),
+        _ => {}
+    }
 }
 
 /// The ledger as the rest of the daemon sees it: mutations go through the actor, reads go

@@ -84,7 +84,8 @@ pub struct Payments {
     polar: Option<Polar>,
     verifier: Option<Verifier>,
     success_url: String,
-    packs: Vec<PackConfig>,
+    /// Reloadable (SIGHUP): names, prices and credits of the packs.
+    packs: std::sync::RwLock<Vec<PackConfig>>,
     product_of_pack: HashMap<String, String>,
     pack_of_product: HashMap<String, String>,
 }
@@ -117,7 +118,7 @@ impl Payments {
             polar,
             verifier,
             success_url,
-            packs: config.credits.packs.clone(),
+            packs: std::sync::RwLock::new(config.credits.packs.clone()),
             product_of_pack: p.products.clone().into_iter().collect(),
             pack_of_product: p
                 .products
@@ -127,8 +128,14 @@ impl Payments {
         })
     }
 
-    pub fn pack(&self, id: &str) -> Option<&PackConfig> {
-        self.packs.iter().find(|p| p.id == id)
+    pub fn pack(&self, id: &str) -> Option<PackConfig> {
+        let packs = self.packs.read().unwrap_or_else(|e| e.into_inner());
+        packs.iter().find(|p| p.id == id).cloned()
+    }
+
+    /// The packs after a configuration reload (what a paid order is worth from now on).
+    pub fn set_packs(&self, packs: Vec<PackConfig>) {
+        *self.packs.write().unwrap_or_else(|e| e.into_inner()) = packs;
     }
 
     /// A Polar checkout for `pack_id` → the URL to send the customer to.
@@ -192,7 +199,7 @@ impl Payments {
     }
 
     /// The account and pack of an order, or why it cannot be placed.
-    fn place<'a>(&'a self, order: &'a Order) -> Result<(&'a str, &'a PackConfig), String> {
+    fn place<'a>(&self, order: &'a Order) -> Result<(&'a str, PackConfig), String> {
         let product = order.product().ok_or("the order names no product")?;
         let pack = self
             .pack_of_product

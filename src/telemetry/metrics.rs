@@ -2,8 +2,8 @@
 //! in one test process keep separate counts.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for capture latencies, in seconds: 5 ms … 60 s.
@@ -47,6 +47,20 @@ pub struct Metrics {
     /// Low-balance notifications by outcome (`delivered`, `retried`, `gave_up`, `refused`,
     /// `dropped`).
     pub notifications_total: IntCounterVec,
+    /// Jobs the queue holds at most.
+    pub queue_capacity: IntGauge,
+    /// Credits moved by holds: `reserved`, `committed`, `released`, `expired`.
+    pub credits_total: IntCounterVec,
+    /// Credits granted, by transaction type.
+    pub credits_granted_total: IntCounterVec,
+    /// Credits taken back (refunds, negative adjustments), by transaction type.
+    pub credits_taken_back_total: IntCounterVec,
+    /// Captures refused for lack of credits (the contract's 402).
+    pub insufficient_credits_total: IntCounter,
+    /// 1 while the ledger's Redis answers (set by every ledger operation and readiness check).
+    pub redis_up: IntGauge,
+    /// 1 while every browser of the fleet is ready (what feeds systemd's watchdog).
+    pub fleet_healthy: IntGauge,
 }
 
 /// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
@@ -176,6 +190,56 @@ impl Metrics {
         for outcome in ["delivered", "retried", "gave_up", "refused", "dropped"] {
             notifications_total.with_label_values(&[outcome]);
         }
+        let queue_capacity = IntGauge::new(
+            "shotfarm_queue_capacity",
+            "Jobs the capture queue holds at most",
+        )
+        .expect("static metric definition");
+        let credits_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_credits_total",
+                "Credits moved by capture holds: reserved, committed, released, expired",
+            ),
+            &["movement"],
+        )
+        .expect("static metric definition");
+        for movement in ["reserved", "committed", "released", "expired"] {
+            credits_total.with_label_values(&[movement]);
+        }
+        let credits_granted_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_credits_granted_total",
+                "Credits granted to accounts by transaction type",
+            ),
+            &["type"],
+        )
+        .expect("static metric definition");
+        for kind in ["purchase", "auto_topup", "signup_bonus", "adjustment"] {
+            credits_granted_total.with_label_values(&[kind]);
+        }
+        let credits_taken_back_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_credits_taken_back_total",
+                "Credits taken back from accounts (refunds, negative adjustments) by type",
+            ),
+            &["type"],
+        )
+        .expect("static metric definition");
+        for kind in ["refund", "adjustment"] {
+            credits_taken_back_total.with_label_values(&[kind]);
+        }
+        let insufficient_credits_total = IntCounter::new(
+            "shotfarm_insufficient_credits_total",
+            "Captures refused for lack of credits (HTTP 402)",
+        )
+        .expect("static metric definition");
+        let redis_up = IntGauge::new("shotfarm_redis_up", "1 while the ledger's Redis answers")
+            .expect("static metric definition");
+        let fleet_healthy = IntGauge::new(
+            "shotfarm_fleet_healthy",
+            "1 while every browser of the fleet is ready",
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new("shotfarm_build_info", "Build information"),
             &["version"],
@@ -201,6 +265,13 @@ impl Metrics {
             Box::new(egress_requests_total.clone()),
             Box::new(webhooks_total.clone()),
             Box::new(notifications_total.clone()),
+            Box::new(queue_capacity.clone()),
+            Box::new(credits_total.clone()),
+            Box::new(credits_granted_total.clone()),
+            Box::new(credits_taken_back_total.clone()),
+            Box::new(insufficient_credits_total.clone()),
+            Box::new(redis_up.clone()),
+            Box::new(fleet_healthy.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -227,6 +298,13 @@ impl Metrics {
             egress_requests_total,
             webhooks_total,
             notifications_total,
+            queue_capacity,
+            credits_total,
+            credits_granted_total,
+            credits_taken_back_total,
+            insufficient_credits_total,
+            redis_up,
+            fleet_healthy,
         }
     }
 

@@ -10,5 +10,6 @@ mod lifecycle;
 mod notifications;
 mod payments;
 mod redis_server;
+mod service;
 mod snippets;
 mod support;

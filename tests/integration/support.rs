@@ -537,6 +537,17 @@ pub fn spawn_binary_on(
     env: &[(&str, &str)],
     log: Option<&std::path::Path>,
 ) -> (ChildGuard, String) {
+    spawn_binary_with(profiles, redis_url, env, log, &[])
+}
+
+/// Like [`spawn_binary_on`], with more arguments for `serve` (e.g. `--config FILE`).
+pub fn spawn_binary_with(
+    profiles: &std::path::Path,
+    redis_url: &str,
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+    args: &[&str],
+) -> (ChildGuard, String) {
     let api = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let stderr = match log {
@@ -552,6 +563,7 @@ pub fn spawn_binary_on(
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
         .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
         .args(["--allow-egress", "127.0.0.0/8"])
+        .args(args)
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
