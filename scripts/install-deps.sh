@@ -52,6 +52,23 @@ else
     labels+=("build tools")
 fi
 
+# The observability and service tests: promtool (Debian's prometheus package, without the
+# exporters it recommends) checks a live scrape and the alert rules; systemd-analyze checks the
+# unit.
+if command -v promtool >/dev/null 2>&1; then
+    log "found promtool: $(command -v promtool)"
+else
+    missing+=("--no-install-recommends prometheus")
+    labels+=("promtool")
+fi
+
+if command -v systemd-analyze >/dev/null 2>&1; then
+    log "found systemd-analyze: $(command -v systemd-analyze)"
+else
+    missing+=("--no-install-recommends systemd")
+    labels+=("systemd-analyze")
+fi
+
 if ((${#missing[@]} > 0)); then
     if [[ $(id -u) -ne 0 ]]; then
         if command -v sudo >/dev/null 2>&1; then
