@@ -966,7 +966,9 @@ async function loadUsagePage() {
   const data = await api('/api/v1/credits/usage?days=30');
   state.usage = data;
   const days = data.days || [];
-  $('#usage-total').textContent = String(data.total ?? days.reduce((sum, d) => sum + d.captures, 0));
+  const total = data.total ?? days.reduce((sum, d) => sum + d.captures, 0);
+  $('#usage-total').textContent = String(total);
+  $('#usage-total-label').textContent = `${total === 1 ? 'capture' : 'captures'} in the last 30 days`;
   $('#usage-empty').hidden = days.some((d) => d.captures > 0);
   renderChart(days);
   renderUsageTable(days);

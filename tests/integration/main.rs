@@ -4,6 +4,7 @@ mod api;
 mod capture;
 mod chaos;
 mod credits;
+mod dashboard;
 mod egress;
 mod ledger;
 mod lifecycle;
