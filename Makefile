@@ -106,3 +106,84 @@ clean-var:
 		fi; \
 	fi
 	rm -rf ./var
+
+# --- install / uninstall -----------------------------------------------------------------------
+# `make install` (as root) builds in release mode unless NOBUILD=1, then installs the binary, the
+# config (an existing one is never overwritten: the new one goes next to it as shotfarm.toml.dist),
+# the systemd unit (its paths rewritten for PREFIX and SYSCONFDIR), the secrets template and the
+# Grafana/Prometheus files. Staged installs: `make install NOBUILD=1 DESTDIR=/tmp/root PREFIX=/usr`.
+# `make uninstall` removes the same files, never the config or the secrets.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /lib/systemd/system
+DATADIR    ?= $(PREFIX)/share
+NOBUILD    ?=
+INSTALL_BIN  := $(DESTDIR)$(PREFIX)/bin/shotfarm
+INSTALL_ETC  := $(DESTDIR)$(SYSCONFDIR)/shotfarm
+INSTALL_UNIT := $(DESTDIR)$(UNITDIR)/shotfarm.service
+INSTALL_DATA := $(DESTDIR)$(DATADIR)/shotfarm
+
+.PHONY: install uninstall
+
+install: $(if $(NOBUILD),,build)
+	@test -x '$(BIN)' || { echo "install: no binary at $(BIN): run 'make build' (or pass BIN=...)" >&2; exit 1; }
+	install -d -m 0755 '$(DESTDIR)$(PREFIX)/bin' '$(INSTALL_ETC)' '$(DESTDIR)$(UNITDIR)' \
+		'$(INSTALL_DATA)/dashboards'
+	install -m 0755 '$(BIN)' '$(INSTALL_BIN)'
+	@# The daemon runs as a transient user (DynamicUser=yes): the config must be world-readable,
+	@# so it holds no secrets; those go in shotfarm.env (0600, read by systemd as root).
+	@if [[ -e '$(INSTALL_ETC)/shotfarm.toml' ]]; then \
+		install -m 0644 config/shotfarm.toml '$(INSTALL_ETC)/shotfarm.toml.dist'; \
+		echo "install: kept the existing $(SYSCONFDIR)/shotfarm/shotfarm.toml; the shipped one is shotfarm.toml.dist"; \
+	else \
+		install -m 0644 config/shotfarm.toml '$(INSTALL_ETC)/shotfarm.toml'; \
+	fi
+	install -m 0644 systemd/shotfarm.env.example '$(INSTALL_ETC)/shotfarm.env.example'
+	sed -e 's#/usr/local/bin/shotfarm#$(PREFIX)/bin/shotfarm#g' \
+		-e 's#/etc/shotfarm\([/ :]\|$$\)#$(SYSCONFDIR)/shotfarm\1#g' \
+		systemd/shotfarm.service > '$(INSTALL_UNIT).tmp'
+	chmod 0644 '$(INSTALL_UNIT).tmp'
+	mv -f '$(INSTALL_UNIT).tmp' '$(INSTALL_UNIT)'
+	@shopt -s nullglob; for f in dashboards/*.json dashboards/*.yml; do \
+		echo "install -m 0644 $$f $(INSTALL_DATA)/dashboards/"; \
+		install -m 0644 "$$f" '$(INSTALL_DATA)/dashboards/'; \
+	done
+	@# Grafana provisioning (optional): its dashboard provider points at /usr/share/shotfarm/dashboards,
+	@# rewritten to where this install puts them.
+	@if [[ -d dashboards/provisioning ]]; then \
+		cd dashboards/provisioning && find . -type f -name '*.y*ml' | sort | while read -r f; do \
+			dest='$(INSTALL_DATA)/grafana-provisioning/'"$${f#./}"; \
+			echo "install -m 0644 dashboards/provisioning/$${f#./} $$dest"; \
+			install -d -m 0755 "$$(dirname "$$dest")"; \
+			sed -e 's#/usr/share/shotfarm/dashboards#$(DATADIR)/shotfarm/dashboards#g' "$$f" > "$$dest"; \
+			chmod 0644 "$$dest"; \
+		done; \
+	fi
+	@if [[ -z '$(DESTDIR)' ]]; then \
+		echo; \
+		echo 'shotfarm installed. Next:'; \
+		echo '  1. edit $(SYSCONFDIR)/shotfarm/shotfarm.toml   (check: $(PREFIX)/bin/shotfarm check-config --config $(SYSCONFDIR)/shotfarm/shotfarm.toml)'; \
+		echo '  2. secrets: install -m 0600 $(SYSCONFDIR)/shotfarm/shotfarm.env.example $(SYSCONFDIR)/shotfarm/shotfarm.env, then fill it in'; \
+		echo '  3. systemctl daemon-reload && systemctl enable --now shotfarm'; \
+		echo '  4. systemctl status shotfarm; journalctl -u shotfarm -f'; \
+	fi
+
+uninstall:
+	@if [[ -z '$(DESTDIR)' ]] && command -v systemctl >/dev/null 2>&1 && \
+		{ systemctl is-active --quiet shotfarm 2>/dev/null || systemctl is-enabled --quiet shotfarm 2>/dev/null; }; then \
+		echo "uninstall: shotfarm.service is active or enabled: run 'systemctl disable --now shotfarm' first" >&2; \
+		exit 1; \
+	fi
+	rm -f '$(INSTALL_BIN)' '$(INSTALL_UNIT)' '$(INSTALL_ETC)/shotfarm.env.example' \
+		'$(INSTALL_ETC)/shotfarm.toml.dist'
+	rm -rf '$(INSTALL_DATA)/dashboards' '$(INSTALL_DATA)/grafana-provisioning'
+	rmdir '$(INSTALL_DATA)' 2>/dev/null || true
+	@if [[ -e '$(INSTALL_ETC)/shotfarm.toml' || -e '$(INSTALL_ETC)/shotfarm.env' ]]; then \
+		echo "uninstall: kept $(SYSCONFDIR)/shotfarm (config and secrets); remove it by hand if unwanted"; \
+	else \
+		rmdir '$(INSTALL_ETC)' 2>/dev/null || true; \
+	fi
+	@if [[ -z '$(DESTDIR)' ]] && command -v systemctl >/dev/null 2>&1; then \
+		echo 'next: systemctl daemon-reload'; \
+	fi

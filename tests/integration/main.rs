@@ -9,6 +9,7 @@ mod egress;
 mod ledger;
 mod lifecycle;
 mod notifications;
+mod observability;
 mod payments;
 mod redis_server;
 mod service;
