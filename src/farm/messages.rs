@@ -19,6 +19,16 @@ pub enum RestartReason {
 }
 
 impl RestartReason {
+    pub const ALL: [RestartReason; 7] = [
+        RestartReason::ProcessExited,
+        RestartReason::CdpDisconnected,
+        RestartReason::Unresponsive,
+        RestartReason::DeadlineOverrun,
+        RestartReason::Recycled,
+        RestartReason::MemoryLimit,
+        RestartReason::LaunchFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RestartReason::ProcessExited => "process_exited",

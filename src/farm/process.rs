@@ -102,6 +102,19 @@ impl ChromiumProcess {
             })?;
 
         let mut command = Command::new(&config.executable);
+        // Pages never need the daemon's secrets (payment tokens come as SHOTFARM_… variables)
+        // nor its systemd sockets: the browser gets the environment without them.
+        for (name, _) in std::env::vars_os() {
+            let private = name.to_str().is_some_and(|n| {
+                n.starts_with("SHOTFARM_")
+                    || matches!(n, "NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")
+                    || n.starts_with("LISTEN_")
+                    || n == "CREDENTIALS_DIRECTORY"
+            });
+            if private {
+                command.env_remove(name);
+            }
+        }
         command
             .args(BASE_FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))

@@ -61,6 +61,12 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(farm: FarmConfig, browser_settings: BrowserSettings, metrics: Arc<Metrics>) -> Self {
+        // Every reason's series exists from the start, so the first restart shows in increase().
+        for reason in super::messages::RestartReason::ALL {
+            metrics
+                .browser_restarts_total
+                .with_label_values(&[reason.as_str()]);
+        }
         Supervisor {
             farm,
             browser_settings,

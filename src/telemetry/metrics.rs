@@ -42,7 +42,7 @@ pub struct Metrics {
     /// and outcome (`forwarded`, `refused`, `failed`).
     pub egress_requests_total: IntCounterVec,
     /// Payment webhooks by event (`order.paid`, `order.refunded`, `other`) and result
-    /// (`credited`, `refunded`, `duplicate`, `ignored`, `rejected`, `error`).
+    /// (`credited`, `refunded`, `duplicate`, `ignored`, `rejected`, `error`, `retry`).
     pub webhooks_total: IntCounterVec,
     /// Low-balance notifications by outcome (`delivered`, `retried`, `gave_up`, `refused`,
     /// `dropped`).
@@ -240,6 +240,19 @@ impl Metrics {
             "1 while every browser of the fleet is ready",
         )
         .expect("static metric definition");
+        for event in ["order.paid", "order.refunded", "other"] {
+            for result in [
+                "credited",
+                "refunded",
+                "duplicate",
+                "ignored",
+                "rejected",
+                "error",
+                "retry",
+            ] {
+                webhooks_total.with_label_values(&[event, result]);
+            }
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("shotfarm_build_info", "Build information"),
             &["version"],
