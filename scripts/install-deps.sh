@@ -88,6 +88,12 @@ if ((${#missing[@]} > 0)); then
         log "installed ${labels[$i]} (${missing[$i]})"
     done
     [[ -x /usr/bin/chromium ]] || die "chromium install did not produce /usr/bin/chromium"
+    # Debian's prometheus package enables its own server; only promtool is wanted here.
+    if [[ " ${labels[*]} " == *" promtool "* ]] && command -v systemctl >/dev/null 2>&1 \
+        && systemctl is-enabled prometheus >/dev/null 2>&1; then
+        "${SUDO[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+        log "disabled the prometheus service the package enabled (only promtool is used)"
+    fi
 fi
 
 if command -v cargo >/dev/null 2>&1; then
