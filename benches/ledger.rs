@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use redis::aio::ConnectionManager;
 use shotfarm::config::Config;
+use shotfarm::ledger::connection::RedisConn;
 use shotfarm::ledger::{audit, new_id, store, Ledger, LedgerError, Op, Outcome};
 use shotfarm::ops::Operator;
 
@@ -97,7 +97,7 @@ type Reply = Result<Outcome, LedgerError>;
 #[derive(Clone)]
 enum Path {
     Actor(Ledger),
-    Raw(ConnectionManager),
+    Raw(RedisConn),
 }
 
 impl Path {

@@ -237,8 +237,11 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
-    /// Connection URL of the ledger's Redis.
+    /// Connection URL of the ledger's Redis (ignored when `cluster_nodes` is set).
     pub url: String,
+    /// Redis Cluster: URLs of some of its nodes (`redis://10.0.0.1:6379`, …); the rest of the
+    /// topology is discovered. Empty = a single Redis at `url`.
+    pub cluster_nodes: Vec<String>,
     /// How long connecting may take before Redis counts as unreachable, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How long one command may wait for its reply, in milliseconds.
@@ -249,6 +252,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/0".to_string(),
+            cluster_nodes: Vec::new(),
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
         }

@@ -135,7 +135,7 @@ impl Accounts {
         }
     }
 
-    pub(super) fn conn(&self) -> Result<redis::aio::ConnectionManager, AccountError> {
+    pub(super) fn conn(&self) -> Result<crate::ledger::connection::RedisConn, AccountError> {
         Ok(self.ledger.redis().get()?)
     }
 

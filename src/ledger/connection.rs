@@ -1,50 +1,119 @@
-//! The process's Redis connection: one multiplexed connection (redis-rs `ConnectionManager`,
-//! which reconnects by itself) shared by the ledger actor and the accounts store. The first
-//! connection is made in the background so the daemon starts, and answers 503, while Redis is
-//! down.
+//! The process's Redis connection, shared by the ledger actor and the accounts store: one
+//! multiplexed connection to a single Redis (redis-rs `ConnectionManager`, which reconnects by
+//! itself), or a Redis Cluster connection (redis-rs `ClusterConnection`: a multiplexed
+//! connection per node, routing each command by its key's slot and following the cluster's
+//! topology changes). Every multi-key command and script of shotfarm stays in one slot (an
+//! account's keys share its shard's hash tag), so both behave the same. The first connection is
+//! made in the background so the daemon starts, and answers 503, while Redis is down.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 use super::LedgerError;
 use crate::config::RedisConfig;
+
+/// A connection to the ledger's Redis, single or cluster; cheap to clone.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct RedisHandle {
     inner: Arc<Inner>,
 }
 
+enum Client {
+    Single {
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+    },
+    Cluster(ClusterClient),
+}
+
 struct Inner {
-    client: redis::Client,
-    manager_config: ConnectionManagerConfig,
-    connection: OnceCell<ConnectionManager>,
+    client: Client,
+    connection: OnceCell<RedisConn>,
 }
 
 impl RedisHandle {
-    /// Checks the URL; connects nothing yet.
+    /// Checks the URL (or the cluster's node URLs); connects nothing yet.
     pub fn new(config: &RedisConfig) -> Result<Self, LedgerError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| LedgerError::Unavailable(format!("bad redis.url: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(1_000));
+        let connect = Duration::from_millis(config.connect_timeout_ms);
+        let response = Duration::from_millis(config.response_timeout_ms);
+        let client = if config.cluster_nodes.is_empty() {
+            Client::Single {
+                client: redis::Client::open(config.url.as_str())
+                    .map_err(|e| LedgerError::Unavailable(format!("bad redis.url: {e}")))?,
+                config: ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect))
+                    .set_response_timeout(Some(response))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(1_000)),
+            }
+        } else {
+            Client::Cluster(
+                ClusterClient::builder(config.cluster_nodes.iter().map(String::as_str))
+                    .connection_timeout(connect)
+                    .response_timeout(response)
+                    .retries(3)
+                    .build()
+                    .map_err(|e| {
+                        LedgerError::Unavailable(format!("bad redis.cluster_nodes: {e}"))
+                    })?,
+            )
+        };
         Ok(RedisHandle {
             inner: Arc::new(Inner {
                 client,
-                manager_config,
                 connection: OnceCell::new(),
             }),
         })
     }
 
+    /// Whether this is a Redis Cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.client, Client::Cluster(_))
+    }
+
     /// The connection, or `Unavailable` while the first connection has not been made.
-    pub fn get(&self) -> Result<ConnectionManager, LedgerError> {
+    pub fn get(&self) -> Result<RedisConn, LedgerError> {
         self.inner
             .connection
             .get()
@@ -53,17 +122,24 @@ impl RedisHandle {
     }
 
     /// Connects now (once); later calls return the same connection.
-    pub async fn connect(&self) -> Result<ConnectionManager, LedgerError> {
+    pub async fn connect(&self) -> Result<RedisConn, LedgerError> {
         let inner = &self.inner;
         inner
             .connection
             .get_or_try_init(|| async {
-                let mut conn = ConnectionManager::new_with_config(
-                    inner.client.clone(),
-                    inner.manager_config.clone(),
-                )
-                .await
-                .map_err(LedgerError::from)?;
+                let mut conn = match &inner.client {
+                    Client::Single { client, config } => RedisConn::Single(
+                        ConnectionManager::new_with_config(client.clone(), config.clone())
+                            .await
+                            .map_err(LedgerError::from)?,
+                    ),
+                    Client::Cluster(client) => RedisConn::Cluster(
+                        client
+                            .get_async_connection()
+                            .await
+                            .map_err(LedgerError::from)?,
+                    ),
+                };
                 super::store::load_scripts(&mut conn).await?;
                 Ok::<_, LedgerError>(conn)
             })

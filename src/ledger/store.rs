@@ -49,12 +49,17 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 /// Loads every script into Redis' script cache (`SCRIPT LOAD`), so that operations sent right
 /// after connecting run at once rather than being re-sent after a `NOSCRIPT` reply.
+/// One command per script (not a pipeline): in a Redis Cluster each `SCRIPT LOAD` goes to
+/// every primary. A node that still lacks a script (a failover, a new node) answers `NOSCRIPT`,
+/// and the invocation loads it there and retries.
 pub async fn load_scripts<C: ConnectionLike>(conn: &mut C) -> Result<(), LedgerError> {
-    let mut pipe = redis::pipe();
     for source in SOURCES {
-        pipe.cmd("SCRIPT").arg("LOAD").arg(source);
+        let _: Value = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(source)
+            .query_async(conn)
+            .await?;
     }
-    let _: Vec<String> = pipe.query_async(conn).await?;
     Ok(())
 }
 
@@ -566,25 +571,30 @@ pub struct DueHold {
     pub member: String,
 }
 
-/// Up to `per_shard` due holds of every shard, read in one pipelined round trip. Due means
-/// expiring before Redis' own clock, so hosts with skewed clocks agree.
-pub async fn due_holds<C: ConnectionLike>(
+/// Up to `per_shard` due holds of every shard. Due means expiring before Redis' own clock, so
+/// hosts with skewed clocks agree. The shards live in different cluster slots, so each is read
+/// by a command of its own, all sent at once on the multiplexed connection.
+pub async fn due_holds<C: ConnectionLike + Clone>(
     conn: &mut C,
     per_shard: usize,
 ) -> Result<Vec<DueHold>, LedgerError> {
     let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     let now_ms = secs * 1000 + micros / 1000;
-    let mut pipe = redis::pipe();
-    for shard in 0..keys::SHARDS {
-        pipe.cmd("ZRANGEBYSCORE")
-            .arg(keys::sweep(shard))
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(per_shard);
-    }
-    let shards: Vec<Vec<String>> = pipe.query_async(conn).await?;
+    let reads = (0..keys::SHARDS).map(|shard| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(keys::sweep(shard))
+                .arg("-inf")
+                .arg(now_ms)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(per_shard)
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+        }
+    });
+    let shards = futures::future::try_join_all(reads).await?;
     Ok(shards
         .into_iter()
         .flatten()

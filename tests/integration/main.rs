@@ -3,6 +3,7 @@
 mod api;
 mod capture;
 mod chaos;
+mod cluster;
 mod credits;
 mod dashboard;
 mod egress;

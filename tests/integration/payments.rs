@@ -74,6 +74,13 @@ pub(crate) fn polar() -> &'static MockServer {
     })
 }
 
+/// Webhooks on: the Polar-format secret the tests sign with, and the pack → product map.
+pub(crate) fn with_webhooks(c: &mut shotfarm::config::Config) {
+    c.payments.webhook_secret = POLAR_SECRET.to_string();
+    c.payments.webhook_secret_format = WebhookSecretFormat::Polar;
+    c.payments.products = products();
+}
+
 /// A daemon with payments on: sandbox, the stand-in's URL, Polar-format webhook secret.
 pub(crate) fn daemon() -> &'static Daemon {
     static DAEMON: OnceLock<Daemon> = OnceLock::new();
@@ -396,8 +403,17 @@ pub(crate) struct Delivery {
 
 /// Posts `d` to the daemon's Polar endpoint, leaving out the header named in `without`.
 async fn post_webhook(daemon: &Daemon, d: &Delivery, without: Option<&str>) -> (u16, Value) {
+    post_webhook_at(&daemon.url(""), d, without).await
+}
+
+/// Posts `d` to the Polar endpoint of the daemon at `base` (`http://host:port`).
+pub(crate) async fn deliver_to(base: &str, d: &Delivery) -> (u16, Value) {
+    post_webhook_at(base, d, None).await
+}
+
+async fn post_webhook_at(base: &str, d: &Delivery, without: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new()
-        .post(daemon.url("/api/v1/webhooks/polar"))
+        .post(format!("{base}/api/v1/webhooks/polar"))
         .header("content-type", "application/json")
         .header("user-agent", "polar.sh webhooks")
         .body(d.body.clone());

@@ -52,10 +52,74 @@ pub fn start_redis(port: u16) -> RedisServer {
 }
 
 fn start_redis_in(port: u16, dir: std::path::PathBuf) -> RedisServer {
+    start_server(port, dir, &[])
+}
+
+/// A local Redis Cluster of `masters` primaries (no replicas) on free loopback ports, made with
+/// `redis-cli --cluster create`; returns once every node reports `cluster_state:ok`.
+pub fn start_cluster(masters: usize) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..masters)
+        .map(|_| {
+            start_server(
+                super::support::free_port(),
+                tempfile::tempdir().expect("redis dir").keep(),
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+            )
+        })
+        .collect();
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for node in &nodes {
+        create.arg(format!("127.0.0.1:{}", node.port));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli (make test installs redis-tools)");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let start = Instant::now();
+    for node in &nodes {
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &node.port.to_string(), "cluster", "info"])
+                .output()
+                .expect("redis-cli");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the cluster did not become ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    nodes
+}
+
+/// The run's shared three-primary Redis Cluster.
+pub fn cluster() -> &'static [RedisServer] {
+    static CLUSTER: OnceLock<Vec<RedisServer>> = OnceLock::new();
+    CLUSTER.get_or_init(|| start_cluster(3))
+}
+
+/// The cluster's node URLs, as `redis.cluster_nodes` takes them.
+pub fn cluster_nodes() -> Vec<String> {
+    cluster()
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}", n.port))
+        .collect()
+}
+
+fn start_server(port: u16, dir: std::path::PathBuf, extra: &'static [&'static str]) -> RedisServer {
     let (tx, rx) = std::sync::mpsc::channel::<Result<u32, String>>();
     let dir_for_thread = dir.clone();
     std::thread::spawn(move || {
-        let child = spawn_server(port, &dir_for_thread);
+        let child = spawn_server(port, &dir_for_thread, extra);
         match child {
             Ok(mut child) => {
                 let _ = tx.send(Ok(child.id()));
@@ -79,7 +143,7 @@ fn start_redis_in(port: u16, dir: std::path::PathBuf) -> RedisServer {
     }
 }
 
-fn spawn_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+fn spawn_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Result<Child, String> {
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -95,6 +159,7 @@ fn spawn_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
         "--dir",
     ])
     .arg(dir)
+    .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.

@@ -35,6 +35,11 @@ pub fn provision_on(url: &str, credits: i64) -> Funded {
 pub fn provision_as(url: &str, email: &str, credits: i64) -> Funded {
     let mut config = Config::default();
     config.redis.url = url.to_string();
+    provision_in(config, email, credits)
+}
+
+/// Like [`provision_as`], on the Redis (single or cluster) `config` names.
+pub fn provision_in(config: Config, email: &str, credits: i64) -> Funded {
     let email = email.to_string();
     std::thread::spawn(move || {
         shotfarm::ops::block_on(|| async move {
@@ -477,6 +482,26 @@ pub async fn snapshot_on(url: &str, account: &str) -> shotfarm::ledger::store::S
 /// The account's ledger on the test Redis, asserting every invariant holds.
 pub async fn audited(account: &str) -> shotfarm::ledger::store::Snapshot {
     audited_on(&redis_url(), account).await
+}
+
+/// An account's snapshot, after checking every invariant, read through the daemon's own
+/// connection code from the Redis (single or cluster) `redis` names.
+pub async fn audited_in(
+    redis: &shotfarm::config::RedisConfig,
+    account: &str,
+) -> shotfarm::ledger::store::Snapshot {
+    let handle = shotfarm::ledger::RedisHandle::new(redis).expect("redis config");
+    let mut conn = handle.connect().await.expect("redis connection");
+    let snapshot = shotfarm::ledger::store::snapshot(&mut conn, account)
+        .await
+        .expect("snapshot")
+        .expect("account exists");
+    let problems = shotfarm::ledger::audit::violations(&snapshot);
+    assert!(
+        problems.is_empty(),
+        "ledger invariants broken: {problems:?}"
+    );
+    snapshot
 }
 
 pub async fn audited_on(url: &str, account: &str) -> shotfarm::ledger::store::Snapshot {
