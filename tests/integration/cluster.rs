@@ -23,8 +23,10 @@ fn cluster_redis() -> shotfarm::config::RedisConfig {
 }
 
 fn fund(credits: i64) -> Funded {
-    let mut config = shotfarm::config::Config::default();
-    config.redis = cluster_redis();
+    let config = shotfarm::config::Config {
+        redis: cluster_redis(),
+        ..Default::default()
+    };
     let email = format!("c{}@test.example", uuid::Uuid::new_v4().simple());
     provision_in(config, &email, credits)
 }
