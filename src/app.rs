@@ -65,6 +65,9 @@ where
 {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
+    if !config.server.instance_name.is_empty() {
+        metrics.set_host(&config.server.instance_name);
+    }
     let api_listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -196,6 +196,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: u64,
+    /// This host's name in the fleet (`shotfarm_build_info{host}`); empty = the machine's host
+    /// name.
+    pub instance_name: String,
 }
 
 impl Default for ServerConfig {
@@ -205,6 +208,7 @@ impl Default for ServerConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             shutdown_grace_ms: 30_000,
             max_body_bytes: 1024 * 1024,
+            instance_name: String::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
+    build_info: IntGaugeVec,
     /// Jobs waiting for a free tab.
     pub queue_depth: IntGauge,
     /// Captures currently running in a browser.
@@ -254,14 +255,18 @@ impl Metrics {
             }
         }
         let build_info = IntGaugeVec::new(
-            Opts::new("shotfarm_build_info", "Build information"),
-            &["version"],
+            Opts::new(
+                "shotfarm_build_info",
+                "Build information and the host's name in the fleet (server.instance_name)",
+            ),
+            &["version", "host"],
         )
         .expect("static metric definition");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &host_name()])
             .set(1);
 
+        let build_info_handle = build_info.clone();
         for collector in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(captures_in_flight.clone()),
@@ -285,7 +290,7 @@ impl Metrics {
             Box::new(insufficient_credits_total.clone()),
             Box::new(redis_up.clone()),
             Box::new(fleet_healthy.clone()),
-            Box::new(build_info),
+            Box::new(build_info.clone()),
         ] {
             registry
                 .register(collector)
@@ -296,6 +301,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            build_info: build_info_handle,
             queue_depth,
             captures_in_flight,
             captures_total,
@@ -321,6 +327,14 @@ impl Metrics {
         }
     }
 
+    /// Names this host in `shotfarm_build_info{host}` (the fleet dashboard groups by it).
+    pub fn set_host(&self, host: &str) {
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), host])
+            .set(1);
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -329,6 +343,18 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The machine's host name, or `unknown`.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => "unknown".to_string(),
     }
 }
 
