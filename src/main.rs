@@ -62,6 +62,20 @@ enum Command {
         #[command(subcommand)]
         command: CreditsCommand,
     },
+    /// Payments through Polar.
+    Payments {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: PaymentsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PaymentsCommand {
+    /// Read every order of the Polar organization and apply what is missing: paid orders'
+    /// grants and refunded shares. Safe to run any time, on any host; nothing applies twice.
+    Reconcile,
 }
 
 /// Which Redis the operator command talks to.
@@ -229,6 +243,10 @@ fn main() -> ExitCode {
             let balance = op.grant(&account.id, amount, &reason).await?;
             Ok(format!("{} balance {balance}\n", account.id))
         }),
+        Command::Payments {
+            target,
+            command: PaymentsCommand::Reconcile,
+        } => operate(&target, |op| async move { op.reconcile_payments().await }),
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(_) => {
                 println!("configuration OK");

@@ -1,4 +1,4 @@
-//! Operator commands (`shotfarm accounts|keys|credits …`): the same stores and ledger actor as
+//! Operator commands (`shotfarm accounts|keys|credits|payments …`): the same stores and ledger actor as
 //! the daemon, against the same Redis, from a short-lived process.
 
 use std::future::Future;
@@ -24,6 +24,7 @@ where
 pub struct Operator {
     pub accounts: Accounts,
     pub ledger: Ledger,
+    pub config: std::sync::Arc<Config>,
 }
 
 impl Operator {
@@ -44,7 +45,25 @@ impl Operator {
             Duration::from_secs(config.auth.session_ttl_secs),
             config.auth.signup_bonus,
         );
-        Ok(Operator { accounts, ledger })
+        Ok(Operator {
+            accounts,
+            ledger,
+            config: std::sync::Arc::new(config.clone()),
+        })
+    }
+
+    /// Applies every Polar order of the organization again (`shotfarm payments reconcile`):
+    /// grants lost to a missed webhook or a Redis failover come back, nothing applies twice.
+    pub async fn reconcile_payments(&self) -> anyhow::Result<String> {
+        let payments = crate::payments::Payments::new(&self.config).map_err(anyhow::Error::msg)?;
+        let r = payments
+            .reconcile(&self.ledger)
+            .await
+            .context("reconciliation stopped (what it applied so far stays applied)")?;
+        Ok(format!(
+            "{} orders read: {} credited now, {} already credited, {} refunds taken back now, {} not ours to apply\n",
+            r.orders, r.credited, r.already_credited, r.refunded, r.ignored
+        ))
     }
 
     /// Creates an account (with its sign-up bonus) and grants `credits` more when non-zero.

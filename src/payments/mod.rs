@@ -63,6 +63,21 @@ pub enum Handled {
     Ignored(String),
 }
 
+/// What a reconciliation did: every paid order of the organization applied (again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Orders read from Polar.
+    pub orders: u64,
+    /// Paid orders whose grant was missing and is now applied.
+    pub credited: u64,
+    /// Paid orders already granted (nothing changed).
+    pub already_credited: u64,
+    /// Refunded shares taken back now.
+    pub refunded: u64,
+    /// Orders that are not ours to apply (unpaid, another product, no or unknown account).
+    pub ignored: u64,
+}
+
 impl Handled {
     /// The `result` label of `shotfarm_webhooks_total`.
     pub fn label(&self) -> &'static str {
@@ -196,6 +211,49 @@ impl Payments {
             other => Handled::Ignored(format!("event type `{other}` is not used")),
         };
         Ok((event.kind, handled))
+    }
+
+    /// Applies every order of the organization, as the webhooks would have: a paid order's grant
+    /// (keyed by its id, so applying it again changes nothing) and its refunded share. Repairs
+    /// grants lost to a missed webhook or a Redis failover.
+    pub async fn reconcile(&self, ledger: &Ledger) -> Result<Reconciled, PaymentsError> {
+        let Some(polar) = &self.polar else {
+            return Err(PaymentsError::NotConfigured);
+        };
+        let mut report = Reconciled::default();
+        let mut page = 1;
+        loop {
+            let orders = polar.orders(page).await?;
+            for order in &orders.items {
+                report.orders += 1;
+                if !order.is_paid() {
+                    report.ignored += 1;
+                    continue;
+                }
+                match self.credit(ledger, order).await? {
+                    Handled::Credited {
+                        duplicate: false, ..
+                    } => report.credited += 1,
+                    Handled::Credited { .. } => report.already_credited += 1,
+                    _ => {
+                        report.ignored += 1;
+                        continue;
+                    }
+                }
+                if order.refunded_amount > 0 {
+                    if let Handled::Refunded {
+                        duplicate: false, ..
+                    } = self.claw_back(ledger, order).await?
+                    {
+                        report.refunded += 1;
+                    }
+                }
+            }
+            if page >= orders.pagination.max_page || orders.items.is_empty() {
+                return Ok(report);
+            }
+            page += 1;
+        }
     }
 
     /// The account and pack of an order, or why it cannot be placed.

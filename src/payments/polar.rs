@@ -22,7 +22,7 @@ pub enum PolarError {
     Unreachable(String),
     #[error("Polar answered {status}: {body}")]
     Status { status: u16, body: String },
-    #[error("Polar's answer had no checkout URL: {0}")]
+    #[error("Polar's answer was not what its API documents: {0}")]
     Malformed(String),
 }
 
@@ -36,6 +36,20 @@ pub struct Polar {
 #[derive(Deserialize)]
 struct Checkout {
     url: String,
+}
+
+/// One page of `GET /v1/orders/`.
+#[derive(Debug, Deserialize)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Pagination {
+    #[serde(default)]
+    pub total_count: u64,
+    pub max_page: u32,
 }
 
 impl Polar {
@@ -90,6 +104,37 @@ impl Polar {
         }
         Ok(checkout.url)
     }
+
+    /// `GET /v1/orders/?page=&limit=100&sorting=created_at`: one page of the organization's
+    /// orders, oldest first (reconciliation reads them all).
+    pub async fn orders(&self, page: u32) -> Result<OrderPage, PolarError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/orders/", self.base))
+            .query(&[
+                ("page", page.to_string()),
+                ("limit", "100".to_string()),
+                ("sorting", "created_at".to_string()),
+            ])
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            let mut body = text;
+            body.truncate(500);
+            return Err(PolarError::Status {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| PolarError::Malformed(e.to_string()))
+    }
 }
 
 /// A webhook delivery: `{"type": …, "timestamp": …, "data": …}`.
@@ -117,6 +162,11 @@ pub struct Order {
     pub total_amount: i64,
     #[serde(default)]
     pub refunded_amount: i64,
+    /// `pending`, `paid`, `refunded`, `partially_refunded` (empty when a payload lacks it).
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub paid: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +181,15 @@ pub struct Customer {
 }
 
 impl Order {
+    /// Whether the order was paid (refunded orders were paid first).
+    pub fn is_paid(&self) -> bool {
+        self.paid
+            || matches!(
+                self.status.as_str(),
+                "paid" | "refunded" | "partially_refunded"
+            )
+    }
+
     pub fn product(&self) -> Option<&str> {
         self.product_id
             .as_deref()

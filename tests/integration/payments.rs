@@ -1346,3 +1346,98 @@ async fn a_private_daemon_standard_secret_unreachable_polar_and_redis_down() {
     daemon.stop();
     server.kill();
 }
+
+/// `GET /v1/orders/` as Polar answers it: one page of orders.
+fn orders_page(items: Vec<Value>, max_page: u32) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "items": items,
+        "pagination": {"total_count": 5, "max_page": max_page},
+    }))
+}
+
+/// `shotfarm payments reconcile` (the real binary) against the stand-in and the test Redis.
+fn reconcile(dir: &std::path::Path) -> String {
+    let config = dir.join("shotfarm.toml");
+    let products: String = products()
+        .iter()
+        .map(|(pack, product)| format!("{pack} = \"{product}\"\n"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[redis]\nurl = \"{}\"\n[payments]\npolar_server = \"sandbox\"\npolar_api_url = \"{}\"\npolar_access_token = \"{TOKEN}\"\n[payments.products]\n{products}",
+            redis_url(),
+            polar().uri()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
+        .args(["payments", "reconcile", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("shotfarm payments reconcile");
+    assert!(
+        out.status.success(),
+        "reconcile failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn reconciliation_applies_every_missing_grant_and_refund_exactly_once() {
+    let c = customer(5).await;
+    let account = c.funded.account.clone();
+    // A: paid and delivered. B: paid, its webhook lost. C: paid, then $10.50 of $35 refunded,
+    // neither webhook delivered. D: still pending. E: another organization product.
+    let a = OrderSpec::new(&account, "pack_pro");
+    let (status, _) = deliver(&polar_signer().deliver(&paid(&a))).await;
+    assert_eq!(status, 200);
+    let b = OrderSpec::new(&account, "pack_starter");
+    let c_order = OrderSpec::new(&account, "pack_pro");
+    let d = OrderSpec::new(&account, "pack_business");
+    let mut pending = order_json(&d, 0);
+    pending["status"] = json!("pending");
+    pending["paid"] = json!(false);
+    let mut stray = order_json(&OrderSpec::new(&account, "pack_pro"), 0);
+    stray["product_id"] = json!(STRAY_PRODUCT);
+    stray["product"]["id"] = json!(STRAY_PRODUCT);
+    let first = vec![order_json(&a, 0), order_json(&b, 0)];
+    let second = vec![order_json(&c_order, 1050), pending, stray];
+    let mut guards = Vec::new();
+    for (page, items) in [("1", first), ("2", second)] {
+        guards.push(
+            Mock::given(method("GET"))
+                .and(path("/v1/orders/"))
+                .and(wiremock::matchers::query_param("page", page))
+                .and(wiremock::matchers::query_param("limit", "100"))
+                .and(wiremock::matchers::header(
+                    "authorization",
+                    format!("Bearer {TOKEN}").as_str(),
+                ))
+                .respond_with(orders_page(items, 2))
+                .named(format!("orders page {page}"))
+                .mount_as_scoped(polar())
+                .await,
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let report = reconcile(dir.path());
+    assert_eq!(
+        report,
+        "5 orders read: 2 credited now, 1 already credited, 1 refunds taken back now, 2 not ours to apply"
+    );
+    let s = audited(&account).await;
+    // 5 + 1000 (A) + 100 (B) + 1000 (C) − 300 (C's refunded share).
+    assert_eq!(s.balance.available, 1805);
+    assert_eq!((of_kind(&s, "purchase"), of_kind(&s, "refund")), (3, 1));
+    // Again: nothing left to apply.
+    let report = reconcile(dir.path());
+    assert_eq!(
+        report,
+        "5 orders read: 0 credited now, 3 already credited, 0 refunds taken back now, 2 not ours to apply"
+    );
+    assert_eq!(audited(&account).await.balance.available, 1805);
+    drop(guards);
+}
