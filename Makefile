@@ -31,7 +31,7 @@ RUN_FLAGS := $(if $(DEMO_EGRESS),--allow-egress '$(DEMO_EGRESS)') $(if $(filter-
 	$(if $(LISTEN),--listen '$(LISTEN)') \
 	$(if $(METRICS),--metrics-listen '$(METRICS)')
 
-.PHONY: all deps build run test fmt-check clippy unit bench soak fuzz check-config clean-var
+.PHONY: all deps build run test fmt-check clippy unit bench bench-fleet soak fuzz check-config clean-var
 
 all: build
 
@@ -76,6 +76,12 @@ bench: deps
 	$(CARGO) bench --bench capture_load
 	$(CARGO) bench --bench png_encoding
 	$(CARGO) bench --bench ledger
+
+# Throughput with 1, 2 and 3 daemons (the same browsers in all) sharing one Redis, then a
+# three-primary Redis Cluster; audits the ledger at the end. About 6 minutes on 2 cores; knobs
+# (FLEET_SIZES, FLEET_CLUSTER_SIZES, FLEET_CAPTURES, ...) in benches/fleet.rs.
+bench-fleet: deps
+	$(CARGO) bench --bench fleet
 
 # The soak: 10,000 captures through one daemon, whose memory (with its Chromium processes) must
 # end within 10 % of where it settled after the first 1,000. Hours on 2 cores, so not part of
