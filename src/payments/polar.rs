@@ -82,21 +82,8 @@ impl Polar {
             .bearer_auth(&self.token)
             .json(&body)
             .send()
-            .await
-            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            let mut body = text;
-            body.truncate(500);
-            return Err(PolarError::Status {
-                status: status.as_u16(),
-                body,
-            });
-        }
+            .await;
+        let text = body_of(response).await?;
         let checkout: Checkout =
             serde_json::from_str(&text).map_err(|e| PolarError::Malformed(e.to_string()))?;
         if !checkout.url.starts_with("https://") && !checkout.url.starts_with("http://") {
@@ -118,23 +105,32 @@ impl Polar {
             ])
             .bearer_auth(&self.token)
             .send()
-            .await
-            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| PolarError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            let mut body = text;
-            body.truncate(500);
-            return Err(PolarError::Status {
-                status: status.as_u16(),
-                body,
-            });
-        }
+            .await;
+        let text = body_of(response).await?;
         serde_json::from_str(&text).map_err(|e| PolarError::Malformed(e.to_string()))
     }
+}
+
+/// The body of a successful answer, or why there is none (the start of an error body kept).
+async fn body_of(sent: reqwest::Result<reqwest::Response>) -> Result<String, PolarError> {
+    let response = sent.map_err(|e| PolarError::Unreachable(e.to_string()))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| PolarError::Unreachable(e.to_string()))?;
+    if status.is_success() {
+        return Ok(text);
+    }
+    // At most 500 bytes, cut on a character boundary (the body is someone else's text).
+    let cut = (0..=text.len().min(500))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    Err(PolarError::Status {
+        status: status.as_u16(),
+        body: text[..cut].to_string(),
+    })
 }
 
 /// A webhook delivery: `{"type": …, "timestamp": …, "data": …}`.
@@ -214,5 +210,38 @@ impl Order {
             Some(Value::String(s)) => s == "true",
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_body_is_kept_short_and_cut_between_characters() {
+        // 300 two-byte characters: byte 500 falls inside none, 501 would split one.
+        let answer = http::Response::builder()
+            .status(502)
+            .body(format!("x{}", "é".repeat(300)))
+            .expect("response");
+        match body_of(Ok(reqwest::Response::from(answer))).await {
+            Err(PolarError::Status { status, body }) => {
+                assert_eq!(status, 502);
+                assert!(body.len() <= 500 && body.len() >= 499, "{}", body.len());
+                assert!(body.starts_with("xé"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = http::Response::builder()
+            .status(200)
+            .body("{}".to_string())
+            .expect("response");
+        assert_eq!(
+            body_of(Ok(reqwest::Response::from(ok)))
+                .await
+                .ok()
+                .as_deref(),
+            Some("{}")
+        );
     }
 }
