@@ -13,14 +13,10 @@ use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverridePar
 use chromiumoxide::cdp::browser_protocol::network::CookieSameSite;
 use chromiumoxide::cdp::browser_protocol::page::{CaptureScreenshotFormat, Viewport};
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
-use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::{Browser, Page};
-use futures::StreamExt;
+use chromiumoxide::Page;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use shotfarm::config::ChromiumConfig;
-use shotfarm::farm::process::ChromiumProcess;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockGuard, MockServer, ResponseTemplate};
 
@@ -28,7 +24,7 @@ use crate::payments::{
     self, checkout_response, code, deliver, expect_checkout, json_of, paid, polar, polar_signer,
     OrderSpec,
 };
-use crate::support::{audited, client_with_key, enc, page};
+use crate::support::{audited, client_with_key, enc, page, TestBrowser};
 
 /// How long any one page may take to become ready (a bound on waiting, not an assertion).
 const READY_LIMIT: Duration = Duration::from_secs(20);
@@ -46,48 +42,22 @@ fn lit(value: &str) -> String {
 
 /// Real Chromium with one page, driving the dashboard of the daemon at `base`.
 struct Dash {
-    process: ChromiumProcess,
-    browser: Browser,
-    pump: tokio::task::JoinHandle<()>,
+    chromium: TestBrowser,
     page: Page,
     base: String,
     shots: AtomicU32,
-    _profiles: tempfile::TempDir,
 }
 
 impl Dash {
     /// Chromium with a blank page at 1280×800.
     async fn open(base: &str) -> Dash {
-        let profiles = tempfile::tempdir().expect("tmp");
-        let chromium = ChromiumConfig {
-            profile_dir: profiles.path().to_path_buf(),
-            ..ChromiumConfig::default()
-        };
-        let process = ChromiumProcess::launch(&chromium, "dashboard")
-            .await
-            .expect("chromium");
-        let (browser, mut handler) = Browser::connect_with_config(
-            process.ws_url.clone(),
-            HandlerConfig {
-                viewport: None,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("devtools");
-        let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        let page = tokio::time::timeout(Duration::from_secs(30), browser.new_page("about:blank"))
-            .await
-            .expect("a page opens in time")
-            .expect("a page");
+        let chromium = TestBrowser::launch("dashboard").await;
+        let page = chromium.page("about:blank").await;
         let dash = Dash {
-            process,
-            browser,
-            pump,
+            chromium,
             page,
             base: base.to_string(),
             shots: AtomicU32::new(0),
-            _profiles: profiles,
         };
         dash.viewport(1280, 800, false).await;
         dash
@@ -295,9 +265,7 @@ impl Dash {
 
     async fn close(self) {
         drop(self.page);
-        drop(self.browser);
-        self.pump.abort();
-        self.process.kill().await;
+        self.chromium.close().await;
     }
 }
 

@@ -8,18 +8,13 @@ use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
-use chromiumoxide::handler::HandlerConfig;
-use chromiumoxide::Browser;
-use futures::StreamExt;
 use serde_json::{json, Value};
-use shotfarm::config::ChromiumConfig;
-use shotfarm::farm::process::ChromiumProcess;
 
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::payments;
-use crate::support::{audited, client_with_key, enc, page, shared};
+use crate::support::{audited, client_with_key, enc, page, shared, TestBrowser};
 
 const ORIGINAL_BASE: &str = "https://screenshotapi.to";
 
@@ -139,60 +134,26 @@ async fn curl_and_python_snippets_work_with_only_the_base_url_changed() {
 /// Real Chromium with one page open on our origin and the customer's session cookie set, as in
 /// a customer's dashboard.
 struct OnOurOrigin {
-    process: ChromiumProcess,
-    browser: Browser,
-    pump: tokio::task::JoinHandle<()>,
+    chromium: TestBrowser,
     page: chromiumoxide::Page,
-    _profiles: tempfile::TempDir,
 }
 
 impl OnOurOrigin {
     async fn open(base: &str, session: &str) -> OnOurOrigin {
-        let profiles = tempfile::tempdir().expect("tmp");
-        let chromium = ChromiumConfig {
-            profile_dir: profiles.path().to_path_buf(),
-            ..ChromiumConfig::default()
-        };
-        let process = ChromiumProcess::launch(&chromium, "snippet")
-            .await
-            .expect("chromium");
-        let (browser, mut handler) = Browser::connect_with_config(
-            process.ws_url.clone(),
-            HandlerConfig {
-                viewport: None,
-                ..Default::default()
-            },
+        let chromium = TestBrowser::launch("snippet").await;
+        let page = chromium.page(&format!("{base}/api/v1/credits/packs")).await;
+        page.set_cookie(
+            CookieParam::builder()
+                .name("session")
+                .value(session)
+                .url(base)
+                .http_only(true)
+                .build()
+                .expect("cookie"),
         )
         .await
-        .expect("devtools");
-        let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        let page = tokio::time::timeout(Duration::from_secs(30), async {
-            let page = browser
-                .new_page(format!("{base}/api/v1/credits/packs"))
-                .await
-                .expect("page on our origin");
-            page.set_cookie(
-                CookieParam::builder()
-                    .name("session")
-                    .value(session)
-                    .url(base)
-                    .http_only(true)
-                    .build()
-                    .expect("cookie"),
-            )
-            .await
-            .expect("set cookie");
-            page
-        })
-        .await
-        .expect("the page opened");
-        OnOurOrigin {
-            process,
-            browser,
-            pump,
-            page,
-            _profiles: profiles,
-        }
+        .expect("set cookie");
+        OnOurOrigin { chromium, page }
     }
 
     /// Runs a snippet verbatim inside an async function with `console.log` captured; the
@@ -222,9 +183,7 @@ impl OnOurOrigin {
 
     async fn close(self) {
         drop(self.page);
-        drop(self.browser);
-        self.pump.abort();
-        self.process.kill().await;
+        self.chromium.close().await;
     }
 }
 

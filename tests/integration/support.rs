@@ -633,3 +633,56 @@ impl Rng {
         (!items.is_empty()).then(|| items[self.below(items.len())].clone())
     }
 }
+
+/// Real Chromium for a test that drives a browser itself (the dashboard, the contract's
+/// JavaScript): its own profile directory, a DevTools connection and the handler's pump.
+pub struct TestBrowser {
+    pub browser: chromiumoxide::Browser,
+    process: shotfarm::farm::process::ChromiumProcess,
+    pump: tokio::task::JoinHandle<()>,
+    _profiles: tempfile::TempDir,
+}
+
+impl TestBrowser {
+    pub async fn launch(name: &str) -> TestBrowser {
+        use futures::StreamExt as _;
+        let profiles = tempfile::tempdir().expect("tmp");
+        let chromium = shotfarm::config::ChromiumConfig {
+            profile_dir: profiles.path().to_path_buf(),
+            ..Default::default()
+        };
+        let process = shotfarm::farm::process::ChromiumProcess::launch(&chromium, name)
+            .await
+            .expect("chromium");
+        let (browser, mut handler) = chromiumoxide::Browser::connect_with_config(
+            process.ws_url.clone(),
+            chromiumoxide::handler::HandlerConfig {
+                viewport: None,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("devtools");
+        let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        TestBrowser {
+            browser,
+            process,
+            pump,
+            _profiles: profiles,
+        }
+    }
+
+    /// Opens a page at `url`, within 30 s.
+    pub async fn page(&self, url: &str) -> chromiumoxide::Page {
+        tokio::time::timeout(Duration::from_secs(30), self.browser.new_page(url))
+            .await
+            .expect("a page opens in time")
+            .expect("a page")
+    }
+
+    pub async fn close(self) {
+        drop(self.browser);
+        self.pump.abort();
+        self.process.kill().await;
+    }
+}
