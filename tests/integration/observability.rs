@@ -11,7 +11,13 @@ use serde_json::Value;
 
 use crate::support::{client_with_key, enc, page, shared, shared_funded};
 
-const ROWS: &[&str] = &["Traffic", "Render fleet", "Ledger and money", "Errors"];
+const ROWS: &[&str] = &[
+    "Fleet overview",
+    "Traffic",
+    "Render fleet",
+    "Ledger and money",
+    "Errors",
+];
 const DATASOURCE: &str = "${datasource}";
 const INSTANCE_FILTER: &str = "instance=~\"$instance\"";
 /// Units a panel may use.
@@ -197,6 +203,15 @@ async fn scrape_after_captures() -> String {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         assert_eq!(status, 200, "a {format} capture failed: {body}");
+    }
+    // Browser memory is sampled by the liveness probe (every `farm.probe_interval_ms`, 5 s):
+    // a daemon that just started has no sample yet. Wait for one, bounded.
+    for _ in 0..150 {
+        let text = daemon.metrics_text().await;
+        if text.contains("shotfarm_browser_memory_bytes{") {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     daemon.metrics_text().await
 }
