@@ -42,7 +42,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,60 +89,17 @@ fn free_port() -> anyhow::Result<u16> {
 // Redis: one server, or a three-primary cluster
 // ---------------------------------------------------------------------------------------------
 
-/// A cluster node, SIGKILLed on drop (and by the kernel if this process dies first).
-struct ClusterNode {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Three (or `masters`) primaries with every slot assigned, as the integration tests make them.
 /// Call from the main thread (the death signal follows the thread that forked).
-fn start_cluster(masters: usize) -> anyhow::Result<Vec<ClusterNode>> {
-    let mut nodes = Vec::new();
-    for _ in 0..masters {
-        let dir = tempfile::Builder::new().prefix("fleet-redis-").tempdir()?;
-        let port = free_port()?;
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = common::with_death_signal(&mut cmd)
-            .spawn()
-            .context("cannot start redis-server (`make test` installs it)")?;
-        nodes.push(ClusterNode {
-            child,
-            port,
-            _dir: dir,
-        });
-    }
-    for node in &nodes {
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("redis-server on port {} did not start", node.port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+fn start_cluster(masters: usize) -> anyhow::Result<Vec<common::RedisServer>> {
+    let nodes = (0..masters)
+        .map(|_| {
+            common::RedisServer::start_with(
+                true,
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut create = Command::new("redis-cli");
     create.args(["--cluster", "create"]);
     for node in &nodes {
@@ -320,12 +277,11 @@ async fn redis_stats(urls: &[String]) -> anyhow::Result<RedisStats> {
 /// One daemon binary, SIGKILLed on drop if not stopped (its browsers die by their own death
 /// signal then).
 struct Daemon {
-    child: Child,
+    process: common::Spawned,
     api: SocketAddr,
     metrics: SocketAddr,
     name: String,
     profiles: tempfile::TempDir,
-    log: PathBuf,
 }
 
 impl Daemon {
@@ -342,22 +298,10 @@ impl Daemon {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let log = logs.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shotfarm"));
-        cmd.args(["serve", "--listen", &api.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--allow-egress", "127.0.0.0/8"])
-            .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles.path())
-            .env("SHOTFARM_FARM__BROWSERS", browsers.to_string())
+        let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
+        cmd.env("SHOTFARM_FARM__BROWSERS", browsers.to_string())
             .env("SHOTFARM_SERVER__INSTANCE_NAME", &name)
-            .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
-            .env("SHOTFARM_LIMITS__BURST", "100000")
-            .env("SHOTFARM_LEDGER__MAX_IN_FLIGHT_PER_ACCOUNT", "0")
-            .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "10000")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+            .env("SHOTFARM_LEDGER__MAX_IN_FLIGHT_PER_ACCOUNT", "0");
         match ledger.cluster_env() {
             Some(nodes) => cmd.env("SHOTFARM_REDIS__CLUSTER_NODES", nodes),
             None => cmd.args(["--redis-url", &ledger.config.url]),
@@ -366,50 +310,30 @@ impl Daemon {
             .spawn()
             .context("cannot start the shotfarm binary")?;
         Ok(Daemon {
-            child,
+            process: common::Spawned { child, log },
             api,
             metrics,
             name,
             profiles,
-            log,
         })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        self.process.log_tail(15)
     }
 
     fn sigterm(&self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        self.process.sigterm();
     }
 
     fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if start.elapsed() > limit {
-                bail!("{} did not exit within {limit:?} of SIGTERM", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process
+            .wait_exit(limit)
+            .with_context(|| format!("{} after SIGTERM", self.name))
     }
 }
 

@@ -63,8 +63,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,11 +109,10 @@ fn free_port() -> anyhow::Result<u16> {
 /// The daemon binary, SIGKILLed on drop if not stopped (its browsers die by their own death
 /// signal then).
 struct DaemonProcess {
-    child: Child,
+    process: common::Spawned,
     api: SocketAddr,
     metrics: SocketAddr,
     profiles: tempfile::TempDir,
-    log: PathBuf,
 }
 
 impl DaemonProcess {
@@ -125,20 +123,8 @@ impl DaemonProcess {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let log = log_dir.join("daemon.log");
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shotfarm"));
-        cmd.args(["serve", "--listen", &api.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--redis-url", redis_url])
-            .args(["--allow-egress", "127.0.0.0/8"])
-            .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles.path())
-            .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
-            .env("SHOTFARM_LIMITS__BURST", "100000")
-            .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "10000")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+        let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
+        cmd.args(["--redis-url", redis_url]);
         if let Ok(n) = std::env::var("SOAK_RECYCLE_AFTER") {
             cmd.env("SHOTFARM_FARM__RECYCLE_AFTER", n.trim());
         }
@@ -146,47 +132,25 @@ impl DaemonProcess {
             .spawn()
             .context("cannot start the shotfarm binary")?;
         Ok(DaemonProcess {
-            child,
+            process: common::Spawned { child, log },
             api,
             metrics,
             profiles,
-            log,
         })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.process.log_tail(20)
     }
 
     /// SIGTERM, then wait for the graceful exit (drain, browsers killed as groups).
     fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!("the daemon did not exit within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.sigterm();
+        self.process.wait_exit(Duration::from_secs(60))
     }
 }
 

@@ -169,6 +169,7 @@ pub fn with_death_signal(cmd: &mut std::process::Command) -> &mut std::process::
 pub struct RedisServer {
     pub child: std::process::Child,
     pub url: String,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -176,6 +177,11 @@ impl RedisServer {
     /// Starts one on a free port. Call from the main thread: PR_SET_PDEATHSIG follows the
     /// thread that forked, and the main thread lives as long as the bench.
     pub fn start(appendonly: bool) -> anyhow::Result<RedisServer> {
+        Self::start_with(appendonly, &[])
+    }
+
+    /// Like [`RedisServer::start`], with more `redis-server` arguments (e.g. cluster mode).
+    pub fn start_with(appendonly: bool, extra: &[&str]) -> anyhow::Result<RedisServer> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -194,7 +200,8 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        cmd.arg("--dir")
+        cmd.args(extra)
+            .arg("--dir")
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -205,6 +212,7 @@ impl RedisServer {
         let server = RedisServer {
             child,
             url: format!("redis://127.0.0.1:{port}/0"),
+            port,
             _dir: dir,
         };
         let start = std::time::Instant::now();
@@ -223,4 +231,80 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A spawned daemon binary with its log file: SIGTERM, a bounded wait for its exit, the end of
+/// its log; SIGKILLed on drop if still running.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > limit {
+                anyhow::bail!("pid {} did not exit within {limit:?}", self.child.id());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `shotfarm serve` (the real binary) on the given loopback ports, with its own profile
+/// directory, loopback egress allowed, rate limits out of the way, a 10 s drain, and its
+/// output in `log`. The caller adds the Redis and anything else, then spawns it.
+pub fn serve_command(
+    api: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+    profiles: &std::path::Path,
+    log: &std::path::Path,
+) -> anyhow::Result<std::process::Command> {
+    let out = std::fs::File::create(log)?;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"));
+    cmd.args(["serve", "--listen", &api.to_string()])
+        .args(["--metrics-listen", &metrics.to_string()])
+        .args(["--allow-egress", "127.0.0.0/8"])
+        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
+        .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
+        .env("SHOTFARM_LIMITS__BURST", "100000")
+        .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "10000")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(cmd)
 }
