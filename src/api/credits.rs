@@ -58,14 +58,7 @@ fn pack_json(p: &crate::config::PackConfig) -> serde_json::Value {
 }
 
 fn packs(state: &ApiState) -> Response {
-    let packs: Vec<_> = state
-        .config
-        .get()
-        .credits
-        .packs
-        .iter()
-        .map(pack_json)
-        .collect();
+    let packs: Vec<_> = state.payments.packs().iter().map(pack_json).collect();
     json_response(StatusCode::OK, &packs)
 }
 

@@ -148,6 +148,11 @@ impl Payments {
         packs.iter().find(|p| p.id == id).cloned()
     }
 
+    /// Every pack on sale, in config order (the one place packs are read from at run time).
+    pub fn packs(&self) -> Vec<PackConfig> {
+        self.packs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The packs after a configuration reload (what a paid order is worth from now on).
     pub fn set_packs(&self, packs: Vec<PackConfig>) {
         *self.packs.write().unwrap_or_else(|e| e.into_inner()) = packs;
