@@ -11,6 +11,8 @@ CARGO        ?= cargo
 CONFIG       ?= config/shotfarm.toml
 REDIS_URL    ?= redis://127.0.0.1:6379/0
 TEST_THREADS ?= 2
+# The integration tests that also run on the other engine (test-name filters).
+OTHER_ENGINE_TESTS := capture:: isolation:: hostile_pages:: egress:: lifecycle::
 BIN          := ./target/release/shotfarm
 REDIS_PIDFILE := var/redis/redis.pid
 
@@ -31,7 +33,7 @@ RUN_FLAGS := $(if $(DEMO_EGRESS),--allow-egress '$(DEMO_EGRESS)') $(if $(filter-
 	$(if $(LISTEN),--listen '$(LISTEN)') \
 	$(if $(METRICS),--metrics-listen '$(METRICS)')
 
-.PHONY: all deps build run test fmt-check clippy unit bench bench-fleet soak fuzz check-config clean-var
+.PHONY: all deps build run test fmt-check clippy unit bench bench-fleet bench-isolation soak fuzz check-config clean-var
 
 all: build
 
@@ -39,19 +41,29 @@ deps:
 	scripts/install-deps.sh
 
 build: deps
+	@# A cold release build compiles every dependency: say so before the wait.
+	@[[ -x $(BIN) ]] || echo 'first build: ~260 crates, about 7–8 minutes on 2 cores (later builds only recompile shotfarm)'
 	$(CARGO) build --release
 
 run: build
 	scripts/ensure-redis.sh '$(REDIS_URL)'
-	@# A demo account (100 credits, created once) and a fresh API key for it.
+	@# A demo account (100 credits, created once), a fresh API key for it, and a dashboard
+	@# password: generated on the first run into var/demo-password (0600) and kept on later runs
+	@# (set again each run, so it also holds after the Redis was replaced).
+	@mkdir -p var
 	@$(BIN) accounts show --account '$(DEMO_EMAIL)' $(OPS_FLAGS) >/dev/null 2>&1 || \
 		$(BIN) accounts create --email '$(DEMO_EMAIL)' --credits 95 $(OPS_FLAGS) >/dev/null
+	@[[ -s var/demo-password ]] || (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' 'xy' > var/demo-password)
+	@chmod 0600 var/demo-password
+	@$(BIN) accounts set-password --account '$(DEMO_EMAIL)' --password-file var/demo-password $(OPS_FLAGS) >/dev/null
 	@$(BIN) keys create --account '$(DEMO_EMAIL)' --name 'make run' $(OPS_FLAGS) | sed -n 2p > var/demo-key
 	@echo
 	@echo '================================ shotfarm ================================'
 	@echo ' config   : $(CONFIG)'
 	@echo ' redis    : $(REDIS_URL)'
 	@echo " demo key : $$(cat var/demo-key)  (account $(DEMO_EMAIL); also in var/demo-key)"
+	@echo ' dashboard: http://$(API_ADDR)/dashboard'
+	@echo "            log in as $(DEMO_EMAIL), password $$(cat var/demo-password)  (also in var/demo-password)"
 	@echo ' API      : http://$(API_ADDR)/api/v1/screenshot?url=…  (header x-api-key: <key>)'
 	@echo '            (this machine has no internet; for a local demo, in another shell:)'
 	@echo '              mkdir -p /tmp/shotfarm-demo && echo "<h1>hello shotfarm</h1>" > /tmp/shotfarm-demo/index.html'
@@ -71,6 +83,10 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+	@# The default engine is the headless shell; the capture, isolation and lifecycle tests run
+	@# once more on full new-headless Chromium (farm.engine = "chromium").
+	SHOTFARM_FARM__ENGINE=chromium $(CARGO) test --test integration -- --test-threads=$(TEST_THREADS) \
+		$(OTHER_ENGINE_TESTS)
 
 bench: deps
 	$(CARGO) bench --bench capture_load
@@ -82,6 +98,11 @@ bench: deps
 # (FLEET_SIZES, FLEET_CLUSTER_SIZES, FLEET_CAPTURES, ...) in benches/fleet.rs.
 bench-fleet: deps
 	$(CARGO) bench --bench fleet
+
+# What the browsers' own network namespace and Chromium's sandbox cost a capture: the daemon as
+# an unprivileged user in three settings, one run (about 3 minutes; knobs in the script).
+bench-isolation: build
+	python3 benches/isolation_cost.py
 
 # The soak: 10,000 captures through one daemon, whose memory (with its Chromium processes) must
 # end within 10 % of where it settled after the first 1,000. Hours on 2 cores, so not part of

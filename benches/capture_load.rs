@@ -1,29 +1,60 @@
-//! Load benchmark of the whole daemon against the raw Chromium limit and a naive baseline.
+//! Load benchmark: the daemon against raw Chromium and a naive baseline, all in one run.
 //!
-//! Everything runs on loopback and in one process, in phases so that only one fleet of browsers
-//! is alive at a time (the machine has few cores):
+//! For a tiny page and the ~50 KB landing page (both served on loopback, `no-store`), at
+//! c = 1, 2, 4 and 8 captures in flight, four ways to get a 1280×800 PNG:
 //!
-//! 1. **raw**: chromiumoxide alone — 2 browsers × 2 warm tabs (the daemon's fleet), each tab
-//!    looping `goto` (waits for `load`) + `Page.captureScreenshot` (PNG, Chromium's default
-//!    encoding). No HTTP, no queue: the limit the daemon can approach.
-//! 2. **ours**: the real daemon (`shotfarm::app::run`) on its own thread, driven over HTTP by
-//!    reqwest with `GET /api/v1/screenshot`, with `png_encoder = rust`, then again
-//!    with `png_encoder = chromium` (c=1 and c=8 only).
-//! 3. **naive**: a fresh Chromium per capture (launch, page, navigate, capture, kill), sequential.
+//! - **ours**: the daemon binary `cargo bench` builds (`target/release/shotfarm serve`) as a
+//!   separate process with its default configuration (engine, fleet size, encoder: whatever
+//!   `Config::default()` says), a private redis-server as its ledger, and only what a loopback
+//!   bench needs on top (ports, profile directory, loopback egress allowed, rate limits out of
+//!   the way), driven over HTTP (`GET /api/v1/screenshot` with an API key). Every capture is
+//!   authenticated, reserved, charged and rendered in a fresh browser context.
+//!   `CAPTURE_LOAD_OURS_ENV="K=V,K=V"` passes more `SHOTFARM_…` overrides for experiments
+//!   (`farm.engine`, `farm.browsers` and `farm.tabs_per_browser` set there are followed by the
+//!   raw fleets too). `SHOTFARM_…` variables of the calling shell are not passed on.
+//! - **raw warm tabs on new-headless Chromium** (`/usr/bin/chromium`, what most users run):
+//!   chromiumoxide alone, the daemon's fleet (browsers × tabs per browser), each tab a page kept
+//!   for every capture (its own browser context, made once, so each tab has a window of its own
+//!   in new headless; viewport set once), `goto` + `Page.captureScreenshot` as PNG with
+//!   Chromium's default encoding — a user's script. No isolation between captures, no HTTP,
+//!   no ledger.
+//! - **raw warm tabs on the same engine as ours** (the headless shell by default).
+//! - **naive**: a fresh browser per capture on our engine (launch, page, viewport, navigate,
+//!   capture; the kill after is not timed), sequential, c=1 only.
 //!
-//! Plus a diagnostic at c=1: raw with a fresh browser context per capture (as the daemon isolates
-//! every capture), to tell the cost of isolation from the rest of the daemon's overhead.
-//! Counts: 20 captures at c=1, 32 at c=2/4/8, 15 fresh-context, 6 naive (about 3 minutes here).
+//! Phases run one fleet at a time, in this order: ours, raw new-headless, raw same engine (skipped
+//! when ours runs `chromium`: the same fleet), naive. Each fleet is warmed up
+//! with one capture per tab on each page before measuring. Latency counts from issuing a capture
+//! until the PNG bytes are in hand (queueing for a tab included, raw as ours).
 //!
-//! Latency counts from the moment a request is issued (so queueing for a tab is included, for raw
-//! as for ours) until the PNG bytes are in hand. Output: ratios of one run (absolute numbers are
-//! printed alongside). Counts can be scaled down with `CAPTURE_LOAD_SCALE=0.5`.
+//! **CPU per capture**, from `/proc`, sampled at the start and the end of each cell: the sum
+//! over a process tree (the roots and every descendant by ppid, plus any process naming the
+//! fleet's profile directory) of utime + stime + cutime + cstime, ÷ captures.
+//! - ours: the tree of the daemon process — daemon + its Chromium processes (Redis is not
+//!   counted); the "own" column is the daemon process alone (HTTP, ledger client, queue, encoder).
+//! - raw: the browsers' trees plus this bench's own CPU (utime + stime, minus the threads serving
+//!   the fixture pages and sampling memory) — the CDP driving cost, comparable to the daemon's;
+//!   the "own" column is that driver part.
+//! - naive: each launched browser's tree (read just before it is killed) plus the bench's own.
+//!
+//! **Peak PSS** at c=8: the sum of `Pss` of `/proc/<pid>/smaps_rollup` over the same trees,
+//! sampled every 200 ms by a thread of its own; for raw fleets, the Chromium processes only.
+//!
+//! Counts: 16 captures at c=1 and 24 at c=2/4/8 per page and fleet, 5 naive per page (scale
+//! them with `CAPTURE_LOAD_SCALE=0.5`); about 4–5 minutes on 2 cores. Ratios are of this one
+//! run; absolute numbers are printed alongside. Goals (from the issue), on both pages: ours c=8
+//! throughput ≥ 1.0× raw warm tabs on new-headless Chromium, ours c=1 p50 ≤ 1.0× of it; ours ÷
+//! raw on the same engine is reported too (aim ≥ 0.7×); ours' peak PSS at c=8 ≤ ~405 MB (an
+//! isolated puppeteer server).
 
 #[allow(dead_code)]
 mod common;
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,21 +68,26 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
-use shotfarm::app::Bound;
-use shotfarm::config::{ChromiumConfig, Config, PngEncoder};
-use shotfarm::farm::process::ChromiumProcess;
+use shotfarm::config::{ChromiumConfig, Config, Engine};
+use shotfarm::farm::process::{ChromiumProcess, Placement};
 use shotfarm::farm::tab;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use warp::Filter;
 
 const WIDTH: i64 = 1280;
 const HEIGHT: i64 = 800;
-const BROWSERS: usize = 2;
-const TABS_PER_BROWSER: usize = 2;
 const LEVELS: [usize; 4] = [1, 2, 4, 8];
+/// The level at which peak memory is sampled.
+const PSS_LEVEL: usize = 8;
 /// Bound on any single capture; a capture slower than this fails the bench.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// The issue's reference: an isolated puppeteer server's peak PSS at 8 in flight.
+const PSS_GOAL_MB: f64 = 405.0;
+/// Server-Timing phases printed for ours at c=1.
+const PHASES: [&str; 9] = [
+    "queue", "context", "emulate", "navigate", "page", "capture", "encode", "render", "total",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -60,24 +96,287 @@ const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const TINY_PAGE: &str = "<!doctype html><html><head><meta charset=utf-8><title>tiny</title></head>\
 <body style=\"font:16px sans-serif;margin:40px\"><h1>Hello</h1><p>A tiny page for the capture bench.</p></body></html>";
 
-/// Serves `/landing` and `/tiny` on 127.0.0.1:0 with `Cache-Control: no-store`, so raw tabs
-/// (which keep their context) and the daemon's fresh contexts both fetch the page every time.
-async fn serve_fixtures(landing: &'static str) -> anyhow::Result<SocketAddr> {
-    let page = |body: &'static str| {
-        warp::reply::with_header(warp::reply::html(body), "cache-control", "no-store")
-    };
-    let routes = warp::path!("landing")
-        .map(move || page(landing))
-        .or(warp::path!("tiny").map(move || page(TINY_PAGE)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(warp::serve(routes).incoming(listener).run());
-    Ok(addr)
+/// The id of the calling thread (for `/proc/self/task/<tid>/stat`).
+fn gettid() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+/// The fixture site: `/landing` and `/tiny` on 127.0.0.1:0 with `Cache-Control: no-store` (raw
+/// tabs keep their context, the daemon's are fresh: both fetch the page every time), served by
+/// a thread of its own so that its CPU can be left out of the bench's.
+struct Fixtures {
+    addr: SocketAddr,
+    tid: i64,
+}
+
+fn start_fixtures(landing: &'static str) -> anyhow::Result<Fixtures> {
+    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<(SocketAddr, i64)>>();
+    std::thread::Builder::new()
+        .name("fixtures".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let page = |body: &'static str| {
+                    warp::reply::with_header(warp::reply::html(body), "cache-control", "no-store")
+                };
+                let routes = warp::path!("landing")
+                    .map(move || page(landing))
+                    .or(warp::path!("tiny").map(move || page(TINY_PAGE)));
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let addr = listener.local_addr().map_err(anyhow::Error::from);
+                let _ = tx.send(addr.map(|a| (a, gettid())));
+                warp::serve(routes).incoming(listener).run().await;
+            });
+        })?;
+    let (addr, tid) = rx
+        .recv()
+        .map_err(|_| anyhow!("the fixture thread died"))??;
+    Ok(Fixtures { addr, tid })
+}
+
+struct PageDef {
+    name: &'static str,
+    url: String,
+    bytes: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc accounting: CPU and PSS of process trees
+// ---------------------------------------------------------------------------------------------
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+struct ProcStat {
+    ppid: u32,
+    /// utime + stime, in ticks.
+    own: u64,
+    /// cutime + cstime (children it has reaped), in ticks.
+    reaped: u64,
+}
+
+fn read_stat(path: &str) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime.
+    Some(ProcStat {
+        ppid: n(1)? as u32,
+        own: n(11)? + n(12)?,
+        reaped: n(13)? + n(14)?,
+    })
+}
+
+/// A set of processes: the roots and all their descendants, plus every process (and its
+/// descendants) whose command line contains `needle` (a profile directory: catches a helper
+/// that was reparented).
+#[derive(Clone, Debug)]
+struct Tree {
+    roots: Vec<u32>,
+    needle: Option<String>,
+}
+
+fn members(tree: &Tree) -> HashMap<u32, ProcStat> {
+    let mut all: HashMap<u32, ProcStat> = HashMap::new();
+    let mut seeds: Vec<u32> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Zombies are kept: their time is theirs until reaped, then their parent's `reaped`.
+        let Some(stat) = read_stat(&format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(needle) = &tree.needle {
+            if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+                if String::from_utf8_lossy(&raw).contains(needle.as_str()) {
+                    seeds.push(pid);
+                }
+            }
+        }
+        all.insert(pid, stat);
+    }
+    seeds.extend(tree.roots.iter().copied().filter(|p| all.contains_key(p)));
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&pid, stat) in &all {
+        children.entry(stat.ppid).or_default().push(pid);
+    }
+    let mut chosen: HashSet<u32> = HashSet::new();
+    while let Some(pid) = seeds.pop() {
+        if chosen.insert(pid) {
+            seeds.extend(children.get(&pid).into_iter().flatten().copied());
+        }
+    }
+    all.retain(|pid, _| chosen.contains(pid));
+    all
+}
+
+/// CPU seconds of a tree: (everything, the roots' own utime + stime).
+fn tree_cpu(tree: &Tree) -> (f64, f64) {
+    let members = members(tree);
+    let total: u64 = members.values().map(|s| s.own + s.reaped).sum();
+    let roots: u64 = tree
+        .roots
+        .iter()
+        .filter_map(|p| members.get(p))
+        .map(|s| s.own)
+        .sum();
+    (total as f64 / clock_ticks(), roots as f64 / clock_ticks())
+}
+
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Sum of PSS over a tree, in KiB.
+fn tree_pss_kb(tree: &Tree) -> u64 {
+    members(tree)
+        .keys()
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            kb_field(&text, "Pss:")
+        })
+        .sum()
+}
+
+/// This process' own CPU seconds (utime + stime, not its reaped children: those are browsers
+/// counted in their trees, and redis-server), minus the `excluded` threads'.
+fn bench_cpu(excluded: &[i64]) -> f64 {
+    let own = read_stat("/proc/self/stat").map_or(0, |s| s.own);
+    let left_out: u64 = excluded
+        .iter()
+        .filter_map(|tid| read_stat(&format!("/proc/self/task/{tid}/stat")))
+        .map(|s| s.own)
+        .sum();
+    own.saturating_sub(left_out) as f64 / clock_ticks()
+}
+
+/// Where a cell's CPU is read.
+enum CpuSource {
+    /// The daemon's tree; the part is the daemon process itself.
+    Daemon(Tree),
+    /// The browsers' trees plus this bench (the CDP driver); the part is the driver.
+    Driver { browsers: Tree, excluded: Vec<i64> },
+}
+
+impl CpuSource {
+    /// (total, part) CPU seconds so far. The bench's own CPU is read last at the start of a cell
+    /// and first at its end, so the /proc scan itself stays out of it.
+    fn mark(&self, at_start: bool) -> (f64, f64) {
+        match self {
+            CpuSource::Daemon(tree) => tree_cpu(tree),
+            CpuSource::Driver { browsers, excluded } => {
+                if at_start {
+                    let (b, _) = tree_cpu(browsers);
+                    let d = bench_cpu(excluded);
+                    (b + d, d)
+                } else {
+                    let d = bench_cpu(excluded);
+                    let (b, _) = tree_cpu(browsers);
+                    (b + d, d)
+                }
+            }
+        }
+    }
+}
+
+/// Samples the PSS of one tree every 200 ms on a thread of its own, keeping the peak.
+#[derive(Default)]
+struct SamplerState {
+    tree: Option<Tree>,
+    peak_kb: u64,
+    samples: usize,
+}
+
+struct PssSampler {
+    state: Arc<Mutex<SamplerState>>,
+    tid: i64,
+}
+
+impl PssSampler {
+    fn start() -> anyhow::Result<PssSampler> {
+        let state = Arc::new(Mutex::new(SamplerState::default()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = state.clone();
+        std::thread::Builder::new()
+            .name("pss-sampler".into())
+            .spawn(move || {
+                let _ = tx.send(gettid());
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Ok(mut s) = shared.lock() else { return };
+                    if let Some(tree) = s.tree.clone() {
+                        let kb = tree_pss_kb(&tree);
+                        s.peak_kb = s.peak_kb.max(kb);
+                        s.samples += 1;
+                    }
+                }
+            })?;
+        let tid = rx
+            .recv()
+            .map_err(|_| anyhow!("the PSS sampler thread died"))?;
+        Ok(PssSampler { state, tid })
+    }
+
+    fn begin(&self, tree: &Tree) -> anyhow::Result<()> {
+        let mut s = self.state.lock().map_err(|_| anyhow!("sampler poisoned"))?;
+        *s = SamplerState {
+            tree: Some(tree.clone()),
+            peak_kb: tree_pss_kb(tree),
+            samples: 1,
+        };
+        Ok(())
+    }
+
+    /// The peak since `begin`, in KiB, and the number of samples.
+    fn end(&self) -> anyhow::Result<(u64, usize)> {
+        let mut s = self.state.lock().map_err(|_| anyhow!("sampler poisoned"))?;
+        let out = (s.peak_kb, s.samples);
+        s.tree = None;
+        Ok(out)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Measurement
 // ---------------------------------------------------------------------------------------------
+
+/// `Server-Timing` of one response: (name, ms).
+type Timing = Vec<(String, f64)>;
 
 #[derive(Clone)]
 struct Stats {
@@ -94,11 +393,26 @@ impl Stats {
     fn pct(&self, p: f64) -> Duration {
         // Nearest rank.
         let rank = ((p / 100.0) * self.lat.len() as f64).ceil() as usize;
-        self.lat[rank.clamp(1, self.lat.len()) - 1]
+        self.lat
+            .get(rank.clamp(1, self.lat.len().max(1)) - 1)
+            .copied()
+            .unwrap_or_default()
     }
     fn p50(&self) -> Duration {
         self.pct(50.0)
     }
+}
+
+/// One (fleet, page, concurrency) measurement.
+struct Cell {
+    concurrency: usize,
+    stats: Stats,
+    /// CPU ms per capture: everything, and the daemon's / the driver's part.
+    cpu_ms: f64,
+    part_ms: f64,
+    /// Peak PSS during the cell, in KiB (only at [`PSS_LEVEL`]).
+    pss_kb: Option<u64>,
+    timings: Vec<Timing>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -106,28 +420,35 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs `count` operations with `concurrency` workers; each latency counts from issue to done.
-async fn run_level<F, Fut>(concurrency: usize, count: usize, op: F) -> anyhow::Result<Stats>
+async fn run_level<F, Fut>(
+    concurrency: usize,
+    count: usize,
+    op: F,
+) -> anyhow::Result<(Stats, Vec<Timing>)>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    Fut: Future<Output = anyhow::Result<Option<Timing>>> + Send + 'static,
 {
     let op = Arc::new(op);
     let remaining = Arc::new(AtomicUsize::new(count));
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let results = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (op, remaining, lat) = (op.clone(), remaining.clone(), lat.clone());
+        let (op, remaining, results) = (op.clone(), remaining.clone(), results.clone());
         workers.push(tokio::spawn(async move {
             while remaining
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
                 let t = Instant::now();
-                tokio::time::timeout(OP_TIMEOUT, op())
+                let timing = tokio::time::timeout(OP_TIMEOUT, op())
                     .await
                     .map_err(|_| anyhow!("a capture took longer than {OP_TIMEOUT:?}"))??;
-                lat.lock().unwrap().push(t.elapsed());
+                results
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .push((t.elapsed(), timing));
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -136,16 +457,97 @@ where
         w.await??;
     }
     let wall = start.elapsed();
-    let mut lat = std::mem::take(&mut *lat.lock().unwrap());
+    let results = std::mem::take(&mut *results.lock().map_err(|_| anyhow!("poisoned"))?);
+    let mut lat: Vec<Duration> = results.iter().map(|(d, _)| *d).collect();
     lat.sort();
-    let stats = Stats { count, wall, lat };
+    let timings = results.into_iter().filter_map(|(_, t)| t).collect();
+    Ok((Stats { count, wall, lat }, timings))
+}
+
+/// A measured cell: CPU marks around [`run_level`], PSS sampled at [`PSS_LEVEL`].
+async fn measure<F, Fut>(
+    source: &CpuSource,
+    sampler: &PssSampler,
+    pss_tree: &Tree,
+    concurrency: usize,
+    count: usize,
+    op: F,
+) -> anyhow::Result<Cell>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Option<Timing>>> + Send + 'static,
+{
+    let sample = concurrency == PSS_LEVEL;
+    if sample {
+        sampler.begin(pss_tree)?;
+    }
+    let (cpu0, part0) = source.mark(true);
+    let run = run_level(concurrency, count, op).await;
+    let (cpu1, part1) = source.mark(false);
+    let pss = if sample { Some(sampler.end()?) } else { None };
+    let (stats, timings) = run?;
+    let per = |s: f64| s * 1000.0 / count as f64;
+    let cell = Cell {
+        concurrency,
+        stats,
+        cpu_ms: per(cpu1 - cpu0),
+        part_ms: per(part1 - part0),
+        pss_kb: pss.map(|(kb, _)| kb),
+        timings,
+    };
     eprintln!(
-        "  [c={concurrency} n={count}] {:.2}/s p50 {:.0} ms p95 {:.0} ms",
-        stats.thr(),
-        ms(stats.p50()),
-        ms(stats.pct(95.0))
+        "  [c={concurrency} n={count}] {:.2}/s p50 {:.0} ms p95 {:.0} ms, {:.0} CPU ms/capture{}",
+        cell.stats.thr(),
+        ms(cell.stats.p50()),
+        ms(cell.stats.pct(95.0)),
+        cell.cpu_ms,
+        pss.map_or(String::new(), |(kb, n)| format!(
+            ", peak PSS {:.0} MB ({n} samples)",
+            mb(kb)
+        ))
     );
-    Ok(stats)
+    Ok(cell)
+}
+
+/// Warm-up, then every level, for each page: `cells[page][level]`.
+async fn run_pages<M, F, Fut>(
+    label: &str,
+    pages: &[PageDef],
+    warmup: usize,
+    source: &CpuSource,
+    sampler: &PssSampler,
+    pss_tree: &Tree,
+    make_op: M,
+) -> anyhow::Result<Vec<Vec<Cell>>>
+where
+    M: Fn(&str) -> F,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Option<Timing>>> + Send + 'static,
+{
+    let mut out = Vec::new();
+    for page in pages {
+        eprintln!("{label}, {} page:", page.name);
+        run_level(warmup, warmup, make_op(&page.url))
+            .await
+            .with_context(|| format!("{label}: warm-up on {}", page.name))?;
+        let mut cells = Vec::new();
+        for c in LEVELS {
+            cells.push(
+                measure(
+                    source,
+                    sampler,
+                    pss_tree,
+                    c,
+                    count_for(c)?,
+                    make_op(&page.url),
+                )
+                .await
+                .with_context(|| format!("{label}: {} page, c={c}", page.name))?,
+            );
+        }
+        out.push(cells);
+    }
+    Ok(out)
 }
 
 fn check_png(bytes: &[u8]) -> anyhow::Result<()> {
@@ -155,8 +557,12 @@ fn check_png(bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
 // ---------------------------------------------------------------------------------------------
-// Raw chromiumoxide fleet
+// Raw chromiumoxide fleets
 // ---------------------------------------------------------------------------------------------
 
 struct RawBrowser {
@@ -165,8 +571,23 @@ struct RawBrowser {
     handler: tokio::task::JoinHandle<()>,
 }
 
-async fn connect(chromium: &ChromiumConfig, label: &str) -> anyhow::Result<RawBrowser> {
-    let process = ChromiumProcess::launch(chromium, label).await?;
+/// As users run Chromium: on the host's network, sandboxed unless running as root (as the
+/// daemon's default `chromium.sandbox = auto` decides).
+fn raw_placement() -> Placement {
+    Placement {
+        namespace: None,
+        sandbox: ChromiumConfig::default().sandbox.enabled(),
+    }
+}
+
+async fn connect(
+    chromium: &ChromiumConfig,
+    placement: &Placement,
+    label: &str,
+) -> anyhow::Result<RawBrowser> {
+    let process = ChromiumProcess::launch(chromium, placement, label)
+        .await
+        .with_context(|| format!("launching {}", chromium.executable.display()))?;
     let (browser, mut handler) = Browser::connect_with_config(
         process.ws_url.clone(),
         HandlerConfig {
@@ -193,106 +614,19 @@ impl RawBrowser {
     }
 }
 
-/// A page in its own browser context (the daemon's `tab::prepare`) with the bench viewport set once.
-async fn open_tab(browser: &Browser) -> anyhow::Result<Page> {
-    let page = tab::prepare(browser).await?.page;
-    page.execute(SetDeviceMetricsOverrideParams::new(
-        WIDTH, HEIGHT, 1.0, false,
-    ))
-    .await?;
-    Ok(page)
-}
-
-/// Diagnostic: raw c=1 where every capture gets a fresh browser context, as the daemon does
-/// (context + blank page prepared before the clock starts, disposed after it stops; timed: set
-/// the viewport, navigate, capture). Separates the cost of per-capture isolation from the rest of
-/// the daemon's overhead.
-async fn raw_fresh_level(browser: &Browser, url: &str, count: usize) -> anyhow::Result<Stats> {
-    let mut lat = Vec::with_capacity(count);
-    let start = Instant::now();
-    for _ in 0..count {
-        let fresh = tab::prepare(browser).await?;
-        let t = Instant::now();
-        tokio::time::timeout(OP_TIMEOUT, async {
-            fresh
-                .page
-                .execute(SetDeviceMetricsOverrideParams::new(
-                    WIDTH, HEIGHT, 1.0, false,
-                ))
-                .await?;
-            raw_capture(&fresh.page, url).await
-        })
-        .await??;
-        lat.push(t.elapsed());
-        tab::dispose(browser, fresh).await?;
-    }
-    let wall = start.elapsed();
-    lat.sort();
-    Ok(Stats { count, wall, lat })
-}
-
-/// The raw limit for *isolated* captures: every capture opens a fresh browser context and page,
-/// sets the viewport, navigates, captures and disposes the context, all timed. `workers` run at
-/// once, spread over the browsers (the same work the daemon does per request, minus HTTP).
-async fn raw_isolated_level(
-    browsers: &[&Browser],
-    url: &str,
-    workers: usize,
-    count: usize,
-) -> anyhow::Result<Stats> {
-    let next = AtomicUsize::new(0);
-    let lat = Mutex::new(Vec::with_capacity(count));
-    let start = Instant::now();
-    let worker = |w: usize| {
-        let browser = browsers[w % browsers.len()];
-        let (next, lat) = (&next, &lat);
-        async move {
-            while next.fetch_add(1, Ordering::SeqCst) < count {
-                let t = Instant::now();
-                tokio::time::timeout(OP_TIMEOUT, async {
-                    let fresh = tab::prepare(browser).await?;
-                    fresh
-                        .page
-                        .execute(SetDeviceMetricsOverrideParams::new(
-                            WIDTH, HEIGHT, 1.0, false,
-                        ))
-                        .await?;
-                    raw_capture(&fresh.page, url).await?;
-                    tab::dispose(browser, fresh).await?;
-                    Ok::<_, anyhow::Error>(())
-                })
-                .await??;
-                lat.lock()
-                    .map_err(|_| anyhow!("poisoned"))?
-                    .push(t.elapsed());
-            }
-            Ok::<_, anyhow::Error>(())
-        }
-    };
-    for result in futures::future::join_all((0..workers).map(worker)).await {
-        result?;
-    }
-    let wall = start.elapsed();
-    let mut lat = lat.into_inner().map_err(|_| anyhow!("poisoned"))?;
-    lat.sort();
-    Ok(Stats {
-        count: lat.len(),
-        wall,
-        lat,
-    })
-}
-
 /// Navigate (waits for `load`) and capture with Chromium's default PNG encoding.
 async fn raw_capture(page: &Page, url: &str) -> anyhow::Result<()> {
-    page.goto(url).await?;
+    page.goto(url).await.context("navigate")?;
     let shot = page
         .execute(CaptureScreenshotParams {
             format: Some(CaptureScreenshotFormat::Png),
             ..Default::default()
         })
-        .await?;
+        .await
+        .context("Page.captureScreenshot")?;
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(AsRef::<str>::as_ref(&shot.result.data))?;
+        .decode(AsRef::<str>::as_ref(&shot.result.data))
+        .context("screenshot data is not base64")?;
     check_png(&bytes)
 }
 
@@ -303,226 +637,396 @@ struct TabPool {
 }
 
 impl TabPool {
-    async fn take(&self) -> Page {
+    async fn take(&self) -> anyhow::Result<Page> {
         self.rx
             .lock()
             .await
             .recv()
             .await
-            .expect("the pool owns a sender")
+            .ok_or_else(|| anyhow!("the tab pool is closed"))
     }
     fn put(&self, page: Page) {
         let _ = self.tx.send(page);
     }
 }
 
-async fn raw_level(
-    pool: &Arc<TabPool>,
-    url: &str,
-    concurrency: usize,
-    count: usize,
-) -> anyhow::Result<Stats> {
-    let (pool, url) = (pool.clone(), url.to_string());
-    run_level(concurrency, count, move || {
-        let (pool, url) = (pool.clone(), url.clone());
-        async move {
-            let page = pool.take().await;
-            let result = raw_capture(&page, &url).await;
-            pool.put(page);
-            result
-        }
-    })
-    .await
-}
-
-// ---------------------------------------------------------------------------------------------
-// The daemon
-// ---------------------------------------------------------------------------------------------
-
-struct Daemon {
-    bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+struct RawFleet {
+    browsers: Vec<RawBrowser>,
+    pool: Arc<TabPool>,
+    tree: Tree,
+    product: String,
     _profiles: tempfile::TempDir,
 }
 
-async fn start_daemon(encoder: PngEncoder, client: &reqwest::Client) -> anyhow::Result<Daemon> {
-    let profiles = tempfile::tempdir()?;
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse()?;
-    config.server.metrics_listen = "127.0.0.1:0".parse()?;
-    config.farm.browsers = BROWSERS;
-    config.farm.tabs_per_browser = TABS_PER_BROWSER;
-    config.farm.queue_capacity = 256;
-    config.chromium.profile_dir = profiles.path().to_path_buf();
-    config.capture.png_encoder = encoder;
-    config.validate()?;
-
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel::<Bound>();
-    let thread = std::thread::Builder::new()
-        .name("shotfarm-daemon".into())
-        .spawn(move || {
-            shotfarm::app::run(
-                config,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move |bound| {
-                    let _ = ready_tx.send(bound);
-                },
-            )
-        })?;
-    let bound = match tokio::time::timeout(Duration::from_secs(20), ready_rx).await {
-        Ok(Ok(bound)) => bound,
-        _ => {
-            let _ = stop_tx.send(());
-            let result = tokio::task::spawn_blocking(move || thread.join()).await;
-            bail!("the daemon did not start: {result:?}");
-        }
+async fn start_raw_fleet(
+    engine: Engine,
+    browsers: usize,
+    tabs: usize,
+    label: &str,
+) -> anyhow::Result<RawFleet> {
+    let profiles = tempfile::Builder::new()
+        .prefix(&format!("capture-load-{label}-"))
+        .tempdir()?;
+    let chromium = ChromiumConfig {
+        executable: engine.binary().to_path_buf(),
+        profile_dir: profiles.path().to_path_buf(),
+        ..ChromiumConfig::default()
     };
-    let mut daemon = Daemon {
-        bound,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-        _profiles: profiles,
-    };
-    // Listening is not ready: wait until every browser can take work.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = async {
-            let body: serde_json::Value = client
-                .get(format!("http://{}/readyz", daemon.bound.metrics))
-                .send()
-                .await?
-                .json()
-                .await?;
-            Ok::<_, anyhow::Error>(
-                body["browsers_ready"].as_u64() == Some(BROWSERS as u64)
-                    && body["browsers_total"].as_u64() == Some(BROWSERS as u64),
-            )
-        }
-        .await;
-        if matches!(ready, Ok(true)) {
-            break;
-        }
-        if Instant::now() > deadline {
-            daemon.stop().await;
-            bail!("the daemon's browsers were not all ready within 60 s (last: {ready:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let placement = raw_placement();
+    let mut list = Vec::new();
+    for i in 0..browsers {
+        list.push(connect(&chromium, &placement, &format!("{label}{i}")).await?);
     }
-    Ok(daemon)
+    let product = match list.first() {
+        Some(raw) => {
+            raw.browser
+                .version()
+                .await
+                .context("Browser.getVersion")?
+                .product
+        }
+        None => bail!("a fleet of 0 browsers"),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    for raw in &list {
+        for _ in 0..tabs {
+            // Its own context, made once and kept: in new headless, a window of its own (never
+            // a background tab); the page is then reused for every capture.
+            let page = tab::prepare(&raw.browser).await?.page;
+            page.execute(SetDeviceMetricsOverrideParams::new(
+                WIDTH, HEIGHT, 1.0, false,
+            ))
+            .await
+            .context("Emulation.setDeviceMetricsOverride")?;
+            let _ = tx.send(page);
+        }
+    }
+    let tree = Tree {
+        roots: list.iter().map(|r| r.process.pid).collect(),
+        needle: Some(profiles.path().to_string_lossy().into_owned()),
+    };
+    Ok(RawFleet {
+        browsers: list,
+        pool: Arc::new(TabPool {
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+        }),
+        tree,
+        product,
+        _profiles: profiles,
+    })
 }
 
-impl Daemon {
-    async fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let joined = tokio::time::timeout(
-                Duration::from_secs(60),
-                tokio::task::spawn_blocking(move || thread.join()),
-            )
-            .await;
-            match joined {
-                Ok(Ok(Ok(Ok(())))) => {}
-                other => eprintln!("warning: daemon shutdown: {other:?}"),
+struct FleetRun {
+    label: String,
+    product: String,
+    /// `cells[page][level]`.
+    cells: Vec<Vec<Cell>>,
+}
+
+async fn run_raw(
+    engine: Engine,
+    label: String,
+    fleet_size: (usize, usize),
+    pages: &[PageDef],
+    sampler: &PssSampler,
+    excluded: &[i64],
+) -> anyhow::Result<FleetRun> {
+    let phase = Instant::now();
+    let fleet = start_raw_fleet(engine, fleet_size.0, fleet_size.1, engine.name()).await?;
+    let source = CpuSource::Driver {
+        browsers: fleet.tree.clone(),
+        excluded: excluded.to_vec(),
+    };
+    let tabs = fleet_size.0 * fleet_size.1;
+    let pool = fleet.pool.clone();
+    let result = run_pages(
+        &label,
+        pages,
+        tabs,
+        &source,
+        sampler,
+        &fleet.tree,
+        |url: &str| {
+            let (pool, url) = (pool.clone(), url.to_string());
+            move || {
+                let (pool, url) = (pool.clone(), url.clone());
+                async move {
+                    let page = pool.take().await?;
+                    let result = raw_capture(&page, &url).await;
+                    pool.put(page);
+                    result.map(|()| None)
+                }
             }
+        },
+    )
+    .await;
+    drop(pool);
+    let RawFleet {
+        browsers, product, ..
+    } = fleet;
+    for raw in browsers {
+        raw.close().await;
+    }
+    eprintln!("phase {label}: {:.1} s", phase.elapsed().as_secs_f64());
+    Ok(FleetRun {
+        label,
+        product,
+        cells: result?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ours: the daemon binary
+// ---------------------------------------------------------------------------------------------
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A funded account with an API key, made through the operator code path (before any tokio
+/// runtime runs on this thread: `ops::block_on` starts its own actix system).
+fn provision(redis_url: &str) -> anyhow::Result<String> {
+    let mut config = Config::default();
+    config.redis.url = redis_url.to_string();
+    shotfarm::ops::block_on(|| async move {
+        let op = shotfarm::ops::Operator::connect(&config).await?;
+        let account = op
+            .create_account("capture-load@bench.example", None, 10_000_000)
+            .await?;
+        let (_, key) = op.create_key(&account.id, "capture-load").await?;
+        Ok(key)
+    })
+}
+
+/// `CAPTURE_LOAD_OURS_ENV="KEY=V,KEY=V"`. A piece without `NAME=` continues the previous value,
+/// so a list such as `SHOTFARM_EGRESS__ALLOW=["a","b"]` survives the split.
+fn ours_overrides() -> anyhow::Result<Vec<(String, String)>> {
+    let Ok(raw) = std::env::var("CAPTURE_LOAD_OURS_ENV") else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for piece in raw.split(',') {
+        let named = piece.split_once('=').filter(|(k, _)| {
+            let k = k.trim();
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        });
+        match (named, out.last_mut()) {
+            (Some((k, v)), _) => out.push((k.trim().to_string(), v.to_string())),
+            (None, Some((_, v))) => {
+                v.push(',');
+                v.push_str(piece);
+            }
+            (None, None) if piece.trim().is_empty() => {}
+            (None, None) => bail!("CAPTURE_LOAD_OURS_ENV: {piece:?} is not KEY=VALUE"),
         }
     }
+    Ok(out)
+}
+
+fn override_of<'a>(overrides: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    overrides
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.trim())
+}
+
+struct Ours {
+    process: common::Spawned,
+    api: SocketAddr,
+    metrics: SocketAddr,
+    tree: Tree,
+    _profiles: tempfile::TempDir,
+}
+
+impl Ours {
+    /// Call from the main thread (the death signal follows the thread that forked).
+    fn spawn(redis_url: &str, overrides: &[(String, String)], logs: &Path) -> anyhow::Result<Ours> {
+        let binary = env!("CARGO_BIN_EXE_shotfarm");
+        if !Path::new(binary).is_file() {
+            bail!("{binary} is missing: build it with `cargo build --release`");
+        }
+        let profiles = tempfile::Builder::new()
+            .prefix("capture-load-ours-")
+            .tempdir()?;
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let log = logs.join("daemon.log");
+        let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
+        cmd.args(["--redis-url", redis_url]);
+        // The daemon's defaults, not whatever SHOTFARM_… this shell exports (`make test` sets
+        // the engine, for one): only the bench's own settings and the explicit overrides.
+        let set: HashSet<OsString> = cmd.get_envs().map(|(k, _)| k.to_os_string()).collect();
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(|n| n.starts_with("SHOTFARM_")) && !set.contains(&name) {
+                cmd.env_remove(&name);
+            }
+        }
+        for (k, v) in overrides {
+            cmd.env(k, v);
+        }
+        let child = common::with_death_signal(&mut cmd)
+            .spawn()
+            .with_context(|| format!("cannot start {binary}"))?;
+        let tree = Tree {
+            roots: vec![child.id()],
+            needle: Some(profiles.path().to_string_lossy().into_owned()),
+        };
+        Ok(Ours {
+            process: common::Spawned { child, log },
+            api,
+            metrics,
+            tree,
+            _profiles: profiles,
+        })
+    }
+
+    /// Until every browser can take work (listening is not enough).
+    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.process.child.try_wait()? {
+                bail!("the daemon exited during start-up: {status}");
+            }
+            let ready = async {
+                let body: serde_json::Value = client
+                    .get(format!("http://{}/readyz", self.metrics))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let total = body["browsers_total"].as_u64().unwrap_or(0);
+                Ok::<_, anyhow::Error>(total > 0 && body["browsers_ready"].as_u64() == Some(total))
+            }
+            .await;
+            if matches!(ready, Ok(true)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon's browsers were not all ready within 90 s (last: {ready:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, then a bounded wait for the graceful exit.
+    fn stop(&mut self) {
+        self.process.sigterm();
+        if let Err(e) = self.process.wait_exit(Duration::from_secs(60)) {
+            eprintln!("warning: daemon shutdown: {e:#}");
+        }
+    }
+}
+
+fn parse_timing(header: &str) -> Timing {
+    header
+        .split(',')
+        .filter_map(|part| {
+            let mut fields = part.trim().split(';');
+            let name = fields.next()?.trim().to_string();
+            let dur = fields.find_map(|f| f.trim().strip_prefix("dur=")?.parse().ok())?;
+            Some((name, dur))
+        })
+        .collect()
 }
 
 async fn ours_capture(
     client: &reqwest::Client,
     api: SocketAddr,
     page_url: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Timing>> {
     let url = url::Url::parse_with_params(
         &format!("http://{api}/api/v1/screenshot"),
-        &[("url", page_url), ("width", "1280"), ("height", "800")],
+        &[
+            ("url", page_url),
+            ("width", &WIDTH.to_string()),
+            ("height", &HEIGHT.to_string()),
+        ],
     )?;
-    let response = client.get(url).send().await?;
+    let response = client.get(url).send().await.context("request")?;
     let status = response.status();
-    let body = response.bytes().await?;
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .map(parse_timing);
+    let body = response.bytes().await.context("response body")?;
     if status != reqwest::StatusCode::OK {
         bail!(
             "status {status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(300)])
         );
     }
-    check_png(&body)
-}
-
-/// One capture through the daemon, returning the client-side latency and the server's own
-/// `Server-Timing` (render and total, in ms).
-async fn ours_timed(
-    client: &reqwest::Client,
-    api: SocketAddr,
-    page_url: &str,
-) -> anyhow::Result<(Duration, f64, f64)> {
-    let url = url::Url::parse_with_params(
-        &format!("http://{api}/api/v1/screenshot"),
-        &[("url", page_url), ("width", "1280"), ("height", "800")],
-    )?;
-    let t = Instant::now();
-    let response = client.get(url).send().await?;
-    let timing = response
-        .headers()
-        .get("server-timing")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let status = response.status();
-    let body = response.bytes().await?;
-    let elapsed = t.elapsed();
-    if status != reqwest::StatusCode::OK {
-        bail!("status {status}");
-    }
     check_png(&body)?;
-    let dur = |name: &str| -> f64 {
-        timing
-            .split(',')
-            .map(str::trim)
-            .find_map(|part| {
-                part.strip_prefix(&format!("{name};dur="))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(f64::NAN)
-    };
-    Ok((elapsed, dur("render"), dur("total")))
+    Ok(timing)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-async fn ours_level(
-    client: &reqwest::Client,
-    api: SocketAddr,
-    url: &str,
-    concurrency: usize,
-    count: usize,
-) -> anyhow::Result<Stats> {
-    let (client, url) = (client.clone(), url.to_string());
-    run_level(concurrency, count, move || {
-        let (client, url) = (client.clone(), url.clone());
-        async move { ours_capture(&client, api, &url).await }
+async fn run_ours(
+    ours: &mut Ours,
+    label: String,
+    key: &str,
+    pages: &[PageDef],
+    warmup: usize,
+    sampler: &PssSampler,
+) -> anyhow::Result<FleetRun> {
+    let phase = Instant::now();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        reqwest::header::HeaderValue::from_str(key).context("the API key as a header")?,
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .pool_max_idle_per_host(16)
+        .timeout(OP_TIMEOUT)
+        .build()?;
+    ours.wait_ready(&client).await?;
+    let source = CpuSource::Daemon(ours.tree.clone());
+    let api = ours.api;
+    let cells = run_pages(
+        &label,
+        pages,
+        warmup,
+        &source,
+        sampler,
+        &ours.tree,
+        |url: &str| {
+            let (client, url) = (client.clone(), url.to_string());
+            move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move { ours_capture(&client, api, &url).await }
+            }
+        },
+    )
+    .await?;
+    eprintln!("phase {label}: {:.1} s", phase.elapsed().as_secs_f64());
+    Ok(FleetRun {
+        label,
+        product: String::new(),
+        cells,
     })
-    .await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Naive baseline
 // ---------------------------------------------------------------------------------------------
 
-/// Launch, open a page, navigate, capture; the latency stops when the PNG is in hand (the kill
-/// that follows is not counted, which favours the baseline).
-async fn naive_capture(chromium: &ChromiumConfig, url: &str) -> anyhow::Result<Duration> {
+/// Launch, open a page, set the viewport, navigate, capture. Returns the latency (until the PNG
+/// is in hand; the kill after is not timed, which favours the baseline) and the CPU seconds of
+/// the browser's whole tree, read just before the kill.
+async fn naive_capture(
+    chromium: &ChromiumConfig,
+    placement: &Placement,
+    url: &str,
+) -> anyhow::Result<(Duration, f64)> {
     let t = Instant::now();
-    let raw = connect(chromium, "naive").await?;
+    let raw = connect(chromium, placement, "naive").await?;
     let result = async {
         let page = raw.browser.new_page("about:blank").await?;
         page.execute(SetDeviceMetricsOverrideParams::new(
@@ -533,51 +1037,107 @@ async fn naive_capture(chromium: &ChromiumConfig, url: &str) -> anyhow::Result<D
     }
     .await;
     let elapsed = t.elapsed();
+    let tree = Tree {
+        roots: vec![raw.process.pid],
+        needle: raw
+            .process
+            .profile_dir()
+            .map(|p| p.to_string_lossy().into_owned()),
+    };
+    let (cpu, _) = tree_cpu(&tree);
     raw.close().await;
-    result.map(|()| elapsed)
+    result.map(|()| (elapsed, cpu))
+}
+
+async fn run_naive(
+    engine: Engine,
+    pages: &[PageDef],
+    excluded: &[i64],
+) -> anyhow::Result<Vec<Cell>> {
+    let phase = Instant::now();
+    let profiles = tempfile::Builder::new()
+        .prefix("capture-load-naive-")
+        .tempdir()?;
+    let chromium = ChromiumConfig {
+        executable: engine.binary().to_path_buf(),
+        profile_dir: profiles.path().to_path_buf(),
+        ..ChromiumConfig::default()
+    };
+    let placement = raw_placement();
+    let count = scaled(5, 2)?;
+    let mut out = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        if i == 0 {
+            naive_capture(&chromium, &placement, &page.url)
+                .await
+                .context("naive warm-up")?;
+        }
+        let bench0 = bench_cpu(excluded);
+        let mut browsers_cpu = 0.0;
+        let mut lat = Vec::new();
+        let start = Instant::now();
+        for _ in 0..count {
+            let (d, cpu) = naive_capture(&chromium, &placement, &page.url)
+                .await
+                .with_context(|| format!("naive on {}", page.name))?;
+            lat.push(d);
+            browsers_cpu += cpu;
+        }
+        let wall = start.elapsed();
+        let driver = bench_cpu(excluded) - bench0;
+        lat.sort();
+        let per = |s: f64| s * 1000.0 / count as f64;
+        let cell = Cell {
+            concurrency: 1,
+            stats: Stats { count, wall, lat },
+            cpu_ms: per(browsers_cpu + driver),
+            part_ms: per(driver),
+            pss_kb: None,
+            timings: Vec::new(),
+        };
+        eprintln!(
+            "naive, {} page: p50 {:.0} ms, {:.0} CPU ms/capture",
+            page.name,
+            ms(cell.stats.p50()),
+            cell.cpu_ms
+        );
+        out.push(cell);
+    }
+    eprintln!("phase naive: {:.1} s", phase.elapsed().as_secs_f64());
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Main
+// Counts and report
 // ---------------------------------------------------------------------------------------------
 
-fn scaled(n: usize) -> usize {
-    let scale: f64 = std::env::var("CAPTURE_LOAD_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * scale).round() as usize).max(4)
+fn scale() -> anyhow::Result<f64> {
+    match std::env::var("CAPTURE_LOAD_SCALE") {
+        Ok(s) => {
+            let v: f64 = s
+                .trim()
+                .parse()
+                .with_context(|| format!("CAPTURE_LOAD_SCALE={s} is not a number"))?;
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("CAPTURE_LOAD_SCALE={s} must be positive");
+            }
+            Ok(v)
+        }
+        Err(_) => Ok(1.0),
+    }
 }
 
-fn count_for(concurrency: usize) -> usize {
-    scaled(if concurrency == 1 { 20 } else { 32 })
+fn scaled(n: usize, min: usize) -> anyhow::Result<usize> {
+    Ok(((n as f64 * scale()?).round() as usize).max(min))
 }
 
-fn fmt_stats(s: &Stats) -> String {
-    format!(
-        "{:>6.2} {:>6.0} {:>6.0} {:>6.0}",
-        s.thr(),
-        ms(s.p50()),
-        ms(s.pct(95.0)),
-        ms(s.pct(99.0))
-    )
+fn count_for(concurrency: usize) -> anyhow::Result<usize> {
+    scaled(if concurrency == 1 { 16 } else { 24 }, concurrency.max(4))
 }
 
-/// One table row: concurrency, count, raw and ours side by side, and the two ratios.
-fn comparison_row(concurrency: usize, raw: &Stats, ours: &Stats) -> String {
-    format!(
-        "{:>4} {:>5} | {} | {} | {:>12.3} {:>12.3}",
-        concurrency,
-        ours.count,
-        fmt_stats(raw),
-        fmt_stats(ours),
-        ratio(ms(ours.p50()), ms(raw.p50())),
-        ratio(ours.thr(), raw.thr())
-    )
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    a / b
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -588,325 +1148,353 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn row(c: &str, label: &str, cell: &Cell, part: &str) -> String {
+    format!(
+        "{c:>3}  {label:<44} {:>3} {:>7.2} {:>6.0} {:>6.0} {:>6.0} {:>8.0} {:>8.1} {part:<6} {}",
+        cell.stats.count,
+        cell.stats.thr(),
+        ms(cell.stats.p50()),
+        ms(cell.stats.pct(95.0)),
+        ms(cell.stats.pct(99.0)),
+        cell.cpu_ms,
+        cell.part_ms,
+        cell.pss_kb
+            .map_or(String::new(), |kb| format!("{:>7.0}", mb(kb)))
+    )
+    .trim_end()
+    .to_string()
+}
+
+struct Report<'a> {
+    pages: &'a [PageDef],
+    ours: &'a FleetRun,
+    raw_new: &'a FleetRun,
+    raw_same: &'a FleetRun,
+    naive: &'a [Cell],
+    naive_label: String,
+}
+
+impl Report<'_> {
+    /// Prints the tables and ratios; returns the goal verdicts (all pass).
+    fn print(&self) -> bool {
+        let mut all_pass = true;
+        let mut ours_peak_kb = 0u64;
+        for (p, page) in self.pages.iter().enumerate() {
+            println!();
+            println!(
+                "== {} page ({} bytes), {WIDTH}x{HEIGHT} PNG ==",
+                page.name, page.bytes
+            );
+            println!(
+                "thr = captures/s; latency ms from issue to PNG in hand; CPU = ms per capture, all processes (own = the daemon process / the CDP driver); PSS = peak MB at c={PSS_LEVEL}"
+            );
+            println!(
+                "{:>3}  {:<44} {:>3} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:<6} {:>7}",
+                "c", "fleet", "n", "thr", "p50", "p95", "p99", "CPU", "own", "", "PSS"
+            );
+            for (l, c) in LEVELS.iter().enumerate() {
+                let mut first = true;
+                let mut c_label = || {
+                    if std::mem::take(&mut first) {
+                        c.to_string()
+                    } else {
+                        String::new()
+                    }
+                };
+                println!(
+                    "{}",
+                    row(
+                        &c_label(),
+                        &self.ours.label,
+                        &self.ours.cells[p][l],
+                        "daemon"
+                    )
+                );
+                for fleet in [self.raw_new, self.raw_same] {
+                    println!(
+                        "{}",
+                        row(&c_label(), &fleet.label, &fleet.cells[p][l], "driver")
+                    );
+                }
+                if *c == 1 {
+                    println!(
+                        "{}",
+                        row(&c_label(), &self.naive_label, &self.naive[p], "driver")
+                    );
+                }
+            }
+
+            let ours = &self.ours.cells[p];
+            let new = &self.raw_new.cells[p];
+            let same = &self.raw_same.cells[p];
+            let (c1, c8) = (0, LEVELS.len() - 1);
+            debug_assert_eq!(ours[c8].concurrency, 8);
+            let thr8 = ours[c8].stats.thr() / new[c8].stats.thr();
+            let p50_1 = ms(ours[c1].stats.p50()) / ms(new[c1].stats.p50());
+            all_pass &= thr8 >= 1.0 && p50_1 <= 1.0;
+            println!("ours / {}:", self.raw_new.label);
+            println!(
+                "  c=8 throughput {thr8:.3}x (goal >= 1.0: {}); c=1 p50 {p50_1:.3}x (goal <= 1.0: {}); CPU per capture at c=8 {:.2}x",
+                verdict(thr8 >= 1.0),
+                verdict(p50_1 <= 1.0),
+                ours[c8].cpu_ms / new[c8].cpu_ms
+            );
+            println!(
+                "ours / {} (the next frontier, aim >= 0.7):",
+                self.raw_same.label
+            );
+            let per_level: Vec<String> = LEVELS
+                .iter()
+                .enumerate()
+                .map(|(l, c)| format!("c={c} {:.3}x", ours[l].stats.thr() / same[l].stats.thr()))
+                .collect();
+            println!(
+                "  throughput {}; c=1 p50 {:.3}x; CPU per capture at c=8 {:.2}x",
+                per_level.join(", "),
+                ms(ours[c1].stats.p50()) / ms(same[c1].stats.p50()),
+                ours[c8].cpu_ms / same[c8].cpu_ms
+            );
+            println!(
+                "ours / naive: c=1 p50 {:.3}x (naive p50 {:.0} ms)",
+                ms(ours[c1].stats.p50()) / ms(self.naive[p].stats.p50()),
+                ms(self.naive[p].stats.p50())
+            );
+            let phases: Vec<String> = PHASES
+                .iter()
+                .map(|name| {
+                    let values: Vec<f64> = ours[c1]
+                        .timings
+                        .iter()
+                        .filter_map(|t| t.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
+                        .collect();
+                    format!("{name} {:.1}", median(values))
+                })
+                .collect();
+            println!(
+                "ours at c=1, median Server-Timing (ms, n={}): {}",
+                ours[c1].timings.len(),
+                phases.join(", ")
+            );
+            ours_peak_kb = ours_peak_kb.max(ours[c8].pss_kb.unwrap_or(0));
+        }
+
+        println!();
+        let pss_ok = mb(ours_peak_kb) <= PSS_GOAL_MB;
+        all_pass &= pss_ok;
+        let peak = |fleet: &FleetRun| {
+            fleet
+                .cells
+                .iter()
+                .filter_map(|cells| cells.last().and_then(|c| c.pss_kb))
+                .max()
+                .map_or(f64::NAN, mb)
+        };
+        println!(
+            "peak PSS at c={PSS_LEVEL}, both pages (ours = daemon + its Chromium; raw = the Chromium processes): ours {:.0} MB, {} {:.0} MB, {} {:.0} MB",
+            mb(ours_peak_kb),
+            self.raw_new.label,
+            peak(self.raw_new),
+            self.raw_same.label,
+            peak(self.raw_same)
+        );
+        println!(
+            "ours' peak PSS {:.0} MB vs an isolated puppeteer server (~{PSS_GOAL_MB:.0} MB): {}",
+            mb(ours_peak_kb),
+            verdict(pss_ok)
+        );
+        all_pass
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() -> anyhow::Result<()> {
     if !common::invoked_by_cargo_bench() {
         return Ok(());
     }
     let bench_start = Instant::now();
-    let landing: &'static str = Box::leak(common::landing_page().into_boxed_str());
-    let fixtures = serve_fixtures(landing).await?;
-    let landing_url = format!("http://{fixtures}/landing");
-    let tiny_url = format!("http://{fixtures}/tiny");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(16)
-        .timeout(OP_TIMEOUT)
-        .build()?;
-    let profiles = tempfile::tempdir()?;
-    let chromium = ChromiumConfig {
-        profile_dir: profiles.path().to_path_buf(),
-        ..ChromiumConfig::default()
-    };
-    println!(
-        "capture_load: fixtures on {fixtures}; landing page {} bytes, tiny page {} bytes",
-        landing.len(),
-        TINY_PAGE.len()
-    );
-    println!(
-        "fleet: {BROWSERS} browsers x {TABS_PER_BROWSER} tabs, viewport {WIDTH}x{HEIGHT}; cores: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-
-    // ---- 1. raw chromiumoxide -----------------------------------------------------------------
-    let phase = Instant::now();
-    let mut raws = Vec::new();
-    for i in 0..BROWSERS {
-        raws.push(connect(&chromium, &format!("raw{i}")).await?);
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    for raw in &raws {
-        for _ in 0..TABS_PER_BROWSER {
-            tx.send(open_tab(&raw.browser).await?).ok();
+    let defaults = Config::default();
+    let overrides = ours_overrides()?;
+    let engine = match override_of(&overrides, "SHOTFARM_FARM__ENGINE") {
+        None => defaults.farm.engine,
+        Some("chromium") => Engine::Chromium,
+        Some("headless-shell") => Engine::HeadlessShell,
+        Some(other) => {
+            bail!("CAPTURE_LOAD_OURS_ENV: SHOTFARM_FARM__ENGINE={other} is not an engine")
         }
-    }
-    let pool = Arc::new(TabPool {
-        tx,
-        rx: tokio::sync::Mutex::new(rx),
-    });
-    raw_level(&pool, &landing_url, 4, 4)
-        .await
-        .context("raw warm-up")?;
-    let mut raw_stats = Vec::new();
-    for c in LEVELS {
-        raw_stats.push(
-            raw_level(&pool, &landing_url, c, count_for(c))
-                .await
-                .with_context(|| format!("raw c={c}"))?,
-        );
-    }
-    raw_level(&pool, &tiny_url, 4, 4)
-        .await
-        .context("raw tiny warm-up")?;
-    let raw_tiny = raw_level(&pool, &tiny_url, 1, count_for(1))
-        .await
-        .context("raw tiny")?;
-    drop(pool);
-    let fresh_n = scaled(15);
-    raw_fresh_level(&raws[0].browser, &landing_url, 2)
-        .await
-        .context("raw fresh warm-up")?;
-    let fresh_landing = raw_fresh_level(&raws[0].browser, &landing_url, fresh_n)
-        .await
-        .context("raw fresh landing")?;
-    let fresh_tiny = raw_fresh_level(&raws[0].browser, &tiny_url, fresh_n)
-        .await
-        .context("raw fresh tiny")?;
-    let browsers: Vec<&Browser> = raws.iter().map(|r| &r.browser).collect();
-    raw_isolated_level(&browsers, &landing_url, 2, 4)
-        .await
-        .context("raw isolated warm-up")?;
-    let iso_c1 = raw_isolated_level(&browsers, &landing_url, 1, count_for(1))
-        .await
-        .context("raw isolated c=1")?;
-    let iso_full = raw_isolated_level(
-        &browsers,
-        &landing_url,
-        BROWSERS * TABS_PER_BROWSER,
-        count_for(8),
-    )
-    .await
-    .context("raw isolated full fleet")?;
-    drop(browsers);
-    for raw in raws {
-        raw.close().await;
-    }
-    println!("phase raw: {:.1} s", phase.elapsed().as_secs_f64());
-
-    // ---- 2. ours, png_encoder = rust (default) ------------------------------------------------
-    let phase = Instant::now();
-    let mut daemon = start_daemon(PngEncoder::Rust, &client).await?;
-    let api = daemon.bound.api;
-    let run = async {
-        ours_level(&client, api, &landing_url, 4, 4)
-            .await
-            .context("ours warm-up")?;
-        let mut stats = Vec::new();
-        for c in LEVELS {
-            stats.push(
-                ours_level(&client, api, &landing_url, c, count_for(c))
-                    .await
-                    .with_context(|| format!("ours c={c}"))?,
+    };
+    let size = |key: &str, default: usize| -> anyhow::Result<usize> {
+        override_of(&overrides, key).map_or(Ok(default), |v| {
+            v.parse()
+                .with_context(|| format!("CAPTURE_LOAD_OURS_ENV: {key}={v} is not a number"))
+        })
+    };
+    let fleet_size = (
+        size("SHOTFARM_FARM__BROWSERS", defaults.farm.browsers)?,
+        size(
+            "SHOTFARM_FARM__TABS_PER_BROWSER",
+            defaults.farm.tabs_per_browser,
+        )?,
+    );
+    let warmup = fleet_size.0 * fleet_size.1;
+    for e in [Engine::Chromium, engine] {
+        if !e.binary().is_file() {
+            bail!(
+                "{} is missing: install Debian's {} package (scripts/install-deps.sh)",
+                e.binary().display(),
+                e.package()
             );
         }
-        ours_level(&client, api, &tiny_url, 4, 4)
-            .await
-            .context("ours tiny warm-up")?;
-        let tiny = ours_level(&client, api, &tiny_url, 1, count_for(1))
-            .await
-            .context("ours tiny")?;
-        // Paced c=1: an idle gap before each request, so fresh contexts are prepared while idle.
-        let mut paced = Vec::new();
-        for _ in 0..scaled(12) {
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            let t = Instant::now();
-            ours_capture(&client, api, &landing_url)
-                .await
-                .context("ours paced")?;
-            paced.push(t.elapsed());
-        }
-        paced.sort();
-        let paced = Stats {
-            count: paced.len(),
-            wall: paced.iter().sum(),
-            lat: paced,
-        };
-        // The daemon's own overhead: server total minus render (HTTP parsing, validation, queue,
-        // dispatch, reply), and client latency minus render (adds loopback HTTP and the body).
-        let mut server_overhead = Vec::new();
-        let mut client_overhead = Vec::new();
-        for _ in 0..scaled(20) {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let (elapsed, render, total) = ours_timed(&client, api, &tiny_url)
-                .await
-                .context("ours timed")?;
-            server_overhead.push(total - render);
-            client_overhead.push(ms(elapsed) - render);
-        }
-        Ok::<_, anyhow::Error>((
-            stats,
-            tiny,
-            paced,
-            median(server_overhead),
-            median(client_overhead),
-        ))
     }
-    .await;
-    daemon.stop().await;
-    let (ours_stats, ours_tiny, ours_paced, server_overhead_ms, client_overhead_ms) = run?;
-    println!(
-        "phase ours (png_encoder=rust): {:.1} s",
-        phase.elapsed().as_secs_f64()
-    );
+    // Fail on a bad scale now rather than after minutes of work.
+    scale()?;
 
-    // ---- 3. ours, png_encoder = chromium (c=1, c=8) -------------------------------------------
-    let phase = Instant::now();
-    let mut daemon = start_daemon(PngEncoder::Chromium, &client).await?;
-    let api = daemon.bound.api;
-    let run = async {
-        ours_level(&client, api, &landing_url, 4, 4)
-            .await
-            .context("ours/chromium warm-up")?;
-        let c1 = ours_level(&client, api, &landing_url, 1, count_for(1))
-            .await
-            .context("ours/chromium c=1")?;
-        let c8 = ours_level(&client, api, &landing_url, 8, count_for(8))
-            .await
-            .context("ours/chromium c=8")?;
-        let tiny = ours_level(&client, api, &tiny_url, 1, count_for(1))
-            .await
-            .context("ours/chromium tiny")?;
-        Ok::<_, anyhow::Error>((c1, c8, tiny))
-    }
-    .await;
-    daemon.stop().await;
-    let (chr_c1, chr_c8, chr_tiny) = run?;
-    println!(
-        "phase ours (png_encoder=chromium): {:.1} s",
-        phase.elapsed().as_secs_f64()
-    );
+    let landing: &'static str = Box::leak(common::landing_page().into_boxed_str());
+    let fixtures = start_fixtures(landing)?;
+    let sampler = PssSampler::start()?;
+    let excluded = [fixtures.tid, sampler.tid];
+    let pages = [
+        PageDef {
+            name: "tiny",
+            url: format!("http://{}/tiny", fixtures.addr),
+            bytes: TINY_PAGE.len(),
+        },
+        PageDef {
+            name: "landing",
+            url: format!("http://{}/landing", fixtures.addr),
+            bytes: landing.len(),
+        },
+    ];
+    let logs = tempfile::Builder::new()
+        .prefix("capture-load-logs-")
+        .tempdir()?;
+    // Children are forked from the main thread: their death signal follows it.
+    let redis = common::RedisServer::start(false)?;
+    let key = provision(&redis.url).context("provisioning an account and API key")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
 
-    // ---- 4. naive: a fresh Chromium per capture -----------------------------------------------
-    let phase = Instant::now();
-    naive_capture(&chromium, &landing_url)
-        .await
-        .context("naive warm-up")?;
-    let naive_count = scaled(6);
-    let mut naive = Vec::new();
-    let naive_start = Instant::now();
-    for _ in 0..naive_count {
-        naive.push(
-            naive_capture(&chromium, &landing_url)
-                .await
-                .context("naive")?,
-        );
-    }
-    let naive_wall = naive_start.elapsed();
-    naive.sort();
-    let naive = Stats {
-        count: naive_count,
-        wall: naive_wall,
-        lat: naive,
+    let overrides_note = if overrides.is_empty() {
+        "none".to_string()
+    } else {
+        overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    println!("phase naive: {:.1} s", phase.elapsed().as_secs_f64());
+    println!(
+        "capture_load: fixtures on {}; cores: {}; load average at start: {}",
+        fixtures.addr,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    println!(
+        "ours: {} serve, default config (engine {}, {} browsers x {} tabs, png_encoder {:?}), Redis ledger (no AOF); overrides: {overrides_note}",
+        env!("CARGO_BIN_EXE_shotfarm"),
+        engine.name(),
+        fleet_size.0,
+        fleet_size.1,
+        defaults.capture.png_encoder
+    );
 
-    // ---- report -------------------------------------------------------------------------------
-    println!();
-    println!("landing page, {WIDTH}x{HEIGHT} PNG; thr = captures/s, latencies in ms; ours = png_encoder rust");
-    println!(
-        "{:>4} {:>5} | {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} | {:>12} {:>12}",
-        "conc",
-        "n",
-        "rawthr",
-        "p50",
-        "p95",
-        "p99",
-        "ourthr",
-        "p50",
-        "p95",
-        "p99",
-        "p50 ours/raw",
-        "thr ours/raw"
-    );
-    for (i, c) in LEVELS.iter().enumerate() {
-        println!("{}", comparison_row(*c, &raw_stats[i], &ours_stats[i]));
+    // ---- ours -----------------------------------------------------------------------------
+    let ours_label = format!("ours ({}, HTTP + ledger)", engine.name());
+    let mut daemon = Ours::spawn(&redis.url, &overrides, logs.path())?;
+    let ours = runtime.block_on(run_ours(
+        &mut daemon,
+        ours_label,
+        &key,
+        &pages,
+        warmup,
+        &sampler,
+    ));
+    if ours.is_err() {
+        eprintln!("daemon log (last lines):\n{}", daemon.process.log_tail(30));
     }
-    println!();
-    println!("ours with png_encoder = chromium, the default (same raw baseline):");
-    for (c, r, o) in [(1, &raw_stats[0], &chr_c1), (8, &raw_stats[3], &chr_c8)] {
-        println!("{}", comparison_row(c, r, o));
-    }
-    println!();
-    println!("tiny page ({} bytes), c=1:", TINY_PAGE.len());
-    for (label, o) in [("rust", &ours_tiny), ("chromium", &chr_tiny)] {
-        println!(
-            "   {label:>8}: raw {} | ours {} | p50 ours/raw {:.3}, thr ours/raw {:.3}",
-            fmt_stats(&raw_tiny),
-            fmt_stats(o),
-            ratio(ms(o.p50()), ms(raw_tiny.p50())),
-            ratio(o.thr(), raw_tiny.thr())
-        );
-    }
-    println!();
-    println!("diagnostic, raw c=1 with a fresh browser context per capture (the daemon's isolation), n={}:", fresh_landing.count);
-    for (label, fresh, raw, o) in [
-        ("landing", &fresh_landing, &raw_stats[0], &ours_stats[0]),
-        ("tiny", &fresh_tiny, &raw_tiny, &ours_tiny),
-    ] {
-        println!(
-            "  {label:>8}: p50 raw-fresh {:.0} ms; raw-fresh/raw {:.3}; ours(rust)/raw-fresh {:.3}",
-            ms(fresh.p50()),
-            ratio(ms(fresh.p50()), ms(raw.p50())),
-            ratio(ms(o.p50()), ms(fresh.p50()))
-        );
-    }
+    daemon.stop();
+    drop(daemon);
+    let ours = ours?;
+
+    // ---- raw warm tabs: new-headless Chromium, then our engine ----------------------------
+    let raw_label = |e: Engine| match e {
+        Engine::Chromium => "raw warm tabs, chromium (new headless)".to_string(),
+        other => format!("raw warm tabs, {}", other.name()),
+    };
+    let raw_new = runtime.block_on(run_raw(
+        Engine::Chromium,
+        raw_label(Engine::Chromium),
+        fleet_size,
+        &pages,
+        &sampler,
+        &excluded,
+    ))?;
+    let raw_same_run;
+    let raw_same = if engine == Engine::Chromium {
+        &raw_new
+    } else {
+        raw_same_run = runtime.block_on(run_raw(
+            engine,
+            raw_label(engine),
+            fleet_size,
+            &pages,
+            &sampler,
+            &excluded,
+        ))?;
+        &raw_same_run
+    };
+
+    // ---- naive: a fresh browser per capture, on our engine --------------------------------
+    let naive = runtime.block_on(run_naive(engine, &pages, &excluded))?;
+    drop(runtime);
+    drop(redis);
+
+    // ---- report ---------------------------------------------------------------------------
     println!();
     println!(
-        "naive (fresh Chromium per capture, c=1, n={}): p50 {:.0} ms, p95 {:.0} ms, {:.2} captures/s",
-        naive.count,
-        ms(naive.p50()),
-        ms(naive.pct(95.0)),
-        naive.thr()
+        "engines: chromium = {} ({})",
+        raw_new.product,
+        Engine::Chromium.binary().display()
     );
     println!(
-        "naive p50 / ours p50 (c=1): {:.2}x (rust encoder), {:.2}x (chromium encoder); naive p50 / raw p50: {:.2}x",
-        ratio(ms(naive.p50()), ms(ours_stats[0].p50())),
-        ratio(ms(naive.p50()), ms(chr_c1.p50())),
-        ratio(ms(naive.p50()), ms(raw_stats[0].p50()))
+        "         ours and same-engine raw = {} ({}, {})",
+        engine.name(),
+        raw_same.product,
+        engine.binary().display()
     );
+    println!(
+        "fleets: {} browsers x {} tabs for ours and raw; raw tabs each keep one context and page (viewport set once), Chromium's default PNG encoding; sandbox {}",
+        fleet_size.0,
+        fleet_size.1,
+        if raw_placement().sandbox { "on" } else { "off (root)" }
+    );
+    let report = Report {
+        pages: &pages,
+        ours: &ours,
+        raw_new: &raw_new,
+        raw_same,
+        naive: &naive,
+        naive_label: format!("naive, {} (launch per capture)", engine.name()),
+    };
+    let pass = report.print();
     println!();
-    println!("isolation-fair comparison (raw also opens and disposes a fresh context per capture, all timed):");
     println!(
-        "  c=1: raw-isolated p50 {:.0} ms, ours p50 {:.0} ms -> p50 ours/raw-isolated {:.3}",
-        ms(iso_c1.p50()),
-        ms(ours_stats[0].p50()),
-        ratio(ms(ours_stats[0].p50()), ms(iso_c1.p50()))
+        "goals (ours vs raw warm tabs on new-headless chromium, both pages; peak PSS): {}",
+        if pass { "all PASS" } else { "some FAIL" }
     );
     println!(
-        "  full fleet ({} workers raw, c=8 ours): raw-isolated {:.2}/s, ours {:.2}/s -> thr ours/raw-isolated {:.3}",
-        BROWSERS * TABS_PER_BROWSER,
-        iso_full.thr(),
-        ours_stats[3].thr(),
-        ratio(ours_stats[3].thr(), iso_full.thr())
+        "ratios are of this one run; the machine's load average at the end: {}",
+        load_average()
     );
-    println!(
-        "  paced c=1 (700 ms idle before each request, n={}): ours p50 {:.0} ms -> p50 ours-paced/raw {:.3}",
-        ours_paced.count,
-        ms(ours_paced.p50()),
-        ratio(ms(ours_paced.p50()), ms(raw_stats[0].p50()))
-    );
-    println!(
-        "  daemon overhead per request (tiny page, median of {}): server total - render {:.3} ms; client latency - render {:.3} ms",
-        scaled(20),
-        server_overhead_ms,
-        client_overhead_ms
-    );
-    println!();
-    println!("goals:");
-    for (label, c1, c8) in [
-        ("rust", &ours_stats[0], &ours_stats[3]),
-        ("chromium", &chr_c1, &chr_c8),
-    ] {
-        let p = ratio(ms(c1.p50()), ms(raw_stats[0].p50()));
-        let t = ratio(c8.thr(), raw_stats[3].thr());
-        println!(
-            "  png_encoder={label:<8}  p50 at c=1 within 1.1x raw: {:.3} -> {}   thr at c=8 >= 0.9x raw: {:.3} -> {}",
-            p,
-            verdict(p <= 1.1),
-            t,
-            verdict(t >= 0.9)
-        );
-    }
     println!(
         "total bench time: {:.1} s",
         bench_start.elapsed().as_secs_f64()

@@ -1,23 +1,42 @@
-//! Does "Chromium's fast PNG + recompress in Rust" (`png_encoder = rust`) beat Chromium's default
-//! PNG encoding on latency, bytes and throughput together?
+//! Our PNG pipeline against Chromium's default PNG, per capture: bytes, CPU, latency,
+//! throughput, and pixel identity.
 //!
-//! One warm Chromium with 2 tabs (each in its own browser context), pages served on loopback:
-//! a ~50 KB landing page and a photo-like page (a canvas of gradients + grain drawn by inline JS,
-//! at device resolution). Each page at 1280x800, device scale factor 1 and 2. The page is loaded
-//! once per case; only the screenshot is timed.
+//! - **default**: `captureScreenshot` PNG as Chromium encodes it by default.
+//! - **ours**: what the daemon does: `optimizeForSpeed: true`, then
+//!   `shotfarm::farm::encode::recompress_png` on `spawn_blocking` (png crate, zlib-rs level 6,
+//!   adaptive filters, a level-9 retry for outputs up to 16 KiB, opaque RGBA written as RGB).
 //!
-//! - (a) default: `captureScreenshot` PNG as Chromium encodes it by default.
-//! - (b) fast:    `optimizeForSpeed: true`, as shipped by Chromium.
-//! - (c) fast + `shotfarm::farm::encode::recompress_png` on `spawn_blocking` (what the daemon does with `png_encoder = rust`).
+//! One warm Chromium (the headless shell, `Engine::HeadlessShell`, unless
+//! `PNG_BENCH_ENGINE=chromium`), 2 tabs each in its own browser context, pages served on
+//! loopback: a ~50 KB landing page, a photo-like page (gradients + grain drawn on a canvas at
+//! device resolution) and a tiny page. Each at 1280x800, device scale factor 1 and 2. A page is
+//! loaded once per case; only screenshots are measured.
 //!
-//! Latency rounds interleave a/b/c on one tab; the throughput run uses 2 workers on 2 tabs.
-//! Output: ratios of one run, absolute numbers alongside. `PNG_BENCH_SCALE=0.5` scales counts.
+//! Each case runs rounds until its time budget (20 s x `PNG_BENCH_SCALE`, at least 2 rounds) is
+//! spent. A round runs both modes, the first mode alternating from one round to the next so load
+//! drift hits both alike; per mode: 3 sequential captures on one tab (latency), then a burst of
+//! 2 captures on each of the 2 tabs at once (throughput).
+//!
+//! - **bytes**: mean PNG size, ours / default; must be <= 1.0 (PASS/FAIL per row).
+//! - **CPU per capture**: Chromium's process-tree CPU (utime + stime + cutime + cstime of the
+//!   browser and all its descendants and process-group members, `/proc/<pid>/stat`) read before
+//!   and after each mode's share of a round, summed over the rounds, / captures. Ours adds the
+//!   recompression's own CPU, read with `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` on the blocking
+//!   thread that runs it. This process's CDP receive and base64 decoding are left out of both.
+//!   `/proc` counts in clock ticks (10 ms): the longer the budget, the smaller that error.
+//! - **latency**: p50 of the sequential captures (ours = fast capture + recompression).
+//! - **throughput**: captures per second of the 2-tab bursts.
+//! - **pixels**: the last default PNG and the last output of ours (and the fast PNG it came
+//!   from) decoded to RGBA8 with the `image` crate must be identical.
+//!
+//! The bench fails (non-zero exit, after the table) if any row's bytes ratio is above 1.0 or any
+//! pixels differ. Run: `cargo bench --bench png_encoding` (about 2.5 minutes);
+//! `PNG_BENCH_SCALE=0.25 cargo bench --bench png_encoding` for a quick check.
 
 #[allow(dead_code)]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -29,7 +48,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
-use shotfarm::config::ChromiumConfig;
+use shotfarm::config::{ChromiumConfig, Engine};
 use shotfarm::farm::encode::recompress_png;
 use shotfarm::farm::process::ChromiumProcess;
 use warp::Filter;
@@ -38,10 +57,19 @@ const WIDTH: i64 = 1280;
 const HEIGHT: i64 = 800;
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// Sequential captures per mode per round (latency samples).
+const SEQUENTIAL: usize = 3;
+/// Captures per tab per mode per round in the 2-tab burst (throughput).
+const BURST_PER_TAB: usize = 2;
+/// Measuring time per case at `PNG_BENCH_SCALE=1`.
+const CASE_BUDGET: Duration = Duration::from_secs(20);
+const MIN_ROUNDS: usize = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
+
+const TINY_PAGE: &str = r#"<!doctype html><html><head><meta charset=utf-8><title>tiny</title></head><body style="font:16px sans-serif;margin:40px"><h1>Hello</h1><p>A tiny page for the capture bench.</p></body></html>"#;
 
 /// A photo-like page: a full-viewport canvas at device resolution with smooth colour fields
 /// (sky-like gradient, soft "hills", a vignette) plus seeded per-pixel grain, drawn
@@ -80,11 +108,11 @@ const PHOTO_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><ti
   ctx.putImageData(img, 0, 0);
 })();
 </script></body></html>"#;
-
 async fn serve_fixtures(landing: &'static str) -> anyhow::Result<std::net::SocketAddr> {
     let routes = warp::path!("landing")
         .map(move || warp::reply::html(landing))
-        .or(warp::path!("photo").map(|| warp::reply::html(PHOTO_PAGE)));
+        .or(warp::path!("photo").map(|| warp::reply::html(PHOTO_PAGE)))
+        .or(warp::path!("tiny").map(|| warp::reply::html(TINY_PAGE)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(warp::serve(routes).incoming(listener).run());
@@ -92,7 +120,100 @@ async fn serve_fixtures(landing: &'static str) -> anyhow::Result<std::net::Socke
 }
 
 // ---------------------------------------------------------------------------------------------
-// Chromium
+// CPU accounting
+// ---------------------------------------------------------------------------------------------
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+struct ProcStat {
+    ppid: u32,
+    pgrp: u32,
+    /// utime + stime + cutime + cstime, in ticks.
+    ticks: u64,
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime.
+    Some(ProcStat {
+        ppid: n(1)? as u32,
+        pgrp: n(2)? as u32,
+        ticks: n(11)? + n(12)? + n(13)? + n(14)?,
+    })
+}
+
+/// CPU seconds used so far by `root`, its descendants (by ppid links) and the members of its
+/// process group (Chromium is launched as a group leader), zombies included.
+fn tree_cpu_secs(root: u32) -> f64 {
+    let mut all: HashMap<u32, ProcStat> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(stat) = read_stat(pid) {
+            all.insert(pid, stat);
+        }
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&pid, stat) in &all {
+        children.entry(stat.ppid).or_default().push(pid);
+    }
+    let mut seeds: Vec<u32> = all
+        .iter()
+        .filter(|(pid, s)| **pid == root || s.pgrp == root)
+        .map(|(pid, _)| *pid)
+        .collect();
+    let mut chosen = std::collections::HashSet::new();
+    while let Some(pid) = seeds.pop() {
+        if chosen.insert(pid) {
+            seeds.extend(children.get(&pid).into_iter().flatten().copied());
+        }
+    }
+    let ticks: u64 = chosen
+        .iter()
+        .filter_map(|p| all.get(p))
+        .map(|s| s.ticks)
+        .sum();
+    ticks as f64 / clock_ticks()
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Captures
 // ---------------------------------------------------------------------------------------------
 
 /// A page in its own browser context (the daemon's `tab::prepare`).
@@ -102,26 +223,20 @@ async fn open_tab(browser: &Browser) -> anyhow::Result<Page> {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
-    /// (a) Chromium's default PNG.
+    /// Chromium's default PNG.
     Default,
-    /// (b) Chromium's optimizeForSpeed PNG.
-    Fast,
-    /// (c) fast + recompress in Rust.
-    FastRust,
+    /// Chromium's optimizeForSpeed PNG + `recompress_png`.
+    Ours,
 }
 
 struct Shot {
     bytes: Vec<u8>,
-    /// The `captureScreenshot` call, base64 decoding included.
-    capture: Duration,
-    /// Rust recompression (zero for a and b).
-    recompress: Duration,
-}
-
-impl Shot {
-    fn total(&self) -> Duration {
-        self.capture + self.recompress
-    }
+    /// Ours: the fast PNG the output was made from.
+    source: Option<Vec<u8>>,
+    /// `captureScreenshot` (base64 decoding included) + recompression for ours.
+    wall: Duration,
+    /// Thread CPU of the recompression (zero for default).
+    recompress_cpu: Duration,
 }
 
 async fn chromium_png(page: &Page, fast: bool) -> anyhow::Result<Vec<u8>> {
@@ -141,21 +256,26 @@ async fn chromium_png(page: &Page, fast: bool) -> anyhow::Result<Vec<u8>> {
 async fn shoot(page: &Page, mode: Mode) -> anyhow::Result<Shot> {
     let op = async {
         let t = Instant::now();
-        let bytes = chromium_png(page, mode != Mode::Default).await?;
-        let capture = t.elapsed();
-        if mode != Mode::FastRust {
+        let png = chromium_png(page, mode == Mode::Ours).await?;
+        if mode == Mode::Default {
             return Ok(Shot {
-                bytes,
-                capture,
-                recompress: Duration::ZERO,
+                bytes: png,
+                source: None,
+                wall: t.elapsed(),
+                recompress_cpu: Duration::ZERO,
             });
         }
-        let t = Instant::now();
-        let bytes = tokio::task::spawn_blocking(move || recompress_png(&bytes)).await??;
+        let (bytes, cpu, source) = tokio::task::spawn_blocking(move || {
+            let before = thread_cpu();
+            let out = recompress_png(&png);
+            (out, thread_cpu().saturating_sub(before), png)
+        })
+        .await?;
         Ok(Shot {
-            bytes,
-            capture,
-            recompress: t.elapsed(),
+            bytes: bytes?,
+            source: Some(source),
+            wall: t.elapsed(),
+            recompress_cpu: cpu,
         })
     };
     tokio::time::timeout(OP_TIMEOUT, op)
@@ -163,78 +283,150 @@ async fn shoot(page: &Page, mode: Mode) -> anyhow::Result<Shot> {
         .context("a capture took longer than 30 s")?
 }
 
-// ---------------------------------------------------------------------------------------------
-// Stats
-// ---------------------------------------------------------------------------------------------
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[(v.len() - 1) / 2]
-}
-
+/// One mode's measurements in one case.
 #[derive(Default)]
-struct Samples {
-    capture: Vec<Duration>,
-    recompress: Vec<Duration>,
-    total: Vec<Duration>,
-    bytes: Vec<usize>,
+struct Tally {
+    latency: Vec<Duration>,
+    captures: usize,
+    bytes: u64,
+    source_bytes: u64,
+    chromium_cpu: f64,
+    recompress_cpu: Duration,
+    burst_captures: usize,
+    burst_wall: Duration,
+    /// The last sequential shot, for the pixel check.
+    last: Option<Shot>,
 }
 
-impl Samples {
-    fn push(&mut self, s: &Shot) {
-        self.capture.push(s.capture);
-        self.recompress.push(s.recompress);
-        self.total.push(s.total());
-        self.bytes.push(s.bytes.len());
-    }
-    fn p50(&self) -> Duration {
-        median(self.total.clone())
+impl Tally {
+    fn add(&mut self, shot: &Shot) {
+        self.captures += 1;
+        self.bytes += shot.bytes.len() as u64;
+        self.source_bytes += shot.source.as_ref().map_or(0, |s| s.len() as u64);
+        self.recompress_cpu += shot.recompress_cpu;
     }
     fn mean_bytes(&self) -> f64 {
-        self.bytes.iter().sum::<usize>() as f64 / self.bytes.len() as f64
+        self.bytes as f64 / self.captures as f64
+    }
+    fn mean_source_bytes(&self) -> f64 {
+        self.source_bytes as f64 / self.captures as f64
+    }
+    /// (Chromium's, ours) CPU seconds per capture.
+    fn cpu_split(&self) -> (f64, f64) {
+        let n = self.captures as f64;
+        (self.chromium_cpu / n, self.recompress_cpu.as_secs_f64() / n)
+    }
+    fn cpu(&self) -> f64 {
+        let (chromium, own) = self.cpu_split();
+        chromium + own
+    }
+    fn p50(&self) -> Duration {
+        let mut v = self.latency.clone();
+        v.sort();
+        v[(v.len() - 1) / 2]
+    }
+    fn throughput(&self) -> f64 {
+        self.burst_captures as f64 / self.burst_wall.as_secs_f64()
     }
 }
 
-/// `count` captures by 2 workers on 2 tabs; captures per second.
-async fn throughput(tabs: &[Arc<Page>], mode: Mode, count: usize) -> anyhow::Result<f64> {
-    let remaining = Arc::new(AtomicUsize::new(count));
+/// One mode's share of a round: sequential captures on the first tab, then a burst on all tabs,
+/// with Chromium's tree CPU read around the whole.
+async fn run_mode(
+    browser_pid: u32,
+    tabs: &[Page],
+    mode: Mode,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let cpu_before = tree_cpu_secs(browser_pid);
+    for _ in 0..SEQUENTIAL {
+        let shot = shoot(&tabs[0], mode).await?;
+        tally.latency.push(shot.wall);
+        tally.add(&shot);
+        tally.last = Some(shot);
+    }
     let start = Instant::now();
-    let mut workers = Vec::new();
-    for tab in tabs {
-        let (tab, remaining) = (tab.clone(), remaining.clone());
-        workers.push(tokio::spawn(async move {
-            while remaining
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                shoot(&tab, mode).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
+    let bursts = tabs.iter().map(|tab| async move {
+        let mut shots = Vec::with_capacity(BURST_PER_TAB);
+        for _ in 0..BURST_PER_TAB {
+            shots.push(shoot(tab, mode).await?);
+        }
+        Ok::<_, anyhow::Error>(shots)
+    });
+    let results = futures::future::try_join_all(bursts).await?;
+    tally.burst_wall += start.elapsed();
+    tally.chromium_cpu += tree_cpu_secs(browser_pid) - cpu_before;
+    for shot in results.iter().flatten() {
+        tally.burst_captures += 1;
+        tally.add(shot);
     }
-    for w in workers {
-        w.await??;
-    }
-    Ok(count as f64 / start.elapsed().as_secs_f64())
+    Ok(())
 }
 
-fn scaled(n: usize) -> usize {
-    let scale: f64 = std::env::var("PNG_BENCH_SCALE")
+// ---------------------------------------------------------------------------------------------
+// Pixels
+// ---------------------------------------------------------------------------------------------
+
+fn rgba(png: &[u8]) -> anyhow::Result<image::RgbaImage> {
+    Ok(image::load_from_memory_with_format(png, image::ImageFormat::Png)?.to_rgba8())
+}
+
+/// `None` when identical, else what differs.
+fn pixel_difference(a: &image::RgbaImage, b: &image::RgbaImage) -> Option<String> {
+    if a.dimensions() != b.dimensions() {
+        return Some(format!("{:?} vs {:?}", a.dimensions(), b.dimensions()));
+    }
+    let differing = a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count();
+    (differing > 0).then(|| format!("{differing} pixels differ"))
+}
+
+/// Checks the last outputs of both modes: ours == default and ours == the fast PNG it came from.
+fn check_pixels(default: &Tally, ours: &Tally) -> anyhow::Result<Result<(), String>> {
+    let (Some(d), Some(o)) = (&default.last, &ours.last) else {
+        bail!("no capture to check");
+    };
+    let d_px = rgba(&d.bytes)?;
+    let o_px = rgba(&o.bytes)?;
+    let f_px = rgba(o.source.as_deref().context("ours without its source")?)?;
+    let mut problems = Vec::new();
+    if let Some(diff) = pixel_difference(&o_px, &d_px) {
+        problems.push(format!("ours vs default: {diff}"));
+    }
+    if let Some(diff) = pixel_difference(&o_px, &f_px) {
+        problems.push(format!("ours vs fast source: {diff}"));
+    }
+    Ok(if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn scale() -> f64 {
+    std::env::var("PNG_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * scale).round() as usize).max(3)
+        .filter(|s: &f64| *s > 0.0)
+        .unwrap_or(1.0)
 }
 
-struct CaseResult {
-    name: String,
-    lat: f64,
-    bytes: f64,
-    thr: f64,
+struct Row {
+    page: &'static str,
+    dsf: f64,
+    rounds: usize,
+    default: Tally,
+    ours: Tally,
+    pixels: Result<(), String>,
+}
+
+impl Row {
+    fn bytes_ratio(&self) -> f64 {
+        self.ours.mean_bytes() / self.default.mean_bytes()
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -243,14 +435,22 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let bench_start = Instant::now();
+    let load_start = load_average();
+    let budget = CASE_BUDGET.mul_f64(scale());
+    let engine = match std::env::var("PNG_BENCH_ENGINE").as_deref() {
+        Ok("chromium") => Engine::Chromium,
+        Ok("headless-shell") | Err(_) => Engine::HeadlessShell,
+        Ok(other) => bail!("PNG_BENCH_ENGINE={other}: expected headless-shell or chromium"),
+    };
     let landing: &'static str = Box::leak(common::landing_page().into_boxed_str());
     let fixtures = serve_fixtures(landing).await?;
     let profiles = tempfile::tempdir()?;
     let chromium = ChromiumConfig {
+        executable: engine.binary().to_path_buf(),
         profile_dir: profiles.path().to_path_buf(),
         ..ChromiumConfig::default()
     };
-    let process = ChromiumProcess::launch(&chromium, "pngbench").await?;
+    let process = ChromiumProcess::launch(&chromium, &Default::default(), "pngbench").await?;
     let (browser, mut handler) = Browser::connect_with_config(
         process.ws_url.clone(),
         HandlerConfig {
@@ -260,30 +460,36 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let tabs = vec![
-        Arc::new(open_tab(&browser).await?),
-        Arc::new(open_tab(&browser).await?),
-    ];
+    let version = browser
+        .version()
+        .await
+        .map(|v| v.product)
+        .unwrap_or_else(|_| "?".into());
+    let tabs = vec![open_tab(&browser).await?, open_tab(&browser).await?];
 
-    let rounds = scaled(30);
-    let thr_count = scaled(16);
     println!(
-        "png_encoding: 1 Chromium, 2 tabs (own contexts); {rounds} interleaved latency rounds per case, throughput {thr_count} captures x 2 workers; cores: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "png_encoding: {} ({version}), 2 tabs in own contexts; {} cores; load average at start {load_start}",
+        engine.binary().display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    println!("(a) = Chromium default PNG, (b) = Chromium optimizeForSpeed PNG, (c) = (b) + shotfarm recompress_png on spawn_blocking");
-    println!("latency = captureScreenshot (+ recompress for c), p50 over the rounds; bytes = mean");
+    println!(
+        "per case: rounds for {:.0} s (min {MIN_ROUNDS}), each mode per round: {SEQUENTIAL} sequential + {} burst captures on 2 tabs; first mode alternates",
+        budget.as_secs_f64(),
+        BURST_PER_TAB * tabs.len(),
+    );
+    println!("default = Chromium's default PNG; ours = optimizeForSpeed PNG + recompress_png on spawn_blocking");
 
-    let cases = [
+    let cases: [(&'static str, f64); 6] = [
         ("landing", 1.0),
         ("landing", 2.0),
         ("photo", 1.0),
         ("photo", 2.0),
+        ("tiny", 1.0),
+        ("tiny", 2.0),
     ];
-    let mut results = Vec::new();
-    let mut pixel_checks = Vec::new();
-    for (page_name, dsf) in cases {
-        let url = format!("http://{fixtures}/{page_name}");
+    let mut rows = Vec::new();
+    for (page, dsf) in cases {
+        let url = format!("http://{fixtures}/{page}");
         for tab in &tabs {
             tab.execute(SetDeviceMetricsOverrideParams::new(
                 WIDTH, HEIGHT, dsf, false,
@@ -291,128 +497,125 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             tab.goto(url.as_str()).await?;
         }
-        // Warm-up: every mode on every tab.
+        // Warm-up: both modes on every tab.
         for tab in &tabs {
-            for mode in [Mode::Default, Mode::Fast, Mode::FastRust] {
+            for mode in [Mode::Default, Mode::Ours] {
                 shoot(tab, mode).await?;
             }
         }
-        // Pixels: recompressed must decode to exactly the fast PNG's pixels (and, for
-        // information, to the default PNG's pixels too).
-        let fast = chromium_png(&tabs[0], true).await?;
-        let default = chromium_png(&tabs[0], false).await?;
-        let recompressed = {
-            let fast = fast.clone();
-            tokio::task::spawn_blocking(move || recompress_png(&fast)).await??
+        let (mut default, mut ours) = (Tally::default(), Tally::default());
+        let start = Instant::now();
+        let mut rounds = 0;
+        while rounds < MIN_ROUNDS || start.elapsed() < budget {
+            if rounds % 2 == 0 {
+                run_mode(process.pid, &tabs, Mode::Default, &mut default).await?;
+                run_mode(process.pid, &tabs, Mode::Ours, &mut ours).await?;
+            } else {
+                run_mode(process.pid, &tabs, Mode::Ours, &mut ours).await?;
+                run_mode(process.pid, &tabs, Mode::Default, &mut default).await?;
+            }
+            rounds += 1;
+        }
+        let pixels = check_pixels(&default, &ours)?;
+        let row = Row {
+            page,
+            dsf,
+            rounds,
+            default,
+            ours,
+            pixels,
         };
-        let fast_px = image::load_from_memory(&fast)?.to_rgba8();
-        let rec_px = image::load_from_memory(&recompressed)?.to_rgba8();
-        let def_px = image::load_from_memory(&default)?.to_rgba8();
-        pixel_checks.push(format!(
-            "{page_name} dsf {dsf}: {}x{} recompressed == fast: {}; default == fast: {}",
-            fast_px.width(),
-            fast_px.height(),
-            if rec_px == fast_px {
+        println!(
+            "  {page} @{dsf}: {rounds} rounds in {:.1} s, bytes {:.3}, pixels {}",
+            start.elapsed().as_secs_f64(),
+            row.bytes_ratio(),
+            if row.pixels.is_ok() {
                 "identical"
             } else {
                 "DIFFERENT"
             },
-            if def_px == fast_px {
-                "identical"
-            } else {
-                "different"
-            },
-        ));
-
-        let mut samples = [Samples::default(), Samples::default(), Samples::default()];
-        let modes = [Mode::Default, Mode::Fast, Mode::FastRust];
-        for round in 0..rounds {
-            for k in 0..3 {
-                let i = (round + k) % 3; // rotate the order to spread any drift
-                let shot = shoot(&tabs[0], modes[i]).await?;
-                samples[i].push(&shot);
-            }
-        }
-        let thr_a = throughput(&tabs, Mode::Default, thr_count).await?;
-        let thr_c = throughput(&tabs, Mode::FastRust, thr_count).await?;
-
-        let name = format!("{page_name} 1280x800 dsf {dsf}");
-        println!();
-        println!("{name}");
-        println!(
-            "  {:<22} {:>9} {:>9} {:>9} {:>10} {:>9}",
-            "mode", "p50 ms", "capt ms", "recmp ms", "bytes", "thr/s"
         );
-        for (i, label) in ["(a) default", "(b) fast", "(c) fast + rust"]
-            .iter()
-            .enumerate()
-        {
-            let s = &samples[i];
-            let thr = match i {
-                0 => format!("{thr_a:.2}"),
-                2 => format!("{thr_c:.2}"),
-                _ => "-".into(),
-            };
-            println!(
-                "  {:<22} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>9}",
-                label,
-                ms(s.p50()),
-                ms(median(s.capture.clone())),
-                ms(median(s.recompress.clone())),
-                s.mean_bytes(),
-                thr
-            );
-        }
-        let lat = ms(samples[2].p50()) / ms(samples[0].p50());
-        let bytes = samples[2].mean_bytes() / samples[0].mean_bytes();
-        let thr = thr_c / thr_a;
-        println!(
-            "  ratios (c)/(a): latency {lat:.3}  bytes {bytes:.3}  throughput {thr:.3}   [(b)/(a): latency {:.3} bytes {:.3}]",
-            ms(samples[1].p50()) / ms(samples[0].p50()),
-            samples[1].mean_bytes() / samples[0].mean_bytes()
-        );
-        println!("  verdict: {}", verdict(lat, bytes, thr));
-        results.push(CaseResult {
-            name,
-            lat,
-            bytes,
-            thr,
-        });
+        rows.push(row);
     }
+    let load_end = load_average();
 
     println!();
-    println!("pixel checks (image::load_from_memory):");
-    for line in &pixel_checks {
-        println!("  {line}");
-    }
-    println!();
-    println!("summary, (c)/(a) — rust wins when latency < 1, bytes <= 1, throughput > 1:");
-    for r in &results {
-        println!(
-            "  {:<26} latency {:.3}  bytes {:.3}  throughput {:.3}  -> {}",
-            r.name,
-            r.lat,
-            r.bytes,
-            r.thr,
-            verdict(r.lat, r.bytes, r.thr)
-        );
-    }
-    let all = results
-        .iter()
-        .all(|r| r.lat < 1.0 && r.bytes <= 1.0 && r.thr > 1.0);
     println!(
-        "overall: {}",
-        if all {
-            "rust wins on all three in every case".to_string()
-        } else {
-            let losing: Vec<&str> = results
-                .iter()
-                .filter(|r| !(r.lat < 1.0 && r.bytes <= 1.0 && r.thr > 1.0))
-                .map(|r| r.name.as_str())
-                .collect();
-            format!("rust does NOT win on all three in: {}", losing.join(", "))
-        }
+        "{:<8} {:>5} {:>19} {:>11} {:>15} {:>18} {:>16}",
+        "page",
+        "scale",
+        "bytes ours/default",
+        "CPU ours/def",
+        "latency ours/def",
+        "throughput ours/def",
+        "pixels identical"
     );
+    let mut failures = Vec::new();
+    for r in &rows {
+        let bytes = r.bytes_ratio();
+        let pass = bytes <= 1.0;
+        if !pass {
+            failures.push(format!("{} @{}: bytes {bytes:.3} > 1.0", r.page, r.dsf));
+        }
+        if let Err(e) = &r.pixels {
+            failures.push(format!("{} @{}: pixels: {e}", r.page, r.dsf));
+        }
+        println!(
+            "{:<8} {:>5} {:>14.3} {:<4} {:>11.3} {:>15.3} {:>18.3} {:>16}",
+            r.page,
+            r.dsf,
+            bytes,
+            if pass { "PASS" } else { "FAIL" },
+            r.ours.cpu() / r.default.cpu(),
+            r.ours.p50().as_secs_f64() / r.default.p50().as_secs_f64(),
+            r.ours.throughput() / r.default.throughput(),
+            if r.pixels.is_ok() { "yes" } else { "NO" },
+        );
+    }
+
+    println!();
+    println!("absolute (per capture; CPU ms of ours = Chromium's fast capture + recompression):");
+    println!(
+        "{:<8} {:>5} {:>6} {:>8} {:>8} {:>10} {:>8} {:>8} | {:>8} {:>8} {:>17} {:>8} {:>8}",
+        "page",
+        "scale",
+        "rounds",
+        "n/mode",
+        "def KB",
+        "def CPUms",
+        "def p50",
+        "def /s",
+        "ours KB",
+        "fast KB",
+        "ours CPU ms",
+        "ours p50",
+        "ours /s"
+    );
+    for r in &rows {
+        let (chromium, own) = r.ours.cpu_split();
+        println!(
+            "{:<8} {:>5} {:>6} {:>8} {:>8.1} {:>10.1} {:>8.1} {:>8.2} | {:>8.1} {:>8.1} {:>17} {:>8.1} {:>8.2}",
+            r.page,
+            r.dsf,
+            r.rounds,
+            r.default.captures,
+            r.default.mean_bytes() / 1024.0,
+            r.default.cpu() * 1e3,
+            r.default.p50().as_secs_f64() * 1e3,
+            r.default.throughput(),
+            r.ours.mean_bytes() / 1024.0,
+            r.ours.mean_source_bytes() / 1024.0,
+            format!("{:.1}+{:.1}={:.1}", chromium * 1e3, own * 1e3, (chromium + own) * 1e3),
+            r.ours.p50().as_secs_f64() * 1e3,
+            r.ours.throughput(),
+        );
+    }
+    println!();
+    println!(
+        "pixels identical: {} (last default PNG vs last output of ours and its fast source, RGBA8 via the image crate)",
+        if rows.iter().all(|r| r.pixels.is_ok()) { "yes" } else { "NO" }
+    );
+    println!("load average: start {load_start}, end {load_end}");
 
     drop(tabs);
     drop(browser);
@@ -422,23 +625,8 @@ async fn main() -> anyhow::Result<()> {
         "total bench time: {:.1} s",
         bench_start.elapsed().as_secs_f64()
     );
+    if !failures.is_empty() {
+        bail!("png_encoding failed: {}", failures.join("; "));
+    }
     Ok(())
-}
-
-fn verdict(lat: f64, bytes: f64, thr: f64) -> String {
-    let mut lost = Vec::new();
-    if lat >= 1.0 {
-        lost.push("latency");
-    }
-    if bytes > 1.0 {
-        lost.push("bytes");
-    }
-    if thr <= 1.0 {
-        lost.push("throughput");
-    }
-    if lost.is_empty() {
-        "rust wins on all three".into()
-    } else {
-        format!("rust loses on {}", lost.join(" and "))
-    }
 }

@@ -23,6 +23,15 @@ else
     labels+=("chromium")
 fi
 
+# The default engine: the old headless shell (no browser UI; lighter per capture). Launched
+# from /usr/lib/chromium directly (Debian's /usr/bin wrapper does not exec).
+if [[ -x /usr/lib/chromium/chromium-headless-shell ]]; then
+    log "found chromium-headless-shell: /usr/lib/chromium/chromium-headless-shell"
+else
+    missing+=("chromium-headless-shell")
+    labels+=("chromium-headless-shell")
+fi
+
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
     log "found redis: $(command -v redis-server) ($(redis-server --version 2>/dev/null | awk '{print $3}' | sed 's/^v=//'))"
 else
@@ -88,6 +97,8 @@ if ((${#missing[@]} > 0)); then
         log "installed ${labels[$i]} (${missing[$i]})"
     done
     [[ -x /usr/bin/chromium ]] || die "chromium install did not produce /usr/bin/chromium"
+    [[ -x /usr/lib/chromium/chromium-headless-shell ]] \
+        || die "chromium-headless-shell install did not produce /usr/lib/chromium/chromium-headless-shell"
     # Debian's prometheus package enables its own server; only promtool is wanted here.
     if [[ " ${labels[*]} " == *" promtool "* ]] && command -v systemctl >/dev/null 2>&1 \
         && systemctl is-enabled prometheus >/dev/null 2>&1; then

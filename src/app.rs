@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use crate::accounts::Accounts;
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::egress::netns::Namespace;
 use crate::egress::{EgressPolicy, EgressProxy};
-use crate::farm::Farm;
+use crate::farm::{Farm, Placement};
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::notifications::Notifier;
 use crate::payments::Payments;
@@ -101,10 +102,39 @@ where
         config.auth.signup_bonus,
     );
     let egress = Arc::new(EgressPolicy::new(&config.egress.allow).map_err(anyhow::Error::msg)?);
-    let egress_proxy = EgressProxy::start(egress.clone(), metrics.clone())
+    // The browsers' own network, whose only way out is the egress proxy.
+    let namespace = if config.chromium.network_isolation {
+        let namespace = Namespace::create().context(
+            "cannot give the browsers a network namespace of their own (needs root, or \
+             unprivileged user namespaces); without it a page's WebRTC could send UDP around the \
+             egress policy. Set chromium.network_isolation = false to run anyway, knowingly",
+        )?;
+        Some(Arc::new(namespace))
+    } else {
+        tracing::warn!(
+            "chromium.network_isolation is off: browsers share the host's network, and only \
+             Chromium's own flags keep non-HTTP traffic (WebRTC over UDP) from the network"
+        );
+        None
+    };
+    let egress_proxy = EgressProxy::start(egress.clone(), metrics.clone(), namespace.as_deref())
         .await
         .context("cannot start the egress proxy")?;
-    let farm = Farm::start(&config, metrics.clone(), egress_proxy.chromium_flags());
+    let placement = Placement {
+        namespace,
+        sandbox: config.chromium.sandbox.enabled(),
+    };
+    tracing::info!(
+        network_isolation = placement.namespace.is_some(),
+        sandbox = placement.sandbox,
+        "browsers' placement"
+    );
+    let farm = Farm::start(
+        &config,
+        metrics.clone(),
+        egress_proxy.chromium_flags(),
+        placement,
+    );
     let notifier = Notifier::new(
         &config,
         egress_proxy.addr(),
@@ -128,26 +158,17 @@ where
 
     // One signal stops both listeners from accepting; in-flight requests finish.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let api_server = tokio::spawn(
-        warp::serve(api::routes(state))
-            .incoming(api_listener)
-            .graceful(stopped(stop_rx.clone()))
-            .run(),
-    );
+    let limits = api::server::Limits::from_config(&config.server);
+    let api_server = tokio::spawn(api::serve(api_listener, state, stop_rx));
     let (metrics_stop_tx, metrics_stop_rx) = watch::channel(false);
-    let metrics_server = tokio::spawn(
-        warp::serve(api::probes::metrics_routes(
-            metrics.clone(),
-            farm.clone(),
-            redis.clone(),
-        ))
-        .incoming(metrics_listener)
-        .graceful(stopped(metrics_stop_rx))
-        .run(),
-    );
+    let metrics_server = tokio::spawn(api::serve_metrics(
+        metrics_listener,
+        limits,
+        metrics.clone(),
+        farm.clone(),
+        redis.clone(),
+        metrics_stop_rx,
+    ));
 
     tracing::info!(api = %bound.api, metrics = %bound.metrics, browsers = config.farm.browsers, tabs = config.farm.tabs_per_browser, "shotfarm listening");
     on_ready(bound);
@@ -169,7 +190,7 @@ where
     service_manager::stopping();
     let _ = stop_tx.send(true);
     farm.shutdown(config.server.shutdown_grace()).await;
-    // Requests still open got their answer when the farm closed; give warp a moment to flush.
+    // Requests still open got their answer when the farm closed; give them a moment to flush.
     let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;
     // Captures have settled their holds by now; holds of this daemon still open (none, unless
     // Redis was down) are left to any daemon's sweeper.

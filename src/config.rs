@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +197,22 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: u64,
+    /// A request head (request line and headers) must arrive whole within this, in
+    /// milliseconds: counted from a connection's opening for its first request, from the
+    /// head's first byte for later ones. A request in progress is never cut by it.
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection with no request in progress and no byte moving is closed after
+    /// this, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Connections the API listener keeps open at most; beyond, 503 `server_busy`.
+    pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64) may have open; beyond, 429
+    /// `too_many_connections`. Behind a reverse proxy every client shares its address: set it
+    /// to `max_connections` there.
+    pub max_connections_per_client: usize,
+    /// Largest request head (request line and headers), in bytes; beyond, 414 `uri_too_long`
+    /// or 431 `headers_too_large`.
+    pub max_request_head_bytes: usize,
     /// This host's name in the fleet (`shotfarm_build_info{host}`); empty = the machine's host
     /// name.
     pub instance_name: String,
@@ -208,6 +225,11 @@ impl Default for ServerConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             shutdown_grace_ms: 30_000,
             max_body_bytes: 1024 * 1024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 4096,
+            max_connections_per_client: 64,
+            max_request_head_bytes: 32 * 1024,
             instance_name: String::new(),
         }
     }
@@ -370,7 +392,7 @@ impl Default for CreditsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChromiumConfig {
-    /// The Chromium executable.
+    /// The browser executable; empty = the binary of `farm.engine` (see [`Engine::binary`]).
     pub executable: PathBuf,
     /// Parent directory of the per-browser profiles; empty means the system temp directory.
     pub profile_dir: PathBuf,
@@ -378,15 +400,106 @@ pub struct ChromiumConfig {
     pub extra_args: Vec<String>,
     /// How long a launch may take before it counts as failed, in milliseconds.
     pub launch_timeout_ms: u64,
+    /// Run every browser in a network namespace of its own whose only way out is the egress
+    /// proxy (no UDP, no direct TCP). Off only where namespaces cannot be made, knowingly.
+    pub network_isolation: bool,
+    /// Chromium's own sandbox for its renderers: `auto` (on unless the daemon runs as root,
+    /// where Chromium cannot use it), `on` or `off`.
+    pub sandbox: SandboxMode,
+    /// Largest JavaScript heap of one page, in MiB (0 = Chromium's default). A page that
+    /// exceeds it crashes its own renderer, and the capture fails fast with `page_crashed`.
+    pub max_page_heap_mb: u64,
+}
+
+/// Whether Chromium sandboxes its renderers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// On unless the daemon runs as root.
+    Auto,
+    On,
+    Off,
+}
+
+impl SandboxMode {
+    /// Whether browsers started by this process use the sandbox.
+    pub fn enabled(self) -> bool {
+        match self {
+            SandboxMode::On => true,
+            SandboxMode::Off => false,
+            SandboxMode::Auto => !running_as_root(),
+        }
+    }
+}
+
+/// Whether this process runs as root (Chromium then refuses its sandbox).
+pub fn running_as_root() -> bool {
+    // SAFETY: a getter with no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl ChromiumConfig {
+    /// The program to launch: `executable`, or the default engine's binary when it is empty
+    /// (the daemon fills `executable` from `farm.engine` before launching; see [`Config::browser`]).
+    pub fn program(&self) -> &Path {
+        if self.executable.as_os_str().is_empty() {
+            Engine::default().binary()
+        } else {
+            &self.executable
+        }
+    }
+}
+
+/// Which Chromium build renders captures.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// The old headless shell (Debian `chromium-headless-shell`): no browser UI, so a fresh
+    /// context is a bare page; the lighter and faster engine.
+    #[default]
+    HeadlessShell,
+    /// Full Chromium in new headless mode (Debian `chromium`): a browser window per context.
+    Chromium,
+}
+
+impl Engine {
+    /// The engine's binary as Debian installs it. The shell is launched directly, not through
+    /// `/usr/bin/chromium-headless-shell` (a wrapper script that does not `exec`: signals would
+    /// reach the script, not the browser).
+    pub fn binary(self) -> &'static Path {
+        match self {
+            Engine::HeadlessShell => Path::new("/usr/lib/chromium/chromium-headless-shell"),
+            Engine::Chromium => Path::new("/usr/bin/chromium"),
+        }
+    }
+
+    /// The name used in configuration, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::HeadlessShell => "headless-shell",
+            Engine::Chromium => "chromium",
+        }
+    }
+
+    /// The Debian package that provides [`Engine::binary`].
+    pub fn package(self) -> &'static str {
+        match self {
+            Engine::HeadlessShell => "chromium-headless-shell",
+            Engine::Chromium => "chromium",
+        }
+    }
 }
 
 impl Default for ChromiumConfig {
     fn default() -> Self {
         Self {
-            executable: PathBuf::from("/usr/bin/chromium"),
+            executable: PathBuf::new(),
             profile_dir: PathBuf::new(),
             extra_args: Vec::new(),
             launch_timeout_ms: 20_000,
+            network_isolation: true,
+            sandbox: SandboxMode::Auto,
+            max_page_heap_mb: 512,
         }
     }
 }
@@ -394,6 +507,9 @@ impl Default for ChromiumConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FarmConfig {
+    /// The browser build: `headless-shell` (default) or `chromium` (full new-headless Chromium,
+    /// for pages that need it).
+    pub engine: Engine,
     /// Number of Chromium processes.
     pub browsers: usize,
     /// Concurrent captures per browser (each in its own browser context).
@@ -421,6 +537,7 @@ pub struct FarmConfig {
 impl Default for FarmConfig {
     fn default() -> Self {
         Self {
+            engine: Engine::default(),
             browsers: 2,
             tabs_per_browser: 2,
             queue_capacity: 64,
@@ -439,9 +556,9 @@ impl Default for FarmConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PngEncoder {
-    /// Chromium's own PNG encoder (smaller, slower).
+    /// Chromium's own PNG encoder, inside the browser.
     Chromium,
-    /// Chromium's fast encoding, recompressed in Rust on the worker pool.
+    /// Chromium's fast encoding, recompressed in Rust on the bounded encoding pool.
     Rust,
 }
 
@@ -468,8 +585,9 @@ pub struct CaptureConfig {
     pub max_tile_height: u32,
     /// How long `selector` waits for its element to appear, in milliseconds.
     pub element_wait_ms: u64,
-    /// Who compresses PNGs: `chromium` (default) or `rust` (Chromium's fast encoding recompressed
-    /// in Rust: ~0.65x latency and ~2.5x throughput for ~8-24 % larger files, per the PNG bench).
+    /// Who compresses PNGs: `rust` (default: Chromium's fast encoding, recompressed in Rust on a
+    /// bounded pool, no larger than Chromium's own output at a fraction of its CPU) or
+    /// `chromium` (Chromium's default encoder, on the browser's critical path).
     pub png_encoder: PngEncoder,
     /// Largest `css` or `js` option, in bytes.
     pub max_script_bytes: usize,
@@ -491,7 +609,7 @@ impl Default for CaptureConfig {
             max_full_page_height: 32_768,
             max_tile_height: 8_192,
             element_wait_ms: 5_000,
-            png_encoder: PngEncoder::Chromium,
+            png_encoder: PngEncoder::Rust,
             max_script_bytes: 64 * 1024,
             max_output_bytes: 64 * 1024 * 1024,
         }
@@ -506,12 +624,26 @@ impl ServerConfig {
 
 /// Every problem found in a configuration, reported together.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+#[error(
+    "invalid configuration ({} {}):\n  - {}",
+    .problems.len(),
+    if .problems.len() == 1 { "problem" } else { "problems" },
+    .problems.join("\n  - ")
+)]
 pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
 impl Config {
+    /// The browser launch settings with `executable` resolved from `farm.engine` when unset.
+    pub fn browser(&self) -> ChromiumConfig {
+        let mut chromium = self.chromium.clone();
+        if chromium.executable.as_os_str().is_empty() {
+            chromium.executable = self.farm.engine.binary().to_path_buf();
+        }
+        chromium
+    }
+
     /// Loads defaults, then `file` (when given; it must exist), then `SHOTFARM_…` variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -530,34 +662,83 @@ impl Config {
     }
 
     fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
-        let value: figment::value::Value = figment.extract().map_err(|e| ConfigError {
+        // Syntax errors (a file that is not TOML) stop here: there is nothing to check further.
+        let mut tree: Value = figment.extract().map_err(|e| ConfigError {
             problems: e.into_iter().map(|e| e.to_string()).collect(),
         })?;
         let mut problems = Vec::new();
+        // Paths whose value was wrong and was dropped (its default stands in), so later checks
+        // do not report the stand-in again.
+        let mut dropped: Vec<String> = Vec::new();
         let mut unknown = Vec::new();
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-        let config: Result<Config, _> =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&value, &mut record));
-        for key in unknown {
-            problems.push(format!("unknown key `{key}`"));
-        }
-        match config {
-            Ok(config) => {
-                config.validate_into(&mut problems);
-                if problems.is_empty() {
-                    Ok(config)
-                } else {
-                    Err(ConfigError { problems })
+        // One type error hides the rest of a serde pass: report it, drop the value, try again,
+        // until the whole tree deserializes. Each pass drops one key, so this ends.
+        let config = loop {
+            unknown.clear();
+            let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+            let attempt: Result<Config, serde_path_to_error::Error<figment::Error>> =
+                serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+                    &tree,
+                    &mut record,
+                ));
+            match attempt {
+                Ok(config) => break config,
+                Err(e) => {
+                    let path = key_path(e.path());
+                    let dotted = path.join(".");
+                    problems.push(format!(
+                        "{}: {}",
+                        label(figment, &dotted),
+                        describe_error(&dotted, e.inner(), find(&tree, &path))
+                    ));
+                    if path.is_empty() || !remove(&mut tree, &path) || dropped.len() > 1000 {
+                        return Err(ConfigError { problems });
+                    }
+                    dropped.push(dotted);
                 }
             }
-            Err(e) => {
-                problems.push(format!("`{}`: {}", e.path(), e.inner()));
-                Err(ConfigError { problems })
+        };
+        let known = serde_json::to_value(Config::default()).unwrap_or_default();
+        for key in unknown {
+            problems.push(unknown_key(figment, &known, &key));
+        }
+        let mut checks = Vec::new();
+        config.validate_into(&mut checks);
+        for problem in checks {
+            // A value already reported (and replaced by its default) is not judged again.
+            let subject = problem.split([':', ' ']).next().unwrap_or_default();
+            if dropped.iter().any(|d| problem.contains(d.as_str())) {
+                continue;
             }
+            problems.push(match problem.strip_prefix(subject) {
+                Some(rest) if subject.contains('.') => format!("{}{rest}", label(figment, subject)),
+                _ => problem,
+            });
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            problems.sort();
+            Err(ConfigError { problems })
         }
     }
 
     fn validate_into(&self, problems: &mut Vec<String>) {
+        let values = serde_json::to_value(self).unwrap_or_default();
+        for &(path, lo, hi) in BOUNDS {
+            let found = path
+                .split('.')
+                .try_fold(&values, |v, key| v.get(key))
+                .and_then(|v| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from)));
+            if let Some(n) = found {
+                if n < lo || hi.is_some_and(|hi| n > hi) {
+                    problems.push(format!(
+                        "{path}: must be {}, got {n}",
+                        whole_number(Some(lo), hi, Some(n))
+                    ));
+                }
+            }
+        }
         for pack in self.payments.products.keys() {
             if !self.credits.packs.iter().any(|p| &p.id == pack) {
                 problems.push(format!(
@@ -573,88 +754,48 @@ impl Config {
             )
             .is_err()
         {
-            problems.push("payments.webhook_secret is not `whsec_` + base64".to_string());
-        }
-        let n = &self.notifications;
-        if n.attempts == 0 || n.timeout_ms == 0 || n.max_pending == 0 {
-            problems.push(
-                "notifications.attempts, timeout_ms and max_pending must be at least 1".to_string(),
-            );
-        }
-        if self.payments.timeout_ms == 0 {
-            problems.push("payments.timeout_ms must be at least 1".to_string());
+            problems.push("payments.webhook_secret: is not `whsec_` + base64".to_string());
         }
         let mut check = |ok: bool, msg: &str| {
             if !ok {
                 problems.push(msg.to_string());
             }
         };
+        let sv = &self.server;
+        check(
+            sv.header_timeout_ms >= 100 && sv.idle_timeout_ms >= 100,
+            "server.header_timeout_ms and server.idle_timeout_ms must be at least 100",
+        );
+        check(
+            sv.max_connections >= 1
+                && (1..=sv.max_connections).contains(&sv.max_connections_per_client),
+            "server.max_connections must be at least 1, and server.max_connections_per_client between 1 and server.max_connections",
+        );
+        check(
+            (1024..=60 * 1024).contains(&sv.max_request_head_bytes),
+            "server.max_request_head_bytes must be between 1024 and 61440 (hyper answers longer heads itself, without the JSON error)",
+        );
         let f = &self.farm;
         let c = &self.capture;
         check(
-            (1..=64).contains(&f.browsers),
-            "farm.browsers must be between 1 and 64",
-        );
-        check(
-            (1..=32).contains(&f.tabs_per_browser),
-            "farm.tabs_per_browser must be between 1 and 32",
-        );
-        check(
-            f.queue_capacity >= 1,
-            "farm.queue_capacity must be at least 1",
-        );
-        check(f.max_overruns >= 1, "farm.max_overruns must be at least 1");
-        check(
-            f.unhealthy_after >= 1,
-            "farm.unhealthy_after must be at least 1",
-        );
-        check(
             f.restart_backoff_min_ms >= 1 && f.restart_backoff_min_ms <= f.restart_backoff_max_ms,
-            "farm.restart_backoff_min_ms must be at least 1 and at most farm.restart_backoff_max_ms",
-        );
-        check(
-            f.probe_interval_ms >= 100,
-            "farm.probe_interval_ms must be at least 100",
+            "farm.restart_backoff_min_ms: must be at least 1 and at most farm.restart_backoff_max_ms",
         );
         check(
             f.probe_timeout_ms >= 50 && f.probe_timeout_ms < f.probe_interval_ms.max(51),
-            "farm.probe_timeout_ms must be at least 50 and below farm.probe_interval_ms",
+            "farm.probe_timeout_ms: must be at least 50 and below farm.probe_interval_ms",
         );
         check(
             c.default_timeout_ms >= 100 && c.default_timeout_ms <= c.max_timeout_ms,
-            "capture.default_timeout_ms must be at least 100 and at most capture.max_timeout_ms",
-        );
-        check(
-            c.max_timeout_ms <= 600_000,
-            "capture.max_timeout_ms must be at most 600000",
+            "capture.default_timeout_ms: must be at least 100 and at most capture.max_timeout_ms",
         );
         check(
             c.default_width >= 1 && c.default_width <= c.max_width,
-            "capture.default_width must be between 1 and capture.max_width",
+            "capture.default_width: must be between 1 and capture.max_width",
         );
         check(
             c.default_height >= 1 && c.default_height <= c.max_height,
-            "capture.default_height must be between 1 and capture.max_height",
-        );
-        check(
-            c.max_width <= 16_384 && c.max_height <= 16_384,
-            "capture.max_width and capture.max_height must be at most 16384",
-        );
-        check(
-            c.max_output_bytes >= 1024,
-            "capture.max_output_bytes must be at least 1024",
-        );
-        check(
-            c.max_full_page_height >= 1 && c.max_full_page_height <= 200_000,
-            "capture.max_full_page_height must be between 1 and 200000",
-        );
-        check(
-            (256..=16_384).contains(&c.max_tile_height),
-            "capture.max_tile_height must be between 256 and 16384",
-        );
-        check(
-            c.max_script_bytes >= 1,
-            "capture.max_script_bytes must be at least 1",
+            "capture.default_height: must be between 1 and capture.max_height",
         );
         check(
             self.server.listen != self.server.metrics_listen || self.server.listen.port() == 0,
@@ -662,56 +803,42 @@ impl Config {
         );
         check(
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
-            "log.level is not a valid filter directive",
+            "log.level: is not a valid filter directive (e.g. \"info\" or \"info,shotfarm=debug\")",
         );
         check(
             self.redis.url.starts_with("redis://")
                 || self.redis.url.starts_with("rediss://")
                 || self.redis.url.starts_with("unix://"),
-            "redis.url must start with redis://, rediss:// or unix://",
+            "redis.url: must start with redis://, rediss:// or unix://",
+        );
+        let browser = self.browser();
+        check(
+            browser.executable.is_file(),
+            &format!(
+                "chromium.executable: {} does not exist (farm.engine = \"{}\": install Debian's {} package, e.g. with scripts/install-deps.sh, or set chromium.executable)",
+                browser.executable.display(),
+                self.farm.engine.name(),
+                self.farm.engine.package(),
+            ),
         );
         check(
-            !self.chromium.executable.as_os_str().is_empty(),
-            "chromium.executable must be set",
-        );
-        check(
-            self.redis.connect_timeout_ms >= 10 && self.redis.response_timeout_ms >= 10,
-            "redis.connect_timeout_ms and redis.response_timeout_ms must be at least 10",
+            !(self.chromium.sandbox == SandboxMode::On && running_as_root()),
+            "chromium.sandbox: \"on\" cannot work while the daemon runs as root (Chromium refuses it): use \"auto\" or run as another user",
         );
         let l = &self.ledger;
         check(
             l.hold_grace_ms >= self.redis.response_timeout_ms,
-            "ledger.hold_grace_ms must be at least redis.response_timeout_ms (a commit must land before its hold may expire)",
-        );
-        check(
-            (10..=60_000).contains(&l.sweep_interval_ms),
-            "ledger.sweep_interval_ms must be between 10 and 60000",
-        );
-        check(
-            l.max_in_flight_per_account >= 0,
-            "ledger.max_in_flight_per_account must be 0 (no cap) or more",
-        );
-        check(
-            l.idempotency_ttl_secs >= 1,
-            "ledger.idempotency_ttl_secs must be at least 1",
+            "ledger.hold_grace_ms: must be at least redis.response_timeout_ms (a commit must land before its hold may expire)",
         );
         let a = &self.auth;
         check(
-            a.session_ttl_secs >= 60,
-            "auth.session_ttl_secs must be at least 60",
-        );
-        check(
-            (0..=1_000_000).contains(&a.signup_bonus),
-            "auth.signup_bonus must be between 0 and 1000000",
-        );
-        check(
             a.public_url.starts_with("http://") || a.public_url.starts_with("https://"),
-            "auth.public_url must start with http:// or https://",
+            "auth.public_url: must start with http:// or https://",
         );
         let packs = &self.credits.packs;
         check(
             !packs.is_empty(),
-            "credits.packs must list at least one pack",
+            "credits.packs: must list at least one pack",
         );
         if let Err(e) = crate::egress::EgressPolicy::new(&self.egress.allow) {
             problems.push(format!("egress.allow: {e}"));
@@ -719,7 +846,7 @@ impl Config {
         for (i, p) in packs.iter().enumerate() {
             if p.id.is_empty() || p.name.is_empty() || p.credits < 1 || p.price_cents < 0 {
                 problems.push(format!(
-                    "credits.packs[{i}] needs an id, a name, credits >= 1 and price_cents >= 0"
+                    "credits.packs[{i}]: needs an id, a name, credits >= 1 and price_cents >= 0"
                 ));
             }
             if packs[..i].iter().any(|q| q.id == p.id) {
@@ -744,6 +871,251 @@ impl Config {
         let figment =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
         Self::from_figment(&figment)
+    }
+}
+
+/// Whole-number keys and their bounds (least, greatest): checked after loading, and named in
+/// the message when a value is not a whole number at all.
+const BOUNDS: &[(&str, i128, Option<i128>)] = &[
+    ("farm.browsers", 1, Some(64)),
+    ("farm.tabs_per_browser", 1, Some(32)),
+    ("farm.queue_capacity", 1, None),
+    ("farm.max_overruns", 1, None),
+    ("farm.unhealthy_after", 1, None),
+    ("farm.probe_interval_ms", 100, None),
+    ("capture.max_timeout_ms", 100, Some(600_000)),
+    ("capture.max_width", 1, Some(16_384)),
+    ("capture.max_height", 1, Some(16_384)),
+    ("capture.max_full_page_height", 1, Some(200_000)),
+    ("capture.max_tile_height", 256, Some(16_384)),
+    ("capture.max_output_bytes", 1024, None),
+    ("capture.max_script_bytes", 1, None),
+    ("redis.connect_timeout_ms", 10, None),
+    ("redis.response_timeout_ms", 10, None),
+    ("ledger.sweep_interval_ms", 10, Some(60_000)),
+    ("ledger.max_in_flight_per_account", 0, None),
+    ("ledger.idempotency_ttl_secs", 1, None),
+    ("auth.session_ttl_secs", 60, None),
+    ("auth.signup_bonus", 0, Some(1_000_000)),
+    ("payments.timeout_ms", 1, None),
+    ("notifications.attempts", 1, None),
+    ("notifications.timeout_ms", 1, None),
+    ("notifications.max_pending", 1, None),
+];
+
+/// "a whole number of at least 1", "… between 1 and 32": the side `got` is on, else both.
+fn whole_number(lo: Option<i128>, hi: Option<i128>, got: Option<i128>) -> String {
+    match (lo, hi, got) {
+        (Some(lo), _, Some(n)) if n < lo => format!("a whole number of at least {lo}"),
+        (_, Some(hi), Some(n)) if n > hi => format!("a whole number of at most {hi}"),
+        (Some(lo), Some(hi), _) => format!("a whole number between {lo} and {hi}"),
+        (Some(lo), None, _) => format!("a whole number of at least {lo}"),
+        (None, Some(hi), _) => format!("a whole number of at most {hi}"),
+        (None, None, _) => "a whole number".to_string(),
+    }
+}
+
+/// The key path of a deserialization error, cut before the first list index: a bad entry of a
+/// list drops (and reports) the whole list.
+fn key_path(path: &serde_path_to_error::Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Map { key } => keys.push(key.clone()),
+            _ => break,
+        }
+    }
+    keys
+}
+
+fn find<'a>(tree: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(tree, |v, key| match v {
+        Value::Dict(_, dict) => dict.get(key),
+        _ => None,
+    })
+}
+
+/// Removes the key at `path`; false when there is none.
+fn remove(tree: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for key in parents {
+        node = match node {
+            Value::Dict(_, dict) => match dict.get_mut(key) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Dict(_, dict) => dict.remove(last).is_some(),
+        _ => false,
+    }
+}
+
+/// A value as the operator wrote it: `"fast"`, `-1`, `true`, `a list`.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(_, s) => format!("{s:?}"),
+        Value::Char(_, c) => format!("{:?}", c.to_string()),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => n
+            .to_i128()
+            .map(|i| i.to_string())
+            .or_else(|| n.to_f64().map(|f| f.to_string()))
+            .unwrap_or_else(|| "a number".to_string()),
+        Value::Empty(..) => "nothing".to_string(),
+        Value::Dict(..) => "a table".to_string(),
+        Value::Array(..) => "a list".to_string(),
+    }
+}
+
+/// The environment variable that set `path`, when one did.
+fn env_var(figment: &Figment, path: &str) -> Option<String> {
+    let metadata = figment.find_metadata(path)?;
+    metadata
+        .name
+        .contains("environment")
+        .then(|| format!("SHOTFARM_{}", path.to_uppercase().replace('.', "__")))
+}
+
+/// `farm.browsers`, or `farm.browsers (set by SHOTFARM_FARM__BROWSERS)`.
+fn label(figment: &Figment, path: &str) -> String {
+    match env_var(figment, path) {
+        Some(var) => format!("{path} (set by {var})"),
+        None => path.to_string(),
+    }
+}
+
+/// The closest of `candidates` to `name`, if it is close enough to be a typo.
+fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|&(d, c)| d <= 2.max(c.len() / 4))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// What an operator reads for a key the configuration does not have.
+fn unknown_key(figment: &Figment, known: &serde_json::Value, key: &str) -> String {
+    let (parent, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let siblings = if parent.is_empty() {
+        Some(known)
+    } else {
+        parent.split('.').try_fold(known, |v, k| v.get(k))
+    };
+    let names: Vec<&str> = siblings
+        .and_then(|v| v.as_object())
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let what = if parent.is_empty() {
+        "unknown section"
+    } else {
+        "unknown key"
+    };
+    let suggestion = match closest(name, names) {
+        Some(good) => {
+            let path = if parent.is_empty() {
+                good.to_string()
+            } else {
+                format!("{parent}.{good}")
+            };
+            match env_var(figment, key) {
+                Some(_) => format!(
+                    " (did you mean `SHOTFARM_{}`?)",
+                    path.to_uppercase().replace('.', "__")
+                ),
+                None => format!(" (did you mean `{good}`?)"),
+            }
+        }
+        // A setting written outside its section: name the section it belongs to.
+        None if parent.is_empty() => known
+            .as_object()
+            .and_then(|sections| {
+                sections
+                    .iter()
+                    .find(|(_, keys)| keys.get(name).is_some())
+                    .map(|(section, _)| format!(" (`{name}` belongs in [{section}])"))
+            })
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    format!("{}: {what}{suggestion}", label(figment, key))
+}
+
+/// A deserialization error in an operator's words.
+fn describe_error(path: &str, error: &figment::Error, got: Option<&Value>) -> String {
+    use figment::error::{Actual, Kind};
+    let got_text = |actual: &Actual| match got {
+        Some(v) => shown(v),
+        None => match actual {
+            Actual::Str(s) => format!("{s:?}"),
+            Actual::Signed(n) => n.to_string(),
+            Actual::Unsigned(n) => n.to_string(),
+            Actual::Float(n) => n.to_string(),
+            Actual::Bool(b) => b.to_string(),
+            other => other.to_string(),
+        },
+    };
+    match &error.kind {
+        Kind::UnknownVariant(v, expected) => {
+            let choices: Vec<String> = expected.iter().map(|e| format!("{e:?}")).collect();
+            format!("must be one of {}, got {v:?}", choices.join(", "))
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            let number = match actual {
+                Actual::Signed(n) => Some(*n),
+                Actual::Unsigned(n) => i128::try_from(*n).ok(),
+                _ => got.and_then(|v| match v {
+                    Value::Num(_, n) => n.to_i128(),
+                    _ => None,
+                }),
+            };
+            let wanted = match expected.as_str() {
+                "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64"
+                | "i128" | "isize" => {
+                    let (type_lo, type_hi) = match expected.as_str() {
+                        "u8" => (Some(0), Some(i128::from(u8::MAX))),
+                        "u16" => (Some(0), Some(i128::from(u16::MAX))),
+                        "u32" => (Some(0), Some(i128::from(u32::MAX))),
+                        e if e.starts_with('u') => (Some(0), None),
+                        _ => (None, None),
+                    };
+                    let (lo, hi) = match BOUNDS.iter().find(|(p, _, _)| *p == path) {
+                        Some(&(_, lo, hi)) => (Some(lo), hi.or(type_hi)),
+                        None => (type_lo, type_hi),
+                    };
+                    whole_number(lo, hi, number)
+                }
+                "f32" | "f64" => "a number".to_string(),
+                "a boolean" => "true or false".to_string(),
+                "a string" => "text in quotes".to_string(),
+                e if e.contains("sequence") => "a list, like [\"a\", \"b\"]".to_string(),
+                e if e.contains("map") || e.starts_with("struct") => "a table of keys".to_string(),
+                e => e.to_string(),
+            };
+            format!("must be {wanted}, got {}", got_text(actual))
+        }
+        Kind::Message(m) if m.contains("socket address") => format!(
+            "`{}` is not an address:port (like 127.0.0.1:8080; the port must be at most 65535)",
+            got.map(|v| match v {
+                Value::String(_, s) => s.clone(),
+                other => shown(other),
+            })
+            .unwrap_or_default()
+        ),
+        Kind::UnknownField(name, expected) => {
+            let hint = closest(name, expected.iter().copied())
+                .map(|good| format!(" (did you mean `{good}`?)"))
+                .unwrap_or_default();
+            format!("unknown key `{name}`{hint}")
+        }
+        Kind::MissingField(name) => format!("needs `{name}`"),
+        other => other.to_string(),
     }
 }
 
@@ -782,11 +1154,81 @@ mod tests {
         "#;
         let err = Config::from_toml_str(text).expect_err("must fail");
         let all = err.problems.join("\n");
-        assert!(all.contains("farm.browsers"), "{all}");
-        assert!(all.contains("farm.tabz_per_browser"), "{all}");
-        assert!(all.contains("capture.max_tile_height"), "{all}");
-        assert!(all.contains("`nope`"), "{all}");
+        assert!(
+            all.contains("farm.browsers: must be a whole number of at least 1, got 0"),
+            "{all}"
+        );
+        assert!(
+            all.contains("farm.tabz_per_browser: unknown key (did you mean `tabs_per_browser`?)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("capture.max_tile_height: must be a whole number of at least 256, got 10"),
+            "{all}"
+        );
+        assert!(all.contains("nope: unknown section"), "{all}");
         assert_eq!(err.problems.len(), 4, "{all}");
+    }
+
+    /// The file a new operator wrote: four mistakes, four problems, in words, none hidden by
+    /// another, no doubled quoting.
+    #[test]
+    fn four_mistakes_are_four_problems_in_words() {
+        let text = r#"
+            [farm]
+            browsrs = 2
+            tabs_per_browser = -1
+            [server]
+            listen = "127.0.0.1:80800"
+            [capture]
+            png_encoder = "fast"
+        "#;
+        let err = Config::from_toml_str(text).expect_err("must fail");
+        let all = err.problems.join("\n");
+        for want in [
+            "farm.browsrs: unknown key (did you mean `browsers`?)",
+            "farm.tabs_per_browser: must be a whole number of at least 1, got -1",
+            "server.listen: `127.0.0.1:80800` is not an address:port",
+            "capture.png_encoder: must be one of \"chromium\", \"rust\", got \"fast\"",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert_eq!(err.problems.len(), 4, "{all}");
+        for noise in ["``", "expected usize", "invalid value", "unknown variant"] {
+            assert!(!all.contains(noise), "{noise:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_range_and_what_was_written() {
+        let text = r#"
+            [farm]
+            browsers = "many"
+            queue_capacity = 1.5
+            [auth]
+            secure_cookies = "yes"
+            [egress]
+            allow = "10.0.0.0/8"
+            browsers = 2
+        "#;
+        let err = Config::from_toml_str(text).expect_err("must fail");
+        let all = err.problems.join("\n");
+        for want in [
+            "farm.browsers: must be a whole number between 1 and 64, got \"many\"",
+            "farm.queue_capacity: must be a whole number of at least 1, got 1.5",
+            "auth.secure_cookies: must be true or false, got \"yes\"",
+            "egress.allow: must be a list",
+            "egress.browsers: unknown key",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert_eq!(err.problems.len(), 5, "{all}");
+        // A setting outside any section is pointed at its section.
+        let err = Config::from_toml_str("browsers = 2").expect_err("must fail");
+        assert_eq!(
+            err.problems,
+            vec!["browsers: unknown section (`browsers` belongs in [farm])".to_string()]
+        );
     }
 
     #[test]

@@ -102,6 +102,20 @@ enum AccountsCommand {
         #[arg(long, default_value_t = 0)]
         credits: i64,
     },
+    /// Set (or replace) an account's dashboard password, read from a file or standard input
+    /// (never from the command line, where `ps` would show it).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["password_file", "password_stdin"])))]
+    SetPassword {
+        /// Account id (`acc_…`) or email.
+        #[arg(long)]
+        account: String,
+        /// Read the password from this file (its first line).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Read the password from standard input (its first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Show an account: balance, open holds, recent transactions and an invariant check.
     Show {
         /// Account id (`acc_…`) or email.
@@ -187,6 +201,18 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// The first line of `path` (a password file), without its line ending.
+fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    Ok(text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r')
+        .to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -212,6 +238,28 @@ fn main() -> ExitCode {
                         .create_account(&email, password.as_deref(), credits)
                         .await?;
                     op.show(&account).await
+                })
+            }
+            AccountsCommand::SetPassword {
+                account,
+                password_file,
+                password_stdin: _,
+            } => {
+                let password = match &password_file {
+                    Some(path) => read_password_file(path),
+                    None => read_password(),
+                };
+                let password = match password {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("shotfarm: cannot read the password: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                operate(&target, |op| async move {
+                    let found = op.resolve(&account).await?;
+                    op.set_password(&found.id, &password).await?;
+                    Ok(format!("password set for {} ({})\n", found.email, found.id))
                 })
             }
             AccountsCommand::Show { account } => operate(&target, |op| async move {
@@ -285,6 +333,13 @@ fn main() -> ExitCode {
                 }
             };
             shotfarm::telemetry::logging::init(&config.log);
+            // Not root: a user namespace of our own lets the daemon give its browsers a network
+            // namespace (and Chromium its sandbox). Only possible while single-threaded: here.
+            if config.chromium.network_isolation {
+                if let Err(e) = shotfarm::egress::netns::enter_own_user_namespace() {
+                    tracing::warn!("cannot enter a user namespace of our own: {e}");
+                }
+            }
             match shotfarm::app::run(config, shotfarm::app::shutdown_signal(), |_| {}) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -128,6 +128,11 @@ impl Operator {
         }
     }
 
+    /// Sets the password an account logs in to the dashboard with.
+    pub async fn set_password(&self, account: &str, password: &str) -> anyhow::Result<()> {
+        Ok(self.accounts.set_password(account, password).await?)
+    }
+
     pub async fn create_key(
         &self,
         account: &str,

@@ -26,8 +26,13 @@ pub async fn announce_ready(farm: &Farm, redis: &RedisHandle, browsers: usize) {
             status.ready >= browsers || (status.ready > 0 && started.elapsed() >= WARM_LIMIT);
         if warm && redis.ping().await {
             let line = format!("ready: {} of {browsers} browsers", status.ready);
-            tracing::info!(browsers = status.ready, "ready (systemd notified)");
-            let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&line)]);
+            // Say "systemd notified" only when there is a systemd to notify.
+            if std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()) {
+                let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&line)]);
+                tracing::info!(browsers = status.ready, "ready (systemd notified)");
+            } else {
+                tracing::info!(browsers = status.ready, "ready");
+            }
             return;
         }
         tokio::time::sleep(POLL).await;

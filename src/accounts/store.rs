@@ -208,6 +208,24 @@ impl Accounts {
         self.get(&id).await?.ok_or(AccountError::NotFound)
     }
 
+    /// Sets (or replaces) the password of an existing account, so it can log in to the
+    /// dashboard. Sessions already open stay open.
+    pub async fn set_password(&self, id: &str, password: &str) -> Result<(), AccountError> {
+        check_password(password)?;
+        if self.get(id).await?.is_none() {
+            return Err(AccountError::NotFound);
+        }
+        let p = password.to_string();
+        let hash = hashing(move || secrets::hash_password(&p))
+            .await
+            .map_err(|_| AccountError::Invalid("password cannot be hashed"))?;
+        let mut conn = self.conn()?;
+        let _: () = conn
+            .hset(AccountKeys::new(id).account(), "password", hash)
+            .await?;
+        Ok(())
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Account>, AccountError> {
         let mut conn = self.conn()?;
         let (email, created): (Option<String>, Option<i64>) = redis::cmd("HMGET")

@@ -24,8 +24,8 @@ pub enum Allow {
     SessionOnly,
 }
 
-/// The `session` cookie's value, if any.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The `session` cookie's value, if any. Not a credential by itself: see [`session_credential`].
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -99,22 +99,49 @@ impl From<AccountError> for ApiError {
     }
 }
 
-/// Finds the caller. API keys win over the session cookie when both are sent.
+/// The session token of a request that will be authenticated by its cookie, once the request
+/// has passed the origin check (403 `cross_site_request` otherwise), whatever its method. The
+/// only place the `session` cookie is read as a credential: authenticated by the cookie ⇒
+/// origin checked.
+pub fn session_credential(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let Some(token) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    let public_origin = super::csrf::origin_of(&state.config.get().auth.public_url);
+    if let Some(why) = super::csrf::cross_site(headers, &public_origin) {
+        tracing::info!("cross-site request with the session cookie refused: {why}");
+        return Err(super::csrf::refusal());
+    }
+    Ok(Some(token))
+}
+
+/// Finds the caller. A request that presents an API key (`x-api-key` or `Authorization`) is
+/// authenticated by that key or refused — never by a session cookie it also carries, and never
+/// on a session-only endpoint. Otherwise the `session` cookie, origin-checked
+/// ([`session_credential`]).
 pub async fn authenticate(
     state: &ApiState,
     headers: &HeaderMap,
     allow: Allow,
 ) -> Result<Principal, ApiError> {
-    if allow == Allow::KeyOrSession {
-        if let Some(key) = api_key(headers)? {
-            return state
+    if let Some(key) = api_key(headers)? {
+        return match allow {
+            Allow::KeyOrSession => state
                 .accounts
                 .authenticate_key(&key)
                 .await?
-                .ok_or_else(invalid_key);
-        }
+                .ok_or_else(invalid_key),
+            Allow::SessionOnly => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint takes a logged-in session, not an API key: send no x-api-key or Authorization header",
+            )),
+        };
     }
-    if let Some(token) = session_cookie(headers) {
+    if let Some(token) = session_credential(state, headers)? {
         if let Some(account) = state.accounts.session_account(&token).await? {
             return Ok(Principal {
                 account,
@@ -265,7 +292,7 @@ async fn logged_in(
 }
 
 async fn logout(state: ApiState, headers: HeaderMap) -> Result<Response, ApiError> {
-    if let Some(token) = session_cookie(&headers) {
+    if let Some(token) = session_credential(&state, &headers)? {
         state.accounts.revoke_session(&token).await?;
     }
     let mut response = Response::new(Default::default());
@@ -300,14 +327,14 @@ pub fn routes(
         .and(warp::post())
         .and(with_request_id())
         .and(with_state.clone())
-        .and(warp::addr::remote())
+        .and(super::server::client_addr())
         .and(limited_body(max_body))
         .then(|id: String, s, a, b| super::answer(id, signup(s, a, b)));
     let login = warp::path!("api" / "v1" / "auth" / "login")
         .and(warp::post())
         .and(with_request_id())
         .and(with_state.clone())
-        .and(warp::addr::remote())
+        .and(super::server::client_addr())
         .and(limited_body(max_body))
         .then(|id: String, s, a, b| super::answer(id, login(s, a, b)));
     let logout = warp::path!("api" / "v1" / "auth" / "logout")

@@ -126,11 +126,14 @@ pub fn with_credits(mut response: Response, available: Option<i64>) -> Response 
     response
 }
 
-/// Sets `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds).
+/// Sets `x-ratelimit-limit` (requests per minute, as configured and documented),
+/// `x-ratelimit-burst` (at once), `x-ratelimit-remaining` (that may be sent right now, at most the
+/// burst) and `x-ratelimit-reset` (seconds until the whole burst is available again).
 pub fn with_rate_limit(mut response: Response, verdict: Option<RateVerdict>) -> Response {
     if let Some(v) = verdict {
         let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(v.limit));
+        headers.insert("x-ratelimit-limit", HeaderValue::from(v.per_minute));
+        headers.insert("x-ratelimit-burst", HeaderValue::from(v.burst));
         headers.insert("x-ratelimit-remaining", HeaderValue::from(v.remaining));
         headers.insert(
             "x-ratelimit-reset",

@@ -1,18 +1,33 @@
 //! Cross-site request forgery defence for the cookie-authenticated dashboard: strict origin
-//! checking on every state-changing request (`POST`, `PUT`, `PATCH`, `DELETE`).
+//! checking, decided by the headers a browser adds to every request.
 //!
 //! A browser names the page a request comes from: `Sec-Fetch-Site` (every current browser) and
-//! `Origin` (on every state-changing request). A request is refused with 403
-//! `cross_site_request` when either says it comes from another site: `Sec-Fetch-Site` other than
-//! `same-origin` or `none`, or an `Origin` that is neither this service's public origin nor the
-//! origin of the host the request was sent to. Requests without both headers are not from a
-//! browser page (curl, SDKs, the contract's snippets) and carry no ambient cookie to abuse, so
-//! they pass; so do requests authenticated by an API key (never sent automatically) and Polar's
-//! server-to-server webhook, which is signed. Together with `SameSite=Strict` on the session
-//! cookie this covers log-in CSRF too.
+//! `Origin` (on every state-changing and every cross-origin request). A request is cross-site
+//! when either says it comes from another site: `Sec-Fetch-Site` other than `same-origin` or
+//! `none`, or an `Origin` that is neither this service's public origin nor the origin of the host
+//! the request was sent to. Requests without both headers are not from a browser page (curl,
+//! SDKs, the contract's snippets).
+//!
+//! Two rules use it, and together they leave no request that a cross-site page can make with
+//! the visitor's cookie:
+//!
+//! - **Authenticated by the cookie ⇒ origin checked** ([`cross_site`]), whatever the method:
+//!   `api::auth::session_credential` is the only place that reads the `session` cookie as a
+//!   credential, and it refuses a cross-site request before looking the session up. A GET
+//!   capture spends a credit, so it is checked like any other. A request that presents an API
+//!   key (`x-api-key`, `Authorization`) is authenticated by that key or refused — never by the
+//!   cookie it may also carry.
+//! - **Every state-changing request** (`POST`, `PUT`, `PATCH`, `DELETE`) is checked at the route
+//!   level ([`filter`]) even when it authenticates nobody (log-in and sign-up: log-in CSRF),
+//!   except requests presenting an API key (never sent automatically, and they cannot fall back
+//!   to the cookie) and Polar's server-to-server webhook, which is signed.
+//!
+//! With `SameSite=Strict` on the session cookie, a browser does not even send it cross-site.
 
-use warp::http::{HeaderMap, Method};
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
+
+use super::errors::ApiError;
 
 /// The rejection of a cross-site request (turned into the JSON error by `api::recover`).
 #[derive(Debug)]
@@ -23,20 +38,18 @@ impl warp::reject::Reject for CrossSite {}
 /// Paths that are signed server-to-server deliveries, never browser requests.
 const EXEMPT: [&str; 1] = ["/api/v1/webhooks/polar"];
 
-/// Why a request must be refused, or `None`.
-pub fn verdict(
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    public_origin: &str,
-) -> Option<String> {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || EXEMPT.contains(&path) {
-        return None;
-    }
+/// The 403 every refused cross-site request gets.
+pub fn refusal() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "cross_site_request",
+        "this request came from another site's page; requests authenticated by the session cookie, and state-changing requests, must come from this service's own pages or carry an API key",
+    )
+}
+
+/// Why a request comes from another site's page, or `None` (same origin, or not from a page).
+pub fn cross_site(headers: &HeaderMap, public_origin: &str) -> Option<String> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if text("x-api-key").is_some() || text("authorization").is_some() {
-        return None;
-    }
     if let Some(site) = text("sec-fetch-site") {
         if !matches!(site, "same-origin" | "none") {
             return Some(format!("Sec-Fetch-Site is {site}"));
@@ -59,6 +72,23 @@ pub fn verdict(
     }
 }
 
+/// Why a request must be refused at the route level, or `None`: a state-changing request from
+/// another site's page that presents no API key.
+pub fn verdict(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    public_origin: &str,
+) -> Option<String> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || EXEMPT.contains(&path) {
+        return None;
+    }
+    if headers.contains_key("x-api-key") || headers.contains_key("authorization") {
+        return None;
+    }
+    cross_site(headers, public_origin)
+}
+
 /// The origin (`scheme://host[:port]`) of `auth.public_url`.
 pub fn origin_of(public_url: &str) -> String {
     match url::Url::parse(public_url) {
@@ -67,7 +97,7 @@ pub fn origin_of(public_url: &str) -> String {
     }
 }
 
-/// Passes same-site and non-browser requests; rejects cross-site ones.
+/// Passes same-site and non-browser requests; rejects cross-site state changes.
 pub fn filter(public_url: &str) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     let public_origin = origin_of(public_url);
     warp::method()
@@ -159,6 +189,24 @@ mod tests {
         let evil = [host, ("origin", "https://evil.example")];
         assert!(!refused(Method::GET, p, &evil));
         assert!(!refused(Method::POST, "/api/v1/webhooks/polar", &evil));
+    }
+
+    #[test]
+    fn cookie_requests_are_checked_whatever_the_method() {
+        let host = ("host", "127.0.0.1:8080");
+        let check = |pairs: &[(&'static str, &'static str)]| cross_site(&headers(pairs), PUBLIC);
+        assert!(check(&[host, ("sec-fetch-site", "cross-site")]).is_some());
+        assert!(check(&[host, ("origin", "https://evil.example")]).is_some());
+        // A key header does not make a cookie request same-site.
+        assert!(check(&[
+            host,
+            ("origin", "https://evil.example"),
+            ("x-api-key", "sk_x")
+        ])
+        .is_some());
+        assert!(check(&[host, ("sec-fetch-site", "same-origin")]).is_none());
+        assert!(check(&[host, ("origin", "http://127.0.0.1:8080")]).is_none());
+        assert!(check(&[host]).is_none());
     }
 
     #[test]

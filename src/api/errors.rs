@@ -69,7 +69,8 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self, request_id: &str) -> Response {
+    /// The JSON body of this error.
+    fn body(&self, request_id: &str) -> Vec<u8> {
         let field = self.details.first().map(|d| d.field.as_str());
         let body = Body {
             error: Inner {
@@ -84,7 +85,31 @@ impl ApiError {
             },
             request_id,
         };
-        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The error as a whole HTTP/1.1 response that closes the connection, for the answers the
+    /// connection layer writes itself, with no request parsed (or none to parse): connection
+    /// limits and oversized request heads (`api::server`).
+    pub fn into_raw_response(self, request_id: &str) -> Vec<u8> {
+        let body = self.body(request_id);
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\nx-request-id: {request_id}\r\ncontent-length: {}\r\nconnection: close\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        if let Some(after) = self.retry_after {
+            head.push_str(&format!("retry-after: {}\r\n", after.as_secs().max(1)));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(&body);
+        raw
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response {
+        let json = self.body(request_id);
         let mut response = Response::new(json.into());
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -111,7 +136,9 @@ impl From<CaptureError> for ApiError {
             CaptureError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             CaptureError::NavigationFailed(_) => StatusCode::BAD_GATEWAY,
             CaptureError::SelectorNotFound(_) => StatusCode::NOT_FOUND,
-            CaptureError::OutputTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            CaptureError::OutputTooLarge { .. } | CaptureError::PageCrashed => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             CaptureError::InvalidSelector(_) | CaptureError::ScriptFailed(_) => {
                 StatusCode::BAD_REQUEST
             }

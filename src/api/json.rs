@@ -43,13 +43,31 @@ pub fn iso_time(ms: i64) -> String {
 }
 
 /// The request body, up to `max` bytes, whether or not it came with a `Content-Length`
-/// (an empty `POST` often has none). Longer bodies are a 413.
+/// (an empty `POST` often has none). Longer bodies are a 413 `payload_too_large`, handed to the
+/// handler (so it answers with its own request id): at once when the `Content-Length` says so,
+/// else as soon as the stream passes `max`. Every route with a body takes it through here.
 pub fn limited_body(
     max: usize,
 ) -> impl warp::Filter<Extract = (Result<bytes::Bytes, ApiError>,), Error = warp::Rejection> + Clone
 {
     use warp::Filter;
-    warp::body::stream().then(move |stream| collect(stream, max))
+    warp::header::optional::<String>("content-length")
+        .and(warp::body::stream())
+        .then(move |length: Option<String>, stream| async move {
+            let declared = length.and_then(|l| l.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max as u64) {
+                return Err(too_large(max));
+            }
+            collect(stream, max).await
+        })
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {max} bytes"),
+    )
 }
 
 async fn collect<S, B>(stream: S, max: usize) -> Result<bytes::Bytes, ApiError>
@@ -69,11 +87,7 @@ where
             )
         })?;
         if body.len() + chunk.remaining() > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {max} bytes"),
-            ));
+            return Err(too_large(max));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();

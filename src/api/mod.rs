@@ -12,6 +12,7 @@
 //! - [`dashboard`]: the customer dashboard's embedded files at `/dashboard`.
 //! - [`csrf`]: strict origin checking of state-changing browser requests.
 //! - [`payments`], [`auto_topup`]: buying credits and the low-balance settings.
+//! - [`server`]: the listeners' accept loop: connection caps, header and idle timeouts, head size.
 
 pub mod auth;
 pub mod auto_topup;
@@ -26,6 +27,7 @@ pub mod options;
 pub mod payments;
 pub mod probes;
 pub mod screenshot;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -163,6 +165,38 @@ pub fn http_metrics(metrics: Arc<Metrics>) -> warp::log::Log<impl Fn(warp::log::
     })
 }
 
+/// Serves the public API on `listener` until `stop` turns true (then lets open requests finish).
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, stop: WatchStop) {
+    let config = state.config.get();
+    let limits = server::Limits::from_config(&config.server);
+    let metrics = state.metrics.clone();
+    server::serve(
+        listener,
+        warp::service(routes(state)),
+        limits,
+        Some(metrics),
+        stop,
+    )
+    .await;
+}
+
+/// Serves the Prometheus exporter and probes on `listener` (same connection limits, not
+/// counted in the metrics) until `stop` turns true.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    limits: server::Limits,
+    metrics: Arc<Metrics>,
+    farm: Farm,
+    redis: crate::ledger::RedisHandle,
+    stop: WatchStop,
+) {
+    let routes = probes::metrics_routes(metrics, farm, redis);
+    server::serve(listener, warp::service(routes), limits, None, stop).await;
+}
+
+/// The signal that stops a listener: turns `true` once.
+pub type WatchStop = tokio::sync::watch::Receiver<bool>;
+
 /// The public API: screenshots and probes, with JSON errors for anything else.
 pub fn routes(
     state: ApiState,
@@ -193,24 +227,15 @@ pub fn routes(
         .with(http_metrics(metrics))
 }
 
-/// Turns warp's rejections (unknown path, wrong method) into the JSON error body.
+/// Turns warp's rejections into the JSON error body. A request that no route took is rejected
+/// by every route it was tried on, and those rejections are combined: the ones that say what is
+/// wrong with a request a route *did* match (too large, cross-site, unreadable) must win over
+/// the other routes' "not this path" and "not this method", so they are looked for first.
 async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     let id = request_id(None);
     let error = if let Some(csrf::CrossSite(why)) = rejection.find::<csrf::CrossSite>() {
         tracing::info!("cross-site request refused: {why}");
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_site_request",
-            "this request came from another site's page; state-changing requests must come from this service's own pages or carry an API key",
-        )
-    } else if rejection.is_not_found() {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this endpoint",
-        )
+        csrf::refusal()
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -222,6 +247,25 @@ async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::I
             StatusCode::LENGTH_REQUIRED,
             "length_required",
             "a Content-Length is required",
+        )
+    } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
+        || rejection.find::<warp::reject::InvalidQuery>().is_some()
+        || rejection
+            .find::<warp::reject::UnsupportedMediaType>()
+            .is_some()
+    {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request could not be read",
+        )
+    } else if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
         )
     } else {
         tracing::debug!(?rejection, "unhandled rejection");

@@ -16,6 +16,7 @@ use warp::Filter;
 use super::auth::{authenticate, ledger_unavailable, Allow};
 use super::billing;
 use super::errors::ApiError;
+use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
@@ -29,7 +30,7 @@ const ANSWER_SLACK: Duration = Duration::from_millis(500);
 pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let max_body = state.config.get().server.max_body_bytes;
+    let max_body = usize::try_from(state.config.get().server.max_body_bytes).unwrap_or(usize::MAX);
     let with_state = warp::any().map(move || state.clone());
     let get = warp::path!("api" / "v1" / "screenshot")
         .and(warp::get())
@@ -45,25 +46,26 @@ pub fn routes(
         .and(warp::post())
         .and(with_request_id())
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(limited_body(max_body))
         .and(with_state)
-        .then(|id: String, headers, body: Bytes, state: ApiState| {
-            let options = match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Object(map)) => Ok(map),
-                Ok(_) => Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    "the body must be a JSON object of capture options",
-                )),
-                Err(e) => Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    format!("the body is not valid JSON: {e}"),
-                )),
-            };
-            handle(state, id, headers, options)
-        });
+        .then(
+            |id: String, headers, body: Result<Bytes, ApiError>, state: ApiState| {
+                let options = body.and_then(|body| match serde_json::from_slice::<Value>(&body) {
+                    Ok(Value::Object(map)) => Ok(map),
+                    Ok(_) => Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        "the body must be a JSON object of capture options",
+                    )),
+                    Err(e) => Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        format!("the body is not valid JSON: {e}"),
+                    )),
+                });
+                handle(state, id, headers, options)
+            },
+        );
     get.or(post).unify()
 }
 
@@ -146,8 +148,7 @@ async fn capture(
                 "rate_limited",
                 format!(
                     "too many requests for this API key: {} per minute, {} at once",
-                    state.config.get().limits.requests_per_minute,
-                    verdict.limit
+                    verdict.per_minute, verdict.burst
                 ),
             );
             error.retry_after = Some(verdict.retry_after);
@@ -162,6 +163,18 @@ async fn capture(
     let response_type = request.response_type;
     if let Err(blocked) = state.egress.check_url(&request.spec.url).await {
         tracing::info!("refused: {blocked}");
+        // A name that does not resolve is not a policy refusal: it is the navigation failing
+        // at DNS, found before a credit is held (so nothing is held or charged).
+        if let crate::egress::UrlBlocked::Unresolvable { host } = &blocked {
+            return Err((
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "navigation_failed",
+                    format!("DNS lookup failed: {host} does not resolve (nothing was charged)"),
+                ),
+                None,
+            ));
+        }
         let mut error = ApiError::new(
             StatusCode::BAD_REQUEST,
             "url_not_allowed",
@@ -413,6 +426,9 @@ async fn run_capture(
             bytes = output.image.len(),
             queue_ms = output.timings.queue.as_secs_f64() * 1e3,
             render_ms = output.timings.render.as_secs_f64() * 1e3,
+            navigate_ms = output.timings.phases.navigate.as_secs_f64() * 1e3,
+            capture_ms = output.timings.phases.capture.as_secs_f64() * 1e3,
+            encode_ms = output.timings.phases.encode.as_secs_f64() * 1e3,
             "captured"
         ),
         Err(CaptureError::Internal(detail)) => {
@@ -430,9 +446,16 @@ fn success(
     id: &str,
 ) -> (Response, Bytes) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p = output.timings.phases;
     let timing = format!(
-        "queue;dur={:.2}, render;dur={:.2}, total;dur={:.2}",
+        "queue;dur={:.2}, context;dur={:.2}, emulate;dur={:.2}, navigate;dur={:.2}, page;dur={:.2}, capture;dur={:.2}, encode;dur={:.2}, render;dur={:.2}, total;dur={:.2}",
         ms(output.timings.queue),
+        ms(p.context),
+        ms(p.emulate),
+        ms(p.navigate),
+        ms(p.page),
+        ms(p.capture),
+        ms(p.encode),
         ms(output.timings.render),
         ms(total)
     );
@@ -456,6 +479,12 @@ fn success(
                 "truncated": output.truncated,
                 "timings": {
                     "queue_ms": ms(output.timings.queue),
+                    "context_ms": ms(output.timings.phases.context),
+                    "emulate_ms": ms(output.timings.phases.emulate),
+                    "navigate_ms": ms(output.timings.phases.navigate),
+                    "page_ms": ms(output.timings.phases.page),
+                    "capture_ms": ms(output.timings.phases.capture),
+                    "encode_ms": ms(output.timings.phases.encode),
                     "render_ms": ms(output.timings.render),
                     "total_ms": ms(total),
                 },

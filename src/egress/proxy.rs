@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use url::Host;
 
+use super::netns::Namespace;
 use super::policy::{EgressPolicy, UrlBlocked};
 use crate::telemetry::Metrics;
 
@@ -163,15 +164,20 @@ struct Proxy {
 
 /// The running proxy; it stops accepting when dropped.
 pub struct EgressProxy {
+    /// On the daemon's own loopback (the daemon's notifications go through it).
     addr: SocketAddr,
-    accept: tokio::task::JoinHandle<()>,
+    /// Where browsers reach it: inside their network namespace when they have one.
+    browser_addr: SocketAddr,
+    accept: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl EgressProxy {
-    /// Binds a loopback port and serves until dropped.
+    /// Binds a loopback port (and one inside the browsers' network namespace, when given) and
+    /// serves until dropped.
     pub async fn start(
         policy: Arc<EgressPolicy>,
         metrics: Arc<Metrics>,
+        namespace: Option<&Namespace>,
     ) -> std::io::Result<EgressProxy> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
@@ -185,39 +191,23 @@ impl EgressProxy {
             client,
             metrics,
         });
-        let accept = tokio::spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(target: "egress", "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { proxy.handle(req).await }
-                    });
-                    let served = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .preserve_header_case(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                    if let Err(e) = served {
-                        tracing::debug!(target: "egress", "proxy connection ended: {e}");
-                    }
-                });
+        let mut accept = vec![tokio::spawn(accept_loop(listener, proxy.clone()))];
+        let browser_addr = match namespace {
+            Some(namespace) => {
+                let inside = namespace.listen().await?;
+                let inside_addr = inside.local_addr()?;
+                accept.push(tokio::spawn(accept_loop(inside, proxy)));
+                tracing::info!(target: "egress", %inside_addr, "egress proxy listening inside the browsers' network");
+                inside_addr
             }
-        });
-        tracing::info!(target: "egress", %addr, "egress proxy for browsers listening");
-        Ok(EgressProxy { addr, accept })
+            None => addr,
+        };
+        tracing::info!(target: "egress", %addr, "egress proxy listening");
+        Ok(EgressProxy {
+            addr,
+            browser_addr,
+            accept,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -226,14 +216,15 @@ impl EgressProxy {
 
     /// The Chromium flags that send all of a browser's traffic through this proxy: loopback is
     /// proxied too (`<-loopback>` removes Chromium's implicit bypass), host names are never
-    /// resolved by Chromium itself, and WebRTC may not send UDP around the proxy.
+    /// resolved by Chromium itself, and WebRTC is asked not to send UDP around the proxy (a wish:
+    /// Chromium 156 still sends STUN to a page's servers; the browsers' namespace is what holds).
     pub fn chromium_flags(&self) -> Vec<String> {
         vec![
-            format!("--proxy-server=http://{}", self.addr),
+            format!("--proxy-server=http://{}", self.browser_addr),
             "--proxy-bypass-list=<-loopback>".to_string(),
             format!(
                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {}",
-                self.addr.ip()
+                self.browser_addr.ip()
             ),
             "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_string(),
         ]
@@ -242,7 +233,42 @@ impl EgressProxy {
 
 impl Drop for EgressProxy {
     fn drop(&mut self) {
-        self.accept.abort();
+        for task in &self.accept {
+            task.abort();
+        }
+    }
+}
+
+/// Serves every connection `listener` accepts.
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(target: "egress", "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req).await }
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .preserve_header_case(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(target: "egress", "proxy connection ended: {e}");
+            }
+        });
     }
 }
 
@@ -421,7 +447,7 @@ mod tests {
         let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
         let policy = Arc::new(EgressPolicy::new(&allow).expect("policy"));
         let metrics = Arc::new(Metrics::new());
-        let proxy = EgressProxy::start(policy, metrics.clone())
+        let proxy = EgressProxy::start(policy, metrics.clone(), None)
             .await
             .expect("proxy starts");
         (proxy, metrics)

@@ -20,7 +20,7 @@ use super::capture::{self, CaptureSettings, Failure};
 use super::job::{CaptureError, CaptureOutput, Job, Timings};
 use super::messages::*;
 use super::proc_tree;
-use super::process::ChromiumProcess;
+use super::process::{ChromiumProcess, Placement};
 use super::supervisor::Supervisor;
 use super::tab::{self, PreparedTab, TabError};
 use crate::config::ChromiumConfig;
@@ -30,6 +30,7 @@ use crate::telemetry::Metrics;
 #[derive(Clone)]
 pub struct BrowserSettings {
     pub chromium: ChromiumConfig,
+    pub placement: Placement,
     pub tabs: usize,
     pub capture: CaptureSettings,
     pub probe_interval: Duration,
@@ -119,8 +120,9 @@ impl BrowserActor {
             let browser = running.browser.clone();
             let generation = self.generation;
             let addr = ctx.address();
+            let (width, height) = self.settings.capture.default_viewport;
             tokio::spawn(async move {
-                let result = tab::prepare(&browser).await;
+                let result = tab::prepare_sized(&browser, width, height).await;
                 addr.do_send(TabReady { generation, result });
             });
         }
@@ -211,7 +213,7 @@ async fn launch(
     settings: &BrowserSettings,
     label: &str,
 ) -> Result<(Running, Vec<PreparedTab>), String> {
-    let process = ChromiumProcess::launch(&settings.chromium, label)
+    let process = ChromiumProcess::launch(&settings.chromium, &settings.placement, label)
         .await
         .map_err(|e| e.to_string())?;
     let config = HandlerConfig {
@@ -269,8 +271,9 @@ async fn launch(
     });
     let browser = Arc::new(browser);
     let mut tabs = Vec::with_capacity(settings.tabs + 1);
+    let (width, height) = settings.capture.default_viewport;
     for _ in 0..=settings.tabs {
-        match tab::prepare(&browser).await {
+        match tab::prepare_sized(&browser, width, height).await {
             Ok(tab) => tabs.push(tab),
             Err(e) => {
                 drop(browser);
@@ -567,6 +570,9 @@ struct CaptureTask {
 enum Ended {
     Done(Result<capture::Rendered, CaptureError>),
     Overrun,
+    /// Ran past its deadline waiting on the page's own content (a frame that never loads, a
+    /// script that never settles): the page's doing, not the browser's.
+    PageTimeout,
     BrowserDied,
     TabCrashed,
     /// DevTools failed the capture while the browser lives (a command refused or lost under
@@ -586,7 +592,9 @@ impl CaptureTask {
             Some(tab) => tab,
             None => {
                 let browser = self.browser.clone();
-                let mut making = tokio::spawn(async move { tab::prepare(&browser).await });
+                let (width, height) = self.settings.default_viewport;
+                let mut making =
+                    tokio::spawn(async move { tab::prepare_sized(&browser, width, height).await });
                 match tokio::time::timeout_at(deadline, &mut making).await {
                     Ok(Ok(Ok(tab))) => tab,
                     Ok(Ok(Err(e))) => {
@@ -616,6 +624,7 @@ impl CaptureTask {
             }
         };
 
+        let context = started.elapsed();
         let crashed =
             tokio::time::timeout_at(deadline, tab.page.event_listener::<EventTargetCrashed>())
                 .await;
@@ -625,9 +634,13 @@ impl CaptureTask {
         };
         let mut dead = self.dead.clone();
         let spec = job.spec.clone();
+        let progress = capture::Progress::default();
         let ended = tokio::select! {
-            result = tokio::time::timeout_at(deadline, capture::run(&tab.page, &spec, self.settings, deadline)) => match result {
-                Ok(Ok(rendered)) => Ended::Done(Ok(rendered)),
+            result = tokio::time::timeout_at(deadline, capture::run(&tab.page, tab.viewport, &spec, self.settings, deadline, &progress)) => match result {
+                Ok(Ok(mut rendered)) => {
+                    rendered.phases.context = context;
+                    Ended::Done(Ok(rendered))
+                }
                 Ok(Err(Failure::Capture(e))) => Ended::Done(Err(e)),
                 Ok(Err(Failure::Cdp(e))) => {
                     if self.died_soon().await {
@@ -636,6 +649,7 @@ impl CaptureTask {
                         Ended::Fault(format!("devtools: {e}"))
                     }
                 }
+                Err(_) if progress.waiting_on_page() => Ended::PageTimeout,
                 Err(_) => Ended::Overrun,
             },
             _ = async { dead.wait_for(|d| d.is_some()).await.map(|_| ()) } => Ended::BrowserDied,
@@ -686,6 +700,7 @@ impl CaptureTask {
                     timings: Timings {
                         queue: job.queued_before,
                         render,
+                        phases: rendered.phases,
                     },
                 };
                 job.finish(Ok(output));
@@ -701,7 +716,19 @@ impl CaptureTask {
                 job.finish(Err(CaptureError::Timeout));
                 SlotOutcome::Overrun
             }
-            ended @ (Ended::BrowserDied | Ended::TabCrashed | Ended::Fault(_)) => {
+            Ended::PageTimeout => {
+                tracing::debug!(request_id = %job.id, browser = self.index, "the page did not settle before the deadline");
+                job.finish(Err(CaptureError::Timeout));
+                SlotOutcome::PageError
+            }
+            Ended::TabCrashed => {
+                // Only this capture's renderer died, and what killed it was the page (memory,
+                // a renderer fault): retrying it would only take another renderer down.
+                tracing::info!(request_id = %job.id, browser = self.index, "the page crashed its renderer");
+                job.finish(Err(CaptureError::PageCrashed));
+                SlotOutcome::PageError
+            }
+            ended @ (Ended::BrowserDied | Ended::Fault(_)) => {
                 let browser_died = matches!(ended, Ended::BrowserDied);
                 let fault = match ended {
                     Ended::Fault(detail) => {

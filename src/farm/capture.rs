@@ -3,6 +3,7 @@
 //! one go). Every CDP call here is bounded by the caller's deadline; this module knows nothing of
 //! queues, browsers' lifecycles or HTTP.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::dom::Rgba;
@@ -10,20 +11,24 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
     MediaFeature, SetDefaultBackgroundColorOverrideParams, SetDeviceMetricsOverrideParams,
     SetEmulatedMediaParams, SetUserAgentOverrideParams,
 };
+use chromiumoxide::cdp::browser_protocol::network::LoaderId;
 use chromiumoxide::cdp::browser_protocol::network::{
     CookieParam, Headers, SetCookiesParams, SetExtraHttpHeadersParams,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
-    CaptureScreenshotFormat, CaptureScreenshotParams, EventLifecycleEvent, GetLayoutMetricsParams,
-    NavigateParams, Viewport,
+    CaptureScreenshotFormat, CaptureScreenshotParams, ClientNavigationDisposition,
+    EventFrameRequestedNavigation, EventLifecycleEvent, EventNavigatedWithinDocument, FrameId,
+    GetFrameTreeParams, GetLayoutMetricsParams, NavigateParams, Viewport,
 };
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::error::CdpError;
 use chromiumoxide::Page;
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use std::sync::Arc;
 
 use super::encode;
-use super::job::{CaptureError, CaptureSpec, ImageFormat, WaitUntil};
+use super::job::{CaptureError, CaptureSpec, ImageFormat, Phases, WaitUntil};
 use crate::config::PngEncoder;
 
 /// Settings of the farm that shape every capture.
@@ -34,6 +39,8 @@ pub struct CaptureSettings {
     pub max_tile_height: u32,
     /// How long `selector` waits for its element.
     pub element_wait: Duration,
+    /// The viewport spare tabs are prepared with (the configured default size, scale 1).
+    pub default_viewport: (u32, u32),
 }
 
 /// Largest canvas stitched in memory, in device pixels (256 MB of RGBA; a 1280-px-wide page at
@@ -49,6 +56,8 @@ pub struct Rendered {
     pub width: u32,
     pub height: u32,
     pub truncated: bool,
+    /// Where the time went (`context` is the caller's to fill).
+    pub phases: Phases,
 }
 
 /// How a capture failed inside the page.
@@ -83,42 +92,87 @@ struct Region {
     height: f64,
 }
 
+/// What a capture is waiting for, so a deadline that passes can be blamed on the right party.
+#[derive(Debug, Default)]
+pub struct Progress(AtomicBool);
+
+impl Progress {
+    /// True while the capture waits on the page's own content (its loading, its scripts, the
+    /// selector it should show, the asked-for delay); false while it waits on the browser
+    /// (emulation, painting the screenshot).
+    pub fn waiting_on_page(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, on_page: bool) {
+        self.0.store(on_page, Ordering::Relaxed);
+    }
+}
+
 /// Runs the capture. The caller bounds it with the job's deadline.
 pub async fn run(
     page: &Page,
+    preset: Option<(u32, u32)>,
     spec: &CaptureSpec,
     settings: CaptureSettings,
     deadline: tokio::time::Instant,
+    progress: &Progress,
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
-    emulate(page, spec).await?;
+    emulate(page, preset, spec).await?;
     let emulated = start.elapsed();
-    navigate(page, spec).await?;
+    let main = main_frame(page).await?;
+    progress.set(true);
+    // The page may navigate itself (a script, a refresh, even before it finished loading):
+    // watch for it, so the capture is of where it went and never races a document being
+    // replaced. `Page.navigate` itself is not renderer-initiated, so it asks for nothing here.
+    let mut moves = PageMoves::watch(page).await?;
+    navigate(page, spec, &main).await?;
+    ensure_not_error_page(page).await?;
+    moves.forget_first_document();
     let navigated = start.elapsed();
-    prepare_page(page, spec, deadline).await?;
+    prepare_page(page, spec, &main, deadline, &mut moves).await?;
     if !spec.delay.is_zero() {
         tokio::time::sleep(spec.delay).await;
     }
+    moves.settle_if_moved(page, spec, &main).await?;
     let prepared = start.elapsed();
-    let rendered = shoot(page, spec, settings, deadline).await?;
-    tracing::debug!(
-        emulate_ms = emulated.as_secs_f64() * 1e3,
-        navigate_ms = (navigated - emulated).as_secs_f64() * 1e3,
-        prepare_ms = (prepared - navigated).as_secs_f64() * 1e3,
-        shoot_ms = (start.elapsed() - prepared).as_secs_f64() * 1e3,
-        "capture steps"
-    );
+    progress.set(false);
+    let mut rendered = match shoot(page, spec, settings, deadline).await {
+        // A page that navigated under the shot (to an error page, say) is the page's doing.
+        Err(Failure::Cdp(e)) => {
+            ensure_not_error_page(page).await?;
+            return Err(Failure::Cdp(e));
+        }
+        other => other?,
+    };
+    // A refresh or a script may have moved the page on to an error page meanwhile.
+    ensure_not_error_page(page).await?;
+    let shot = start.elapsed() - prepared;
+    rendered.phases = Phases {
+        context: Duration::ZERO,
+        emulate: emulated,
+        navigate: navigated - emulated,
+        page: prepared - navigated,
+        capture: shot.saturating_sub(rendered.phases.encode),
+        encode: rendered.phases.encode,
+    };
     Ok(rendered)
 }
 
-async fn emulate(page: &Page, spec: &CaptureSpec) -> Result<()> {
-    page.execute(SetDeviceMetricsOverrideParams::new(
-        spec.width,
-        spec.height,
-        spec.device_scale_factor,
-        false,
-    ))
-    .await?;
+/// Sets what the capture asks for on its fresh page. `preset` is the viewport the tab was
+/// prepared with, which is not set again.
+async fn emulate(page: &Page, preset: Option<(u32, u32)>, spec: &CaptureSpec) -> Result<()> {
+    let prepared = preset == Some((spec.width, spec.height)) && spec.device_scale_factor == 1.0;
+    if !prepared {
+        page.execute(SetDeviceMetricsOverrideParams::new(
+            spec.width,
+            spec.height,
+            spec.device_scale_factor,
+            false,
+        ))
+        .await?;
+    }
     if spec.dark_mode {
         page.execute(SetEmulatedMediaParams {
             features: Some(vec![MediaFeature::new("prefers-color-scheme", "dark")]),
@@ -174,13 +228,91 @@ async fn emulate(page: &Page, spec: &CaptureSpec) -> Result<()> {
     Ok(())
 }
 
-async fn navigate(page: &Page, spec: &CaptureSpec) -> Result<()> {
+/// The lifecycle event a capture waits for.
+fn wanted_event(spec: &CaptureSpec) -> &'static str {
+    match spec.wait_until {
+        WaitUntil::Load => "load",
+        WaitUntil::DomContentLoaded => "DOMContentLoaded",
+        WaitUntil::NetworkIdle => "networkIdle",
+    }
+}
+
+/// The page's main frame (a page target's main frame has the target's id).
+async fn main_frame(page: &Page) -> Result<FrameId> {
+    Ok(page
+        .mainframe()
+        .await?
+        .unwrap_or_else(|| FrameId::new(page.target_id().inner().clone())))
+}
+
+/// Navigates the main frame and waits for its document's lifecycle event.
+///
+/// chromiumoxide answers `Page.navigate` only once every frame of the page has loaded, so a
+/// frame that can never load (`file://`, `chrome://`, `view-source:` in an iframe) would hold
+/// the capture until its timeout. The main frame's own lifecycle decides here; chromiumoxide's
+/// answer is used when it comes first (it carries the error text and the download flag).
+async fn navigate(page: &Page, spec: &CaptureSpec, main: &FrameId) -> Result<()> {
     // Subscribe before navigating so no lifecycle event can be missed.
     let mut lifecycle = page.event_listener::<EventLifecycleEvent>().await?;
-    let nav = page
-        .execute(NavigateParams::new(spec.url.to_string()))
-        .await?
-        .result;
+    let wanted = wanted_event(spec);
+    let answer = page.execute(NavigateParams::new(spec.url.to_string()));
+    tokio::pin!(answer);
+    let mut answered = false;
+    // The main frame's newest document, and the documents that reached `wanted`.
+    let mut document: Option<LoaderId> = None;
+    let mut reached: Vec<LoaderId> = Vec::new();
+    loop {
+        tokio::select! {
+            nav = &mut answer, if !answered => {
+                answered = true;
+                let Some(loader) = check_answer(nav?.result)? else {
+                    return Ok(());
+                };
+                // The answer comes once every frame has loaded: enough unless the wait is for
+                // network idle, which must still be seen for the newest document.
+                if wanted != "networkIdle" || reached.contains(&loader) {
+                    return Ok(());
+                }
+                document.get_or_insert(loader);
+            }
+            event = lifecycle.next() => {
+                let Some(event) = event else {
+                    return Err(Failure::Cdp(CdpError::NoResponse));
+                };
+                if event.frame_id != *main {
+                    continue;
+                }
+                if event.name == "init" {
+                    // A new document in the main frame (the one navigated to, or one the page
+                    // moved on to): the newest is the one to wait for.
+                    document = Some(event.loader_id.clone());
+                } else if event.name == wanted {
+                    if document.as_ref() == Some(&event.loader_id) {
+                        // chromiumoxide's answer, when it is about to come (it does once the
+                        // page has no frame left loading), says why a navigation failed.
+                        if !answered {
+                            if let Ok(nav) = tokio::time::timeout(ANSWER_GRACE, &mut answer).await {
+                                check_answer(nav?.result)?;
+                            }
+                        }
+                        return Ok(());
+                    }
+                    reached.push(event.loader_id.clone());
+                }
+            }
+        }
+    }
+}
+
+/// How long a navigation whose main frame has loaded waits for chromiumoxide's answer, which
+/// carries the error text of a failed navigation.
+const ANSWER_GRACE: Duration = Duration::from_millis(50);
+
+/// The checks on `Page.navigate`'s answer: a navigation error, a download. Returns the new
+/// document's loader (`None` for a same-document navigation).
+fn check_answer(
+    nav: chromiumoxide::cdp::browser_protocol::page::NavigateReturns,
+) -> Result<Option<LoaderId>> {
     if let Some(error) = nav.error_text.filter(|e| !e.is_empty()) {
         return Err(CaptureError::NavigationFailed(error).into());
     }
@@ -189,27 +321,165 @@ async fn navigate(page: &Page, spec: &CaptureSpec) -> Result<()> {
             CaptureError::NavigationFailed("the URL is a download, not a page".into()).into(),
         );
     }
-    // Same-document navigations have no loader and no lifecycle to wait for.
-    let Some(loader) = nav.loader_id else {
-        return Ok(());
-    };
-    let wanted = match spec.wait_until {
-        WaitUntil::Load => "load",
-        WaitUntil::DomContentLoaded => "DOMContentLoaded",
-        WaitUntil::NetworkIdle => "networkIdle",
-    };
+    Ok(nav.loader_id)
+}
+
+/// Navigations of the page's own making after its first document loaded.
+struct PageMoves {
+    /// `Page.frameRequestedNavigation`: sent by the renderer as a navigation is asked for, so it
+    /// is in hand before the answer to the script that asked.
+    requested: BoxStream<'static, Arc<EventFrameRequestedNavigation>>,
+    lifecycle: BoxStream<'static, Arc<EventLifecycleEvent>>,
+    /// Same-document navigations (`location.hash = …`): asked for, but no new document comes.
+    within: BoxStream<'static, Arc<EventNavigatedWithinDocument>>,
+}
+
+/// How long a navigation the page asked for may take to commit a document before the capture
+/// goes on without it (one that was cancelled, answered 204, or became a download never does).
+const REQUESTED_COMMIT_GRACE: Duration = Duration::from_secs(2);
+
+impl PageMoves {
+    async fn watch(page: &Page) -> Result<PageMoves> {
+        Ok(PageMoves {
+            requested: page
+                .event_listener::<EventFrameRequestedNavigation>()
+                .await?
+                .boxed(),
+            lifecycle: page.event_listener::<EventLifecycleEvent>().await?.boxed(),
+            within: page
+                .event_listener::<EventNavigatedWithinDocument>()
+                .await?
+                .boxed(),
+        })
+    }
+
+    /// Drops the lifecycle events of the document `Page.navigate` loaded (they are not a move).
+    fn forget_first_document(&mut self) {
+        while let Some(Some(_)) = self.lifecycle.next().now_or_never() {}
+        while let Some(Some(_)) = self.within.next().now_or_never() {}
+    }
+
+    /// Whether the main frame asked to navigate itself (not a new window, not a download) since
+    /// the last call (events already received).
+    fn main_frame_moved(&mut self, main: &FrameId) -> bool {
+        let mut moved = false;
+        while let Some(Some(event)) = self.requested.next().now_or_never() {
+            moved |= event.frame_id == *main
+                && event.disposition == ClientNavigationDisposition::CurrentTab;
+        }
+        moved
+    }
+
+    /// When the main frame asked to navigate, waits for its next document (the caller's
+    /// deadline bounds the wait) and fails if that is an error page. A navigation that stays
+    /// within the document, or commits nothing within [`REQUESTED_COMMIT_GRACE`], is not waited
+    /// for further.
+    async fn settle_if_moved(
+        &mut self,
+        page: &Page,
+        spec: &CaptureSpec,
+        main: &FrameId,
+    ) -> Result<()> {
+        if !self.main_frame_moved(main) {
+            return Ok(());
+        }
+        let wanted = wanted_event(spec);
+        let grace = tokio::time::sleep(REQUESTED_COMMIT_GRACE);
+        tokio::pin!(grace);
+        let mut document: Option<LoaderId> = None;
+        // The new document's `init` may have been among the first document's events
+        // (`forget_first_document`): the grace then ends the wait, and the error-page check
+        // still judges where the page went.
+        loop {
+            tokio::select! {
+                () = &mut grace, if document.is_none() => break,
+                Some(event) = self.within.next(), if document.is_none() => {
+                    if event.frame_id == *main {
+                        break;
+                    }
+                }
+                event = self.lifecycle.next() => {
+                    let Some(event) = event else {
+                        return Err(Failure::Cdp(CdpError::NoResponse));
+                    };
+                    if event.frame_id != *main {
+                        continue;
+                    }
+                    if event.name == "init" {
+                        document = Some(event.loader_id.clone());
+                    } else if event.name == wanted && document.as_ref() == Some(&event.loader_id) {
+                        break;
+                    }
+                }
+            }
+        }
+        ensure_not_error_page(page).await
+    }
+}
+
+/// After the page's script navigated it: waits for the main frame's next document to reach the
+/// capture's lifecycle event (the caller's deadline bounds the wait).
+async fn settle_after_navigation(
+    lifecycle: &mut (impl futures::Stream<Item = std::sync::Arc<EventLifecycleEvent>> + Unpin),
+    spec: &CaptureSpec,
+    main: &FrameId,
+) -> Result<()> {
+    let wanted = wanted_event(spec);
+    let mut document: Option<LoaderId> = None;
     while let Some(event) = lifecycle.next().await {
-        if event.frame_id == nav.frame_id && event.loader_id == loader && event.name == wanted {
+        if event.frame_id != *main {
+            continue;
+        }
+        if event.name == "init" {
+            document = Some(event.loader_id.clone());
+        } else if event.name == wanted && document.as_ref() == Some(&event.loader_id) {
             return Ok(());
         }
     }
     Err(Failure::Cdp(CdpError::NoResponse))
 }
 
+/// Fails when the main frame shows Chromium's error page instead of a document: the page (or a
+/// refresh, or its script) navigated somewhere that could not be loaded — refused by the
+/// egress policy or unreachable. Never captured, never charged.
+async fn ensure_not_error_page(page: &Page) -> Result<()> {
+    let tree = page.execute(GetFrameTreeParams::default()).await?.result;
+    let frame = tree.frame_tree.frame;
+    if let Some(unreachable) = frame.unreachable_url.filter(|u| !u.is_empty()) {
+        return Err(CaptureError::NavigationFailed(format!(
+            "{unreachable} could not be loaded (refused by the egress policy, or unreachable); the page showed an error page instead"
+        ))
+        .into());
+    }
+    if frame.url.starts_with("chrome-error:") {
+        return Err(CaptureError::NavigationFailed(
+            "the page ended on an error page (a navigation refused by the egress policy or unreachable)".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether a DevTools error means the page navigated away under a running script (its
+/// execution context went with the old document), as opposed to a fault of the browser.
+fn navigated_away(error: &CdpError) -> bool {
+    match error {
+        CdpError::Chrome(e) => {
+            let m = e.message.as_str();
+            m.contains("Execution context was destroyed")
+                || m.contains("Inspected target navigated or closed")
+                || m.contains("Cannot find context with specified id")
+        }
+        _ => false,
+    }
+}
+
 async fn prepare_page(
     page: &Page,
     spec: &CaptureSpec,
+    main: &FrameId,
     deadline: tokio::time::Instant,
+    moves: &mut PageMoves,
 ) -> Result<()> {
     if let Some(selector) = &spec.wait_for_selector {
         // Leave time to report "not found" before the job's own deadline passes.
@@ -265,7 +535,18 @@ async fn prepare_page(
         evaluate(page, script, false).await?;
     }
     if let Some(js) = &spec.js {
-        evaluate(page, js.clone(), true).await?;
+        // The script may navigate the page: then the capture is of where it went.
+        match evaluate_as(page, js.clone(), true, false).await {
+            Err(Failure::Cdp(e)) if navigated_away(&e) => {
+                moves.main_frame_moved(main);
+                settle_after_navigation(&mut moves.lifecycle, spec, main).await?;
+                ensure_not_error_page(page).await?;
+            }
+            other => {
+                other?;
+                moves.settle_if_moved(page, spec, main).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -337,6 +618,7 @@ async fn tiled(
     let width_px = (region.width * dsf).round() as u32;
     let height_px = (region.height * dsf).round() as u32;
     let mut canvas = image::RgbaImage::new(width_px, height_px);
+    let mut encoding = Duration::ZERO;
     let mut offset = 0.0;
     while offset < region.height {
         let strip = Region {
@@ -355,23 +637,31 @@ async fn tiled(
         };
         let bytes = decode_base64(page.execute(params).await?.result.data.as_ref())?;
         let top = (offset * dsf).round() as u32;
+        let stitching = std::time::Instant::now();
         canvas = blocking(move || {
             let tile = encode::decode(&bytes)?;
             encode::blit(&mut canvas, &tile, top);
             Ok(canvas)
         })
         .await?;
+        encoding += stitching.elapsed();
         offset += strip.height;
     }
     let format = spec.format;
     let quality = spec.quality;
     let opaque = !spec.omit_background || format == ImageFormat::Jpeg;
+    let encoding_started = std::time::Instant::now();
     let image = blocking(move || encode::encode(&canvas, format, quality, opaque)).await?;
+    encoding += encoding_started.elapsed();
     Ok(Rendered {
         image,
         width: width_px,
         height: height_px,
         truncated,
+        phases: Phases {
+            encode: encoding,
+            ..Phases::default()
+        },
     })
 }
 
@@ -409,10 +699,16 @@ async fn finish(
     truncated: bool,
 ) -> Result<Rendered> {
     let recompress = spec.format == ImageFormat::Png && settings.png_encoder == PngEncoder::Rust;
+    let encoding = std::time::Instant::now();
     let image = if recompress {
         blocking(move || encode::recompress_png(&image)).await?
     } else {
         image
+    };
+    let encoding = if recompress {
+        encoding.elapsed()
+    } else {
+        Duration::ZERO
     };
     let size = imagesize::blob_size(&image)
         .map_err(|e| CaptureError::Internal(format!("unreadable image from Chromium: {e}")))?;
@@ -421,13 +717,21 @@ async fn finish(
         height: size.height as u32,
         image,
         truncated,
+        phases: Phases {
+            encode: encoding,
+            ..Phases::default()
+        },
     })
 }
 
-/// Runs image work on the blocking pool, off the async workers.
+/// Runs image work on the bounded encoding pool, off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::result::Result<T, encode::EncodeError> + Send + 'static,
 ) -> Result<T> {
+    let _permit = encode::pool()
+        .acquire()
+        .await
+        .map_err(|e| CaptureError::Internal(format!("image pool: {e}")))?;
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(CaptureError::Internal(e.to_string()).into()),
@@ -511,9 +815,20 @@ async fn evaluate(
     expression: String,
     await_promise: bool,
 ) -> Result<serde_json::Value> {
+    evaluate_as(page, expression, await_promise, true).await
+}
+
+/// Evaluates `expression`; `by_value` = false leaves the result in the page (a customer's
+/// script may end on a value that cannot be serialized: a window, a DOM node).
+async fn evaluate_as(
+    page: &Page,
+    expression: String,
+    await_promise: bool,
+    by_value: bool,
+) -> Result<serde_json::Value> {
     let mut params = EvaluateParams::new(expression);
     params.await_promise = Some(await_promise);
-    params.return_by_value = Some(true);
+    params.return_by_value = Some(by_value);
     let result = page.execute(params).await?.result;
     if let Some(details) = result.exception_details {
         let message = details

@@ -111,6 +111,25 @@ pub struct Timings {
     pub queue: Duration,
     /// Dispatch → image ready (the last attempt).
     pub render: Duration,
+    /// The parts of `render`.
+    pub phases: Phases,
+}
+
+/// The parts of one capture's render time, in the order they happen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// Waiting for a fresh context (zero when one was prepared while the browser was idle).
+    pub context: Duration,
+    /// Viewport, scale, media and headers set on the page.
+    pub emulate: Duration,
+    /// Navigation until the requested lifecycle event.
+    pub navigate: Duration,
+    /// The page's own time after loading: waits, scrolling, css/js, `delay`.
+    pub page: Duration,
+    /// Chromium painting and encoding the image (every tile).
+    pub capture: Duration,
+    /// Our own image work on the encoding pool: recompression, stitching, encoding.
+    pub encode: Duration,
 }
 
 /// Why a capture failed. Each variant has a stable [`code`](CaptureError::code).
@@ -130,6 +149,10 @@ pub enum CaptureError {
     OutputTooLarge { bytes: usize, limit: usize },
     #[error("the browser crashed during the capture")]
     BrowserCrashed,
+    #[error(
+        "the page crashed its renderer (out of memory, or a renderer fault): it is not retried"
+    )]
+    PageCrashed,
     #[error("the browser failed the capture twice (a DevTools error); try again")]
     BrowserError,
     #[error("the page script failed: {0}")]
@@ -153,6 +176,7 @@ impl CaptureError {
             CaptureError::InvalidSelector(_) => "invalid_selector",
             CaptureError::OutputTooLarge { .. } => "output_too_large",
             CaptureError::BrowserCrashed => "browser_crashed",
+            CaptureError::PageCrashed => "page_crashed",
             CaptureError::BrowserError => "browser_error",
             CaptureError::ScriptFailed(_) => "script_error",
             CaptureError::ShuttingDown => "shutting_down",

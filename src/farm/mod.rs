@@ -33,6 +33,7 @@ use browser::BrowserSettings;
 use capture::CaptureSettings;
 pub use job::{CaptureError, CaptureOutput, CaptureResult, CaptureSpec, Job};
 pub use messages::FarmStatus;
+pub use process::Placement;
 use supervisor::Supervisor;
 
 /// The handle the rest of the daemon holds: a cloneable address of the supervisor.
@@ -43,17 +44,25 @@ pub struct Farm {
 
 impl Farm {
     /// Starts the supervisor (and through it every browser) on the current actix system.
-    /// `network_flags` are Chromium flags that route its traffic (the egress proxy's).
-    pub fn start(config: &Config, metrics: Arc<Metrics>, network_flags: Vec<String>) -> Farm {
-        let mut chromium = config.chromium.clone();
+    /// `network_flags` are Chromium flags that route its traffic (the egress proxy's);
+    /// `placement` says where browsers run (their network namespace, the sandbox).
+    pub fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        network_flags: Vec<String>,
+        placement: Placement,
+    ) -> Farm {
+        let mut chromium = config.browser();
         chromium.extra_args.extend(network_flags);
         let settings = BrowserSettings {
             chromium,
+            placement,
             tabs: config.farm.tabs_per_browser,
             capture: CaptureSettings {
                 png_encoder: config.capture.png_encoder,
                 max_tile_height: config.capture.max_tile_height,
                 element_wait: Duration::from_millis(config.capture.element_wait_ms),
+                default_viewport: (config.capture.default_width, config.capture.default_height),
             },
             probe_interval: Duration::from_millis(config.farm.probe_interval_ms),
             probe_timeout: Duration::from_millis(config.farm.probe_timeout_ms),

@@ -67,6 +67,18 @@ pub fn process_alive(pid: u32) -> bool {
     read_stat(pid).is_some_and(|s| !s.zombie)
 }
 
+/// When `pid` started, in clock ticks since boot (field 22 of its stat): with the pid, it names
+/// one process, even after the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 is the 20th after the command name's closing parenthesis.
+    text[text.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// True while any process of process group `pgid` is alive (zombies count as gone).
 pub fn group_alive(pgid: u32) -> bool {
     all_processes().any(|(_, s)| !s.zombie && s.pgrp == pgid)

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc as std_mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -14,12 +14,24 @@ use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::ChromiumConfig;
+use crate::egress::netns::{Forward, Namespace};
 
-/// Flags every browser gets. Required on this platform: headless, no sandbox (root), no GPU, and
+/// Where a browser runs: its network namespace (if isolated) and whether it is sandboxed.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// The browsers' own network namespace; `None` = the host's network.
+    pub namespace: Option<Arc<Namespace>>,
+    /// Chromium's renderer sandbox on.
+    pub sandbox: bool,
+}
+
+/// Flags every browser gets, on both engines. Required on this platform: headless, no GPU, and
 /// no background traffic (the network is closed; these calls would be refused at every start).
+/// `--no-sandbox` is added only when the sandbox is off (`chromium.sandbox`). Features to turn
+/// off are in [`DISABLED_FEATURES`], never here: Chromium honours only the last
+/// `--disable-features=` it is given, so [`command_line`] merges them into one.
 const BASE_FLAGS: &[&str] = &[
     "--headless",
-    "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
@@ -30,8 +42,6 @@ const BASE_FLAGS: &[&str] = &[
     "--remote-debugging-address=127.0.0.1",
     "--disable-dev-shm-usage",
     "--disable-extensions",
-    "--disable-default-apps",
-    "--no-default-browser-check",
     "--disable-breakpad",
     "--disable-crash-reporter",
     "--disable-renderer-backgrounding",
@@ -40,18 +50,50 @@ const BASE_FLAGS: &[&str] = &[
     "--disable-ipc-flooding-protection",
     "--disable-hang-monitor",
     "--disable-popup-blocking",
-    "--disable-prompt-on-repost",
     "--disable-client-side-phishing-detection",
     "--disable-domain-reliability",
-    "--disable-features=Translate,MediaRouter,OptimizationHints,InterestFeedContentSuggestions,CalculateNativeWinOcclusion,AcceptCHFrame,DialMediaRouteProvider,OmniboxAimPopupWebUIContent,OmniboxFullPopupWebUIContent,OmniboxPopupWebUIBaseContent,OmniboxPopupWebUIContent,WebUIOmniboxPopup,PreloadTopChromeWebUI",
     "--metrics-recording-only",
     "--password-store=basic",
-    "--use-mock-keychain",
     "--hide-scrollbars",
     "--mute-audio",
     "--force-color-profile=srgb",
     "--font-render-hinting=none",
 ];
+
+/// Features every browser runs without: background fetches a closed network refuses at every
+/// start (translation, optimization hints, media-router discovery) and `Accept-CH` restarts of a
+/// navigation.
+const DISABLED_FEATURES: &[&str] = &[
+    "Translate",
+    "MediaRouter",
+    "DialMediaRouteProvider",
+    "OptimizationHints",
+    "AcceptCHFrame",
+];
+
+const DISABLE_FEATURES: &str = "--disable-features=";
+
+/// The flags after the executable: [`BASE_FLAGS`], then `extra` (the egress proxy's and the
+/// operator's), with every `--disable-features=` of both merged into one list at the end.
+pub fn command_line(extra: &[String]) -> Vec<String> {
+    let mut features: Vec<String> = DISABLED_FEATURES.iter().map(|f| f.to_string()).collect();
+    let mut flags: Vec<String> = Vec::with_capacity(BASE_FLAGS.len() + extra.len() + 1);
+    flags.extend(BASE_FLAGS.iter().map(|f| f.to_string()));
+    for flag in extra {
+        match flag.strip_prefix(DISABLE_FEATURES) {
+            Some(list) => {
+                for feature in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                    if !features.iter().any(|known| known == feature) {
+                        features.push(feature.to_string());
+                    }
+                }
+            }
+            None => flags.push(flag.clone()),
+        }
+    }
+    flags.push(format!("{DISABLE_FEATURES}{}", features.join(",")));
+    flags
+}
 
 /// A running Chromium process.
 pub struct ChromiumProcess {
@@ -63,6 +105,8 @@ pub struct ChromiumProcess {
     exited: watch::Receiver<bool>,
     /// Removed (with the profile) when the process handle is dropped.
     profile: Option<tempfile::TempDir>,
+    /// The host-side port forwarded to DevTools inside the browsers' namespace.
+    _devtools: Option<Forward>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +127,34 @@ pub enum LaunchError {
     Timeout(Duration),
     #[error("the launcher thread is gone")]
     LauncherGone,
+    #[error("cannot reach DevTools in the browsers' network: {0}")]
+    DevTools(std::io::Error),
+}
+
+/// Forwards a host-side loopback port to the DevTools address in `ws_url` (inside the
+/// namespace); returns the forward and the URL rewritten to it.
+async fn forward_devtools(
+    namespace: &Arc<Namespace>,
+    ws_url: &str,
+) -> std::io::Result<(Forward, String)> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut url = url::Url::parse(ws_url).map_err(|_| invalid("bad DevTools URL"))?;
+    let port = url
+        .port()
+        .ok_or_else(|| invalid("DevTools URL without a port"))?;
+    let target = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    let forward = namespace.forward(target).await?;
+    url.set_port(Some(forward.addr.port()))
+        .map_err(|()| invalid("cannot rewrite the DevTools URL"))?;
+    Ok((forward, url.to_string()))
 }
 
 impl ChromiumProcess {
     /// Starts Chromium and waits for its DevTools address.
     pub async fn launch(
         config: &ChromiumConfig,
+        placement: &Placement,
         label: &str,
     ) -> Result<ChromiumProcess, LaunchError> {
         let parent = profile_parent(config);
@@ -100,8 +166,16 @@ impl ChromiumProcess {
                 dir: parent.clone(),
                 source,
             })?;
+        // Who owns this profile, for `remove_stale_profiles` after a SIGKILL (the headless shell
+        // leaves no SingletonLock to tell).
+        std::fs::write(profile.path().join(OWNER_FILE), owner_mark()).map_err(|source| {
+            LaunchError::Profile {
+                dir: parent.clone(),
+                source,
+            }
+        })?;
 
-        let mut command = Command::new(&config.executable);
+        let mut command = Command::new(config.program());
         // Pages never need the daemon's secrets (payment tokens come as SHOTFARM_… variables)
         // nor its systemd sockets: the browser gets the environment without them.
         for (name, _) in std::env::vars_os() {
@@ -115,10 +189,18 @@ impl ChromiumProcess {
                 command.env_remove(name);
             }
         }
+        if !placement.sandbox {
+            command.arg("--no-sandbox");
+        }
+        if config.max_page_heap_mb > 0 {
+            command.arg(format!(
+                "--js-flags=--max-old-space-size={}",
+                config.max_page_heap_mb
+            ));
+        }
         command
-            .args(BASE_FLAGS)
+            .args(command_line(&config.extra_args))
             .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(&config.extra_args)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -126,8 +208,10 @@ impl ChromiumProcess {
             .kill_on_drop(true)
             .process_group(0);
         let parent_pid = std::process::id();
+        let netns = placement.namespace.as_ref().map(|n| n.fd());
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (prctl, getppid, _exit).
+        // async-signal-safe functions (prctl, getppid, setns, _exit); the namespace's descriptor
+        // stays open as long as `placement` holds it, which outlives this spawn.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -137,10 +221,15 @@ impl ChromiumProcess {
                 if libc::getppid() as u32 != parent_pid {
                     libc::_exit(1);
                 }
+                if let Some(fd) = netns {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        let mut child = spawn_on_launcher(command, &config.executable).await?;
+        let mut child = spawn_on_launcher(command, config.program()).await?;
         let pid = child.id().unwrap_or(0);
         let Some(stderr) = child.stderr.take() else {
             return Err(LaunchError::EarlyExit);
@@ -157,7 +246,7 @@ impl ChromiumProcess {
             None
         })
         .await;
-        let ws_url = match found {
+        let mut ws_url = match found {
             Ok(Some(url)) => url,
             Ok(None) => {
                 kill_group(pid);
@@ -167,6 +256,21 @@ impl ChromiumProcess {
                 kill_group(pid);
                 return Err(LaunchError::Timeout(timeout));
             }
+        };
+        // Inside its own network the browser's DevTools port is out of the daemon's reach:
+        // forward a host-side loopback port to it.
+        let devtools = match &placement.namespace {
+            Some(namespace) => match forward_devtools(namespace, &ws_url).await {
+                Ok((forward, url)) => {
+                    ws_url = url;
+                    Some(forward)
+                }
+                Err(e) => {
+                    kill_group(pid);
+                    return Err(LaunchError::DevTools(e));
+                }
+            },
+            None => None,
         };
         // Keep draining stderr so Chromium never blocks on a full pipe.
         tokio::spawn(async move {
@@ -187,6 +291,7 @@ impl ChromiumProcess {
             ws_url,
             exited,
             profile: Some(profile),
+            _devtools: devtools,
         })
     }
 
@@ -255,6 +360,27 @@ fn profile_parent(config: &ChromiumConfig) -> PathBuf {
 /// Removes profile directories left by browsers of a daemon that was killed (SIGKILL skips the
 /// cleanup). A directory counts as stale when Chromium's `SingletonLock` names a process that no
 /// longer exists; directories of live browsers (of this or another daemon) are left alone.
+/// A file in every profile directory naming the daemon that made it.
+const OWNER_FILE: &str = "shotfarm-owner";
+
+/// "<pid> <start time>" of this process.
+fn owner_mark() -> String {
+    let pid = std::process::id();
+    let started = super::proc_tree::start_time(pid).unwrap_or(0);
+    format!("{pid} {started}")
+}
+
+/// Whether the daemon named by a profile's owner file is still running.
+fn owner_alive(mark: &str) -> bool {
+    let mut parts = mark.split_whitespace();
+    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let started = parts.next().and_then(|s| s.parse::<u64>().ok());
+    match (pid, started) {
+        (Some(pid), Some(started)) => super::proc_tree::start_time(pid) == Some(started),
+        _ => false,
+    }
+}
+
 pub fn remove_stale_profiles(config: &ChromiumConfig) -> usize {
     let Ok(entries) = std::fs::read_dir(profile_parent(config)) else {
         return 0;
@@ -266,16 +392,19 @@ pub fn remove_stale_profiles(config: &ChromiumConfig) -> usize {
             continue;
         }
         let path = entry.path();
-        // The lock is a symlink to "<hostname>-<pid>".
-        let Ok(target) = std::fs::read_link(path.join("SingletonLock")) else {
-            continue;
+        let alive = match std::fs::read_to_string(path.join(OWNER_FILE)) {
+            Ok(mark) => owner_alive(&mark),
+            // Made by an older daemon: Chromium's lock is a symlink to "<hostname>-<pid>".
+            Err(_) => match std::fs::read_link(path.join("SingletonLock")) {
+                Ok(target) => target
+                    .to_string_lossy()
+                    .rsplit('-')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(super::proc_tree::process_alive),
+                Err(_) => continue,
+            },
         };
-        let pid = target
-            .to_string_lossy()
-            .rsplit('-')
-            .next()
-            .and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(super::proc_tree::process_alive);
         if !alive && std::fs::remove_dir_all(&path).is_ok() {
             removed += 1;
         }
@@ -333,5 +462,52 @@ async fn spawn_on_launcher(command: Command, exe: &Path) -> Result<Child, Launch
             source,
         }),
         Err(_) => Err(LaunchError::LauncherGone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_belongs_to_a_live_daemon_only_while_it_runs() {
+        assert!(owner_alive(&owner_mark()));
+        let pid = std::process::id();
+        assert!(
+            !owner_alive(&format!("{pid} 1")),
+            "same pid, other start: reused"
+        );
+        assert!(!owner_alive("4194304 5"));
+        assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn every_disabled_feature_ends_up_in_one_list() {
+        let extra = vec![
+            "--proxy-server=http://127.0.0.1:1".to_string(),
+            "--disable-features=Translate,PaintHolding".to_string(),
+            "--disable-features=BackForwardCache".to_string(),
+        ];
+        let flags = command_line(&extra);
+        let lists: Vec<&String> = flags
+            .iter()
+            .filter(|f| f.starts_with(DISABLE_FEATURES))
+            .collect();
+        assert_eq!(lists.len(), 1, "{flags:?}");
+        let features: Vec<&str> = lists[0][DISABLE_FEATURES.len()..].split(',').collect();
+        for wanted in [
+            "Translate",
+            "MediaRouter",
+            "PaintHolding",
+            "BackForwardCache",
+        ] {
+            assert_eq!(
+                features.iter().filter(|f| **f == wanted).count(),
+                1,
+                "{wanted} in {features:?}"
+            );
+        }
+        assert!(flags.contains(&"--proxy-server=http://127.0.0.1:1".to_string()));
+        assert!(flags.contains(&"--headless".to_string()));
     }
 }

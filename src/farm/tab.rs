@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
 };
@@ -17,6 +18,8 @@ pub const TAB_OP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PreparedTab {
     pub context_id: BrowserContextId,
     pub page: Page,
+    /// The viewport already set on the page (CSS pixels, scale 1), if any.
+    pub viewport: Option<(u32, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +58,41 @@ pub async fn prepare(browser: &Browser) -> Result<PreparedTab, TabError> {
         }
     };
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "tab prepared");
-    Ok(PreparedTab { context_id, page })
+    Ok(PreparedTab {
+        context_id,
+        page,
+        viewport: None,
+    })
+}
+
+/// Like [`prepare`], with the viewport most captures ask for (`width` × `height` at scale 1)
+/// already set, so a capture of that size skips the step.
+pub async fn prepare_sized(
+    browser: &Browser,
+    width: u32,
+    height: u32,
+) -> Result<PreparedTab, TabError> {
+    let mut tab = prepare(browser).await?;
+    let sized = tokio::time::timeout(
+        TAB_OP_TIMEOUT,
+        tab.page.execute(SetDeviceMetricsOverrideParams::new(
+            width, height, 1.0, false,
+        )),
+    )
+    .await;
+    match sized {
+        Ok(Ok(_)) => {
+            tab.viewport = Some((width, height));
+            Ok(tab)
+        }
+        failed => {
+            let _ = dispose(browser, tab).await;
+            Err(match failed {
+                Ok(Err(e)) => e.into(),
+                _ => TabError::Timeout(TAB_OP_TIMEOUT),
+            })
+        }
+    }
 }
 
 /// Closes the tab's context and with it its page, cookies, cache and storage.

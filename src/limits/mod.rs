@@ -16,9 +16,11 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("rat
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateVerdict {
     pub allowed: bool,
-    /// Requests allowed at once (`x-ratelimit-limit`).
-    pub limit: u64,
-    /// Requests that could still be made right now (`x-ratelimit-remaining`).
+    /// The sustained rate, requests per minute (`x-ratelimit-limit`).
+    pub per_minute: u64,
+    /// Requests allowed at once above it (`x-ratelimit-burst`).
+    pub burst: u64,
+    /// Requests that could still be made right now, at most `burst` (`x-ratelimit-remaining`).
     pub remaining: u64,
     /// When a refused request may be retried.
     pub retry_after: Duration,
@@ -29,6 +31,7 @@ pub struct RateVerdict {
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: RedisHandle,
+    per_minute: u64,
     interval_ms: u64,
     burst: u64,
 }
@@ -38,6 +41,7 @@ impl RateLimiter {
     pub fn new(redis: RedisHandle, per_minute: u64, burst: u64) -> Option<RateLimiter> {
         (per_minute > 0).then(|| RateLimiter {
             redis,
+            per_minute,
             interval_ms: (60_000 / per_minute).max(1),
             burst: burst.max(1),
         })
@@ -72,7 +76,8 @@ impl RateLimiter {
         let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
         Ok(RateVerdict {
             allowed: allowed == 1,
-            limit: self.burst,
+            per_minute: self.per_minute,
+            burst: self.burst,
             remaining: u64::try_from(remaining).unwrap_or(0),
             retry_after: ms(retry_ms),
             reset: ms(reset_ms),

@@ -30,12 +30,23 @@ pub fn init(config: &LogConfig) {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colours())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     if installed.is_ok() {
         let _ = FILTER.set(handle);
     }
+}
+
+/// Colours only on a terminal: a log written to a file or the journal stays plain text.
+/// `NO_COLOR` (https://no-color.org) turns them off on a terminal too.
+fn colours() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Replaces the level filter (`info`, `shotfarm=debug,info`, …). `RUST_LOG`, when set, still

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     /// HTTP request duration by route.
     pub http_request_duration_seconds: HistogramVec,
+    /// API connections open now.
+    pub http_connections_open: IntGauge,
+    /// API connections closed or refused by the connection limits, by reason
+    /// ([`CONNECTION_CLOSE_REASONS`]).
+    pub http_connections_closed_total: IntCounterVec,
     /// Ledger operations by operation and outcome (`error` when Redis failed).
     pub ledger_operations_total: IntCounterVec,
     /// Ledger operation latency (one Lua script round trip, retries included) by operation.
@@ -67,6 +72,15 @@ pub struct Metrics {
 /// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
 const LEDGER_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The closed set of reasons in `shotfarm_http_connections_closed_total{reason}`.
+pub const CONNECTION_CLOSE_REASONS: &[&str] = &[
+    "header_timeout",
+    "idle_timeout",
+    "head_too_large",
+    "client_limit",
+    "total_limit",
 ];
 
 /// The closed set of browser states exported in `shotfarm_browsers{state}`.
@@ -142,6 +156,20 @@ impl Metrics {
             &["route"],
         )
         .expect("static metric definition");
+        let http_connections_open =
+            IntGauge::new("shotfarm_http_connections_open", "API connections open now")
+                .expect("static metric definition");
+        let http_connections_closed_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_http_connections_closed_total",
+                "API connections closed or refused by the connection limits, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        for reason in CONNECTION_CLOSE_REASONS {
+            http_connections_closed_total.with_label_values(&[reason]);
+        }
         let ledger_operations_total = IntCounterVec::new(
             Opts::new(
                 "shotfarm_ledger_operations_total",
@@ -278,6 +306,8 @@ impl Metrics {
             Box::new(browser_memory_bytes.clone()),
             Box::new(http_requests_total.clone()),
             Box::new(http_request_duration_seconds.clone()),
+            Box::new(http_connections_open.clone()),
+            Box::new(http_connections_closed_total.clone()),
             Box::new(ledger_operations_total.clone()),
             Box::new(ledger_operation_seconds.clone()),
             Box::new(egress_requests_total.clone()),
@@ -312,6 +342,8 @@ impl Metrics {
             browser_memory_bytes,
             http_requests_total,
             http_request_duration_seconds,
+            http_connections_open,
+            http_connections_closed_total,
             ledger_operations_total,
             ledger_operation_seconds,
             egress_requests_total,

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{client, enc, free_port, get, metric_value, page, shared};
+use crate::support::{
+    audited, client, client_with_key, enc, free_port, get, metric_value, page, provision, shared,
+};
 use serde_json::{json, Value};
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
@@ -96,9 +98,26 @@ async fn success_carries_request_id_and_server_timing() {
         .to_str()
         .expect("ascii")
         .to_string();
-    for part in ["queue;dur=", "render;dur=", "total;dur="] {
-        assert!(timing.contains(part), "{timing}");
-    }
+    let dur = |name: &str| -> f64 {
+        timing
+            .split(", ")
+            .find_map(|part| part.strip_prefix(&format!("{name};dur=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {timing}"))
+    };
+    let phases: f64 = [
+        "context", "emulate", "navigate", "page", "capture", "encode",
+    ]
+    .iter()
+    .map(|p| dur(p))
+    .sum();
+    // The phases are parts of the render time, which is part of the total.
+    assert!(dur("navigate") > 0.0 && dur("capture") > 0.0, "{timing}");
+    assert!(phases <= dur("render") + 0.05, "{timing}");
+    assert!(
+        dur("queue") + dur("render") <= dur("total") + 0.05,
+        "{timing}"
+    );
 }
 
 #[tokio::test]
@@ -155,17 +174,56 @@ async fn page_failures_have_their_own_codes() {
     }
 }
 
+/// A host that does not resolve is a navigation failure (502, as for any DNS failure), not a
+/// policy refusal; it is found before a credit is held, so nothing is held or charged.
+#[tokio::test]
+async fn an_unresolvable_host_is_a_free_navigation_failure() {
+    let daemon = shared();
+    daemon.wait_ready(2).await;
+    let funded = provision(3);
+    // `.invalid` never resolves (RFC 6761), with or without internet.
+    let response = client_with_key(&funded.key)
+        .get(daemon.url(&format!(
+            "/api/v1/screenshot?url={}",
+            enc("http://no-such-host.invalid/")
+        )))
+        .send()
+        .await
+        .expect("get");
+    let (status, body) = error_of(response).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("navigation_failed")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no-such-host.invalid does not resolve"),
+        "{body}"
+    );
+    let s = audited(&funded.account).await;
+    assert_eq!(
+        (s.balance.available, s.balance.reserved, s.balance.spent),
+        (3, 0, 0),
+        "nothing held or charged"
+    );
+}
+
 #[tokio::test]
 async fn a_page_that_never_loads_times_out_within_its_deadline() {
     let daemon = shared();
     daemon.wait_ready(2).await;
+    // The shared account is made on first use: not inside the timed request.
+    let client = client();
     let started = Instant::now();
-    let response = get(daemon.url(&format!(
-        "/api/v1/screenshot?url={}&timeout=1500",
-        enc(&page("/hang"))
-    )))
-    .await
-    .expect("get");
+    let response = client
+        .get(daemon.url(&format!(
+            "/api/v1/screenshot?url={}&timeout=1500",
+            enc(&page("/hang"))
+        )))
+        .send()
+        .await
+        .expect("get");
     let elapsed = started.elapsed();
     let (status, body) = error_of(response).await;
     assert_eq!(

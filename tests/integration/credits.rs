@@ -935,21 +935,27 @@ async fn each_api_key_is_rate_limited_with_headers() {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        assert_eq!(header("x-ratelimit-limit").as_deref(), Some("3"));
+        // The limit is the configured (and documented) rate per minute; the burst is what
+        // may be sent at once; remaining counts down the burst; reset is when it is all back.
+        assert_eq!(header("x-ratelimit-limit").as_deref(), Some("60"));
+        assert_eq!(header("x-ratelimit-burst").as_deref(), Some("3"));
         seen.push((
             r.status().as_u16(),
             header("x-ratelimit-remaining").unwrap_or_default(),
+            header("x-ratelimit-reset").unwrap_or_default(),
             header("retry-after"),
         ));
     }
+    // 60 per minute is one request a second: each request sets the full burst back by 1 s.
+    let s = |v: &str| v.to_string();
     assert_eq!(
         seen,
         [
-            (400, "2".to_string(), None),
-            (400, "1".to_string(), None),
-            (400, "0".to_string(), None),
-            (429, "0".to_string(), Some("1".to_string())),
-            (429, "0".to_string(), Some("1".to_string())),
+            (400, s("2"), s("1"), None),
+            (400, s("1"), s("2"), None),
+            (400, s("0"), s("3"), None),
+            (429, s("0"), s("3"), Some(s("1"))),
+            (429, s("0"), s("3"), Some(s("1"))),
         ]
     );
     let limited = key.get(&bad).send().await.expect("request");

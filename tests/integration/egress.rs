@@ -13,7 +13,8 @@ use serde_json::Value;
 use warp::Filter;
 
 use super::support::{
-    audited, client_with_key, credits_header, enc, metric_value, provision, shared, Daemon,
+    audited, client_with_key, credits_header, enc, metric_value, provision, serve_site, shared,
+    Daemon,
 };
 
 /// A listener on an inward address that counts the connections it accepts and answers each
@@ -66,51 +67,37 @@ impl Site {
     fn start() -> Site {
         let hits = Arc::new(Mutex::new(Vec::new()));
         let record = hits.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("site runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.3:0")
-                    .await
-                    .expect("bind 127.0.0.3");
-                let addr = listener.local_addr().expect("addr");
-                tx.send(addr).expect("send addr");
-                let log = warp::path::full().map(move |p: warp::path::FullPath| {
-                    record
-                        .lock()
-                        .expect("hits lock")
-                        .push(p.as_str().to_string());
-                });
-                let reach = warp::path!("reach" / u16)
-                    .map(move |inside: u16| warp::reply::html(reaching_page(addr, inside)));
-                let redirect = warp::path!("redirect")
-                    .and(warp::query::<std::collections::HashMap<String, String>>())
-                    .map(|q: std::collections::HashMap<String, String>| {
-                        let to = q.get("to").cloned().unwrap_or_default();
-                        warp::http::Response::builder()
-                            .status(302)
-                            .header("location", to)
-                            .body(String::new())
-                            .expect("redirect response")
-                    });
-                let hit = warp::path("hit").map(|| {
-                    warp::http::Response::builder()
-                        .header("content-type", "image/svg+xml")
-                        .header("access-control-allow-origin", "*")
-                        .body(
-                            "<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"
-                                .to_string(),
-                        )
-                        .expect("hit response")
-                });
-                let routes = log.untuple_one().and(reach.or(redirect).or(hit));
-                warp::serve(routes).incoming(listener).run().await;
+        let addr = serve_site("127.0.0.3:0", move |addr| {
+            let log = warp::path::full().map(move |p: warp::path::FullPath| {
+                record
+                    .lock()
+                    .expect("hits lock")
+                    .push(p.as_str().to_string());
             });
+            let reach = warp::path!("reach" / u16)
+                .map(move |inside: u16| warp::reply::html(reaching_page(addr, inside)));
+            let redirect = warp::path!("redirect")
+                .and(warp::query::<std::collections::HashMap<String, String>>())
+                .map(|q: std::collections::HashMap<String, String>| {
+                    let to = q.get("to").cloned().unwrap_or_default();
+                    warp::http::Response::builder()
+                        .status(302)
+                        .header("location", to)
+                        .body(String::new())
+                        .expect("redirect response")
+                });
+            let hit = warp::path("hit").map(|| {
+                warp::http::Response::builder()
+                    .header("content-type", "image/svg+xml")
+                    .header("access-control-allow-origin", "*")
+                    .body(
+                        "<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"
+                            .to_string(),
+                    )
+                    .expect("hit response")
+            });
+            log.untuple_one().and(reach.or(redirect).or(hit))
         });
-        let addr = rx.recv().expect("site started");
         Site { addr, hits }
     }
 

@@ -197,8 +197,9 @@ fn sha256_hex(s: &str) -> String {
 
 const CLIENTS: usize = 8;
 const STEPS: usize = 2000;
-/// The model stops early (and says so) if a slow machine would take longer than this.
-const BUDGET: Duration = Duration::from_secs(15);
+/// A guard against a hung run, not a speed requirement: the model normally runs every step
+/// (about 10 s here, 45 s on a busy machine).
+const BUDGET: Duration = Duration::from_secs(120);
 const START_CREDITS: i64 = 20;
 
 fn seed() -> u64 {
@@ -930,8 +931,8 @@ async fn model_run(seed: u64) {
         "seed {seed}: no crash, expiry or sweep: {tally:?}"
     );
     assert!(
-        steps >= STEPS / 2,
-        "seed {seed}: only {steps} steps within {BUDGET:?}"
+        steps == STEPS,
+        "seed {seed}: only {steps} of {STEPS} steps within {BUDGET:?}: the ledger hung?"
     );
 }
 

@@ -222,3 +222,40 @@ fn a_bad_configuration_exits_78_for_check_config_and_serve() {
         );
     }
 }
+
+/// The new operator's file with four mistakes: `check-config` and `serve` both exit 78 and
+/// name all four in words; a value from the environment names its variable.
+#[test]
+fn check_config_names_every_mistake_in_words() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("four.toml");
+    std::fs::write(
+        &bad,
+        "[farm]\nbrowsrs = 2\ntabs_per_browser = -1\n\n[server]\nlisten = \"127.0.0.1:80800\"\n\n\
+         [capture]\npng_encoder = \"fast\"\n",
+    )
+    .expect("config");
+    for command in ["check-config", "serve"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
+            .args([command, "--config"])
+            .arg(&bad)
+            .env_remove("RUST_LOG")
+            .env("SHOTFARM_LEDGER__SWEEP_INTERVAL_MS", "5")
+            .output()
+            .expect("run shotfarm");
+        assert_eq!(out.status.code(), Some(78), "{command}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in [
+            "invalid configuration (5 problems):",
+            "farm.browsrs: unknown key (did you mean `browsers`?)",
+            "farm.tabs_per_browser: must be a whole number of at least 1, got -1",
+            "server.listen: `127.0.0.1:80800` is not an address:port",
+            "capture.png_encoder: must be one of \"chromium\", \"rust\", got \"fast\"",
+            "ledger.sweep_interval_ms (set by SHOTFARM_LEDGER__SWEEP_INTERVAL_MS): must be a \
+             whole number of at least 10, got 5",
+        ] {
+            assert!(err.contains(want), "{command}: missing {want:?} in:\n{err}");
+        }
+        assert!(!err.contains("``"), "{command}: doubled quoting in:\n{err}");
+    }
+}

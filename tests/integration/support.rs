@@ -97,27 +97,38 @@ pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Respons
     client().get(url).send().await
 }
 
-/// The fixture site, shared by all tests (its own thread and runtime outlive each test's).
+/// Serves the routes `make` builds (given the bound address) on `bind`, from a thread and a
+/// runtime of their own, which outlive every test's.
+pub fn serve_site<F>(
+    bind: &'static str,
+    make: impl FnOnce(SocketAddr) -> F + Send + 'static,
+) -> SocketAddr
+where
+    F: warp::Filter<Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("site runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .expect("bind the site");
+            let addr = listener.local_addr().expect("addr");
+            tx.send(addr).expect("send addr");
+            warp::serve(make(addr)).incoming(listener).run().await;
+        });
+    });
+    rx.recv().expect("site started")
+}
+
+/// The fixture site, shared by all tests.
 pub fn site() -> SocketAddr {
     static SITE: OnceLock<SocketAddr> = OnceLock::new();
-    *SITE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("fixture runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind fixture site");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                warp::serve(fixture_routes()).incoming(listener).run().await;
-            });
-        });
-        rx.recv().expect("fixture site started")
-    })
+    *SITE.get_or_init(|| serve_site("127.0.0.1:0", |_| fixture_routes()))
 }
 
 pub fn page(path: &str) -> String {
@@ -255,7 +266,15 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(tweak: impl FnOnce(&mut Config)) -> Daemon {
         let profiles = tempfile::tempdir().expect("profile dir");
+        if let Ok(filter) = std::env::var("TEST_DAEMON_LOG") {
+            // The in-process daemons' logs, for debugging a test: TEST_DAEMON_LOG=shotfarm=debug.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let mut config = Config::default();
+        config.farm.engine = test_engine();
         config.server.listen = "127.0.0.1:0".parse().expect("addr");
         config.server.metrics_listen = "127.0.0.1:0".parse().expect("addr");
         config.server.shutdown_grace_ms = 5_000;
@@ -271,6 +290,9 @@ impl Daemon {
         // Every test signs up and logs in from 127.0.0.1: no per-address limit here (a test of
         // its own turns it on).
         config.auth.attempts_per_address_per_minute = 0;
+        // Likewise for connections: bursts of 100 concurrent captures come from 127.0.0.1
+        // (`hardening_http` sets its own caps).
+        config.server.max_connections_per_client = config.server.max_connections;
         // Low-balance notifications retry quickly: 0.1 s, then 0.2 s, then every 0.4 s.
         config.notifications.first_retry_ms = 100;
         config.notifications.max_retry_ms = 400;
@@ -355,12 +377,13 @@ pub fn shared() -> &'static Daemon {
     SHARED.get_or_init(|| Daemon::start(|_| {}))
 }
 
-/// Processes whose command line mentions `dir` (browsers and their helpers).
+/// Browsers whose command line mentions `dir` (their `--user-data-dir`) and every process
+/// descended from them (the headless shell's helpers do not repeat the profile path).
 pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.to_string_lossy().to_string();
-    let mut out = Vec::new();
+    let mut all: Vec<(u32, u32, String)> = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
+        return Vec::new();
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -373,12 +396,41 @@ pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
         let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
+        if is_zombie(pid) {
+            continue;
+        }
         let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(&needle) && !is_zombie(pid) {
-            out.push((pid, cmdline));
+        all.push((pid, parent_pid(pid).unwrap_or(0), cmdline));
+    }
+    let mut found: std::collections::HashSet<u32> = all
+        .iter()
+        .filter(|(_, _, cmd)| cmd.contains(&needle))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    loop {
+        let before = found.len();
+        for (pid, ppid, _) in &all {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            break;
         }
     }
-    out
+    all.into_iter()
+        .filter(|(pid, _, _)| found.contains(pid))
+        .map(|(pid, _, cmd)| (pid, cmd))
+        .collect()
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -391,11 +443,13 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// Main browser processes (no `--type=`) under `dir`.
+/// Main browser processes under `dir`: those started with a profile in it, without `--type=`
+/// (a descendant such as Chromium's crash handler is not a browser).
 pub fn browser_pids(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().to_string();
     processes_under(dir)
         .into_iter()
-        .filter(|(_, cmd)| !cmd.contains("--type="))
+        .filter(|(_, cmd)| cmd.contains(&needle) && !cmd.contains("--type="))
         .map(|(pid, _)| pid)
         .collect()
 }
@@ -583,6 +637,8 @@ pub fn spawn_binary_with(
                 .open(path)
                 .expect("daemon log file"),
         ),
+        // TEST_DAEMON_LOG: the daemons' logs on the test's stderr, for debugging a test.
+        None if std::env::var_os("TEST_DAEMON_LOG").is_some() => std::process::Stdio::inherit(),
         None => std::process::Stdio::null(),
     };
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
@@ -634,6 +690,17 @@ impl Rng {
     }
 }
 
+/// The engine the daemons of this test run use: `SHOTFARM_FARM__ENGINE` (which the binary reads
+/// too), else the default. `make test` runs the capture, isolation and lifecycle tests once more
+/// with `chromium`.
+pub fn test_engine() -> shotfarm::config::Engine {
+    match std::env::var("SHOTFARM_FARM__ENGINE").as_deref() {
+        Ok("chromium") => shotfarm::config::Engine::Chromium,
+        Ok("headless-shell") | Err(_) => shotfarm::config::Engine::HeadlessShell,
+        Ok(other) => panic!("SHOTFARM_FARM__ENGINE={other}: not an engine"),
+    }
+}
+
 /// Real Chromium for a test that drives a browser itself (the dashboard, the contract's
 /// JavaScript): its own profile directory, a DevTools connection and the handler's pump.
 pub struct TestBrowser {
@@ -649,11 +716,13 @@ impl TestBrowser {
         let profiles = tempfile::tempdir().expect("tmp");
         let chromium = shotfarm::config::ChromiumConfig {
             profile_dir: profiles.path().to_path_buf(),
+            executable: test_engine().binary().to_path_buf(),
             ..Default::default()
         };
-        let process = shotfarm::farm::process::ChromiumProcess::launch(&chromium, name)
-            .await
-            .expect("chromium");
+        let process =
+            shotfarm::farm::process::ChromiumProcess::launch(&chromium, &Default::default(), name)
+                .await
+                .expect("chromium");
         let (browser, mut handler) = chromiumoxide::Browser::connect_with_config(
             process.ws_url.clone(),
             chromiumoxide::handler::HandlerConfig {
