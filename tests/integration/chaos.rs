@@ -291,7 +291,14 @@ async fn settle(
                             (400, "script_error") if kind == Kind::Throws => {
                                 break Settled::Refused { status }
                             }
-                            (409, "idempotency_in_flight") | (429, _) | (500..=599, _) => {
+                            // A renderer the schedule SIGKILLs mid-capture is answered as the
+                            // daemon answers any renderer death: 422 `page_crashed`, free and not
+                            // retried on its side (it cannot tell a kill from the page's own
+                            // crash). The pages here are benign, so the client tries again.
+                            (409, "idempotency_in_flight")
+                            | (422, "page_crashed")
+                            | (429, _)
+                            | (500..=599, _) => {
                                 format!("{status} {code}")
                             }
                             _ => {
