@@ -312,6 +312,7 @@ fn main() -> ExitCode {
             redis_url,
             allow_egress,
         } => {
+            return_large_buffers_to_the_system();
             let loaded = Config::load(config.as_deref()).and_then(|mut c| {
                 if let Some(addr) = listen {
                     c.server.listen = addr;
@@ -349,5 +350,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Every capture allocates a few buffers of 1–8 MB (decoded pixels, the recompressed PNG).
+/// glibc raises its mmap threshold after the first such buffer is freed, so later ones come from
+/// the heap and stay resident after use, in every arena a pool thread touched. A fixed threshold
+/// keeps them mmapped and returns them on free: the daemon's peak PSS at 8 captures in flight went
+/// from 40–49 MB to 28–32 MB for about 1 ms more CPU per capture (page faults). Set before any
+/// capture runs; Chromium, a separate program, is not affected.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters, under glibc's own locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
     }
 }
