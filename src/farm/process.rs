@@ -200,9 +200,9 @@ impl ChromiumProcess {
         }
         command
             .args(command_line(&config.extra_args))
-            // No start URL: a page nobody captures in would hold a renderer (~16 MB) for the
-            // browser's whole life. Captures get pages of their own (`tab::prepare`).
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            // No start URL: a page nobody captures in would hold a renderer (about 10 MB of PSS)
+            // for the browser's whole life. Captures get pages of their own (`tab::prepare`).
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
