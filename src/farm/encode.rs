@@ -38,8 +38,8 @@ fn flatness(pixels: &[u8], width: u32, bpp: usize) -> f64 {
     }
 }
 
-/// [`flatness`] with the pixel size known to the compiler: pixels compare as `[u8; N]` values
-/// (a 1280×800 page in ~0.5 ms, where comparing `bpp`-long slices took ~3.5 ms).
+/// [`flatness`] with the pixel size a constant, so each comparison is a fixed-size one
+/// (recompressing a tiny page's PNG: about 6 ms with a run-time size, about 4 ms with this).
 fn flatness_of<const N: usize>(pixels: &[u8], width: u32) -> f64 {
     let row = width as usize * N;
     if width < 2 || pixels.len() < row {
@@ -48,9 +48,12 @@ fn flatness_of<const N: usize>(pixels: &[u8], width: u32) -> f64 {
     let mut same = 0usize;
     let mut total = 0usize;
     for line in pixels.chunks_exact(row) {
-        let (line, _) = line.as_chunks::<N>();
-        same += line.windows(2).filter(|pair| pair[0] == pair[1]).count();
-        total += line.len() - 1;
+        same += line
+            .chunks_exact(N)
+            .zip(line[N..].chunks_exact(N))
+            .filter(|(a, b)| a == b)
+            .count();
+        total += width as usize - 1;
     }
     if total == 0 {
         0.0
