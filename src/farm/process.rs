@@ -201,8 +201,7 @@ impl ChromiumProcess {
         command
             .args(command_line(&config.extra_args))
             .arg(format!("--user-data-dir={}", profile.path().display()))
-            // No start URL: a page nobody captures in would hold a renderer (about 10 MB of PSS)
-            // for the browser's whole life. Captures get pages of their own (`tab::prepare`).
+            .args(start_url(config.program()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -466,9 +465,37 @@ async fn spawn_on_launcher(command: Command, exe: &Path) -> Result<Child, Launch
     }
 }
 
+/// The page a browser opens at start. The headless shell opens none when given none, and a page
+/// nobody captures in would hold a renderer (about 10 MB of PSS) for the browser's whole life:
+/// captures get pages of their own (`tab::prepare`). Full Chromium given no URL opens its
+/// new-tab page (a WebUI renderer), so it gets `about:blank`, as does any other executable.
+fn start_url(program: &Path) -> Option<&'static str> {
+    let shell = program
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.contains("headless-shell"));
+    (!shell).then_some("about:blank")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_headless_shell_starts_without_a_page() {
+        assert_eq!(
+            start_url(Path::new("/usr/lib/chromium/chromium-headless-shell")),
+            None
+        );
+        assert_eq!(
+            start_url(Path::new("/usr/bin/chromium")),
+            Some("about:blank")
+        );
+        assert_eq!(
+            start_url(Path::new("/opt/google/chrome/chrome")),
+            Some("about:blank")
+        );
+    }
 
     #[test]
     fn a_profile_belongs_to_a_live_daemon_only_while_it_runs() {
