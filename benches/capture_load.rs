@@ -49,6 +49,7 @@
 
 #[allow(dead_code)]
 mod common;
+use common::{clock_ticks, read_stat, ProcStat};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -160,38 +161,6 @@ struct PageDef {
 // /proc accounting: CPU and PSS of process trees
 // ---------------------------------------------------------------------------------------------
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-struct ProcStat {
-    ppid: u32,
-    /// utime + stime, in ticks.
-    own: u64,
-    /// cutime + cstime (children it has reaped), in ticks.
-    reaped: u64,
-}
-
-fn read_stat(path: &str) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let n = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-    // utime stime cutime cstime.
-    Some(ProcStat {
-        ppid: n(1)? as u32,
-        own: n(11)? + n(12)?,
-        reaped: n(13)? + n(14)?,
-    })
-}
-
 /// A set of processes: the roots and all their descendants, plus every process (and its
 /// descendants) whose command line contains `needle` (a profile directory: catches a helper
 /// that was reparented).
@@ -202,40 +171,23 @@ struct Tree {
 }
 
 fn members(tree: &Tree) -> HashMap<u32, ProcStat> {
-    let mut all: HashMap<u32, ProcStat> = HashMap::new();
-    let mut seeds: Vec<u32> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Zombies are kept: their time is theirs until reaped, then their parent's `reaped`.
-        let Some(stat) = read_stat(&format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(needle) = &tree.needle {
+    let mut all = common::process_table();
+    let mut seeds: Vec<u32> = tree
+        .roots
+        .iter()
+        .copied()
+        .filter(|p| all.contains_key(p))
+        .collect();
+    if let Some(needle) = &tree.needle {
+        for &pid in all.keys() {
             if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
                 if String::from_utf8_lossy(&raw).contains(needle.as_str()) {
                     seeds.push(pid);
                 }
             }
         }
-        all.insert(pid, stat);
     }
-    seeds.extend(tree.roots.iter().copied().filter(|p| all.contains_key(p)));
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (&pid, stat) in &all {
-        children.entry(stat.ppid).or_default().push(pid);
-    }
-    let mut chosen: HashSet<u32> = HashSet::new();
-    while let Some(pid) = seeds.pop() {
-        if chosen.insert(pid) {
-            seeds.extend(children.get(&pid).into_iter().flatten().copied());
-        }
-    }
+    let chosen = common::descendants(&all, seeds);
     all.retain(|pid, _| chosen.contains(pid));
     all
 }
@@ -780,12 +732,6 @@ async fn run_raw(
 // Ours: the daemon binary
 // ---------------------------------------------------------------------------------------------
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A funded account with an API key, made through the operator code path (before any tokio
 /// runtime runs on this thread: `ops::block_on` starts its own actix system).
 fn provision(redis_url: &str) -> anyhow::Result<String> {
@@ -854,8 +800,8 @@ impl Ours {
         let profiles = tempfile::Builder::new()
             .prefix("capture-load-ours-")
             .tempdir()?;
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let api: SocketAddr = format!("127.0.0.1:{}", common::free_port()?).parse()?;
+        let metrics: SocketAddr = format!("127.0.0.1:{}", common::free_port()?).parse()?;
         let log = logs.join("daemon.log");
         let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
         cmd.args(["--redis-url", redis_url]);

@@ -38,6 +38,7 @@
 
 #[allow(dead_code)]
 mod common;
+use common::{clock_ticks, free_port};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,12 +78,6 @@ fn env_sizes(name: &str, default: &str) -> anyhow::Result<Vec<usize>> {
                 .ok_or_else(|| anyhow!("{name}: `{s}` is not a positive number"))
         })
         .collect()
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,16 +351,6 @@ fn chromium_left(dirs: &[PathBuf]) -> usize {
 // ---------------------------------------------------------------------------------------------
 // CPU accounting from /proc
 // ---------------------------------------------------------------------------------------------
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
 
 /// User + system CPU seconds of one process (all its threads), 0 if it is gone.
 fn process_cpu(pid: &str) -> f64 {

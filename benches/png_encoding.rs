@@ -35,8 +35,8 @@
 
 #[allow(dead_code)]
 mod common;
+use common::clock_ticks;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -123,73 +123,19 @@ async fn serve_fixtures(landing: &'static str) -> anyhow::Result<std::net::Socke
 // CPU accounting
 // ---------------------------------------------------------------------------------------------
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-struct ProcStat {
-    ppid: u32,
-    pgrp: u32,
-    /// utime + stime + cutime + cstime, in ticks.
-    ticks: u64,
-}
-
-fn read_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: parse after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let n = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-    // utime stime cutime cstime.
-    Some(ProcStat {
-        ppid: n(1)? as u32,
-        pgrp: n(2)? as u32,
-        ticks: n(11)? + n(12)? + n(13)? + n(14)?,
-    })
-}
-
 /// CPU seconds used so far by `root`, its descendants (by ppid links) and the members of its
 /// process group (Chromium is launched as a group leader), zombies included.
 fn tree_cpu_secs(root: u32) -> f64 {
-    let mut all: HashMap<u32, ProcStat> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = read_stat(pid) {
-            all.insert(pid, stat);
-        }
-    }
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (&pid, stat) in &all {
-        children.entry(stat.ppid).or_default().push(pid);
-    }
-    let mut seeds: Vec<u32> = all
+    let all = common::process_table();
+    let seeds: Vec<u32> = all
         .iter()
         .filter(|(pid, s)| **pid == root || s.pgrp == root)
         .map(|(pid, _)| *pid)
         .collect();
-    let mut chosen = std::collections::HashSet::new();
-    while let Some(pid) = seeds.pop() {
-        if chosen.insert(pid) {
-            seeds.extend(children.get(&pid).into_iter().flatten().copied());
-        }
-    }
-    let ticks: u64 = chosen
+    let ticks: u64 = common::descendants(&all, seeds)
         .iter()
         .filter_map(|p| all.get(p))
-        .map(|s| s.ticks)
+        .map(|s| s.own + s.reaped)
         .sum();
     ticks as f64 / clock_ticks()
 }

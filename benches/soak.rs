@@ -59,6 +59,7 @@
 
 #[allow(dead_code)]
 mod common;
+use common::free_port;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
@@ -99,12 +100,6 @@ fn mb(kb: u64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Children: redis-server and the daemon
 // ---------------------------------------------------------------------------------------------
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// The daemon binary, SIGKILLed on drop if not stopped (its browsers die by their own death
 /// signal then).

@@ -308,3 +308,77 @@ pub fn serve_command(
         .stderr(out);
     Ok(cmd)
 }
+
+/// A free loopback TCP port (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Clock ticks per second (`/proc` CPU times are in ticks).
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// What the benches read of `/proc/PID/stat`.
+pub struct ProcStat {
+    pub ppid: u32,
+    pub pgrp: u32,
+    /// utime + stime, in ticks.
+    pub own: u64,
+    /// cutime + cstime (children it has reaped), in ticks.
+    pub reaped: u64,
+}
+
+/// Parses a `stat` file (`/proc/PID/stat`, `/proc/self/task/TID/stat`).
+pub fn read_stat(path: &str) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime.
+    Some(ProcStat {
+        ppid: n(1)? as u32,
+        pgrp: n(2)? as u32,
+        own: n(11)? + n(12)?,
+        reaped: n(13)? + n(14)?,
+    })
+}
+
+/// Every process's stat, zombies included (their time is theirs until reaped).
+pub fn process_table() -> std::collections::HashMap<u32, ProcStat> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(&format!("/proc/{pid}/stat"))?)))
+        .collect()
+}
+
+/// `seeds` and all their descendants in `table` (by ppid links).
+pub fn descendants(
+    table: &std::collections::HashMap<u32, ProcStat>,
+    mut seeds: Vec<u32>,
+) -> std::collections::HashSet<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for (&pid, stat) in table {
+        children.entry(stat.ppid).or_default().push(pid);
+    }
+    let mut chosen = std::collections::HashSet::new();
+    while let Some(pid) = seeds.pop() {
+        if chosen.insert(pid) {
+            seeds.extend(children.get(&pid).into_iter().flatten().copied());
+        }
+    }
+    chosen
+}
