@@ -542,6 +542,15 @@ impl AsyncRead for GuardedIo {
     }
 }
 
+impl GuardedIo {
+    /// A write that moved bytes counts as activity for the idle timeout.
+    fn note_written(&self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.wrote_some();
+        }
+    }
+}
+
 impl AsyncWrite for GuardedIo {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -550,11 +559,7 @@ impl AsyncWrite for GuardedIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                this.activity.wrote_some();
-            }
-        }
+        this.note_written(&written);
         written
     }
 
@@ -565,11 +570,7 @@ impl AsyncWrite for GuardedIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                this.activity.wrote_some();
-            }
-        }
+        this.note_written(&written);
         written
     }
 
