@@ -221,6 +221,10 @@ async fn launch(
         request_timeout: settings.request_timeout,
         // Certificate errors are navigation errors (`navigation_failed`), never ignored.
         ignore_https_errors: false,
+        // Captures use raw DevTools calls and lifecycle events only: a page gets no Runtime,
+        // Network, Performance or Log domain and no utility world, each of which costs a fresh
+        // renderer CPU on every capture (vendor/chromiumoxide/PATCHES.md).
+        lean_pages: true,
         ..HandlerConfig::default()
     };
     let connect = tokio::time::timeout(

@@ -13,7 +13,8 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
 };
 use chromiumoxide::cdp::browser_protocol::network::LoaderId;
 use chromiumoxide::cdp::browser_protocol::network::{
-    CookieParam, Headers, SetCookiesParams, SetExtraHttpHeadersParams,
+    CookieParam, EnableParams as NetworkEnableParams, Headers, SetCookiesParams,
+    SetExtraHttpHeadersParams,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
     CaptureScreenshotFormat, CaptureScreenshotParams, ClientNavigationDisposition,
@@ -185,6 +186,9 @@ async fn emulate(page: &Page, preset: Option<(u32, u32)>, spec: &CaptureSpec) ->
             .await?;
     }
     if !spec.headers.is_empty() {
+        // Pages start without the Network domain (`lean_pages`), and Chromium sends extra
+        // headers only while it is enabled.
+        page.execute(NetworkEnableParams::default()).await?;
         let map: serde_json::Map<String, serde_json::Value> = spec
             .headers
             .iter()
