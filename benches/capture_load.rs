@@ -1,7 +1,7 @@
 //! Load benchmark: the daemon against raw Chromium and a naive baseline, all in one run.
 //!
 //! For a tiny page and the ~50 KB landing page (both served on loopback, `no-store`), at
-//! c = 1, 2, 4 and 8 captures in flight, four ways to get a 1280×800 PNG:
+//! c = 1, 2, 4 and 8 captures in flight, five ways to get a 1280×800 PNG:
 //!
 //! - **ours**: the daemon binary `cargo bench` builds (`target/release/shotfarm serve`) as a
 //!   separate process with its default configuration (engine, fleet size, encoder: whatever
@@ -19,11 +19,15 @@
 //!   Chromium's default encoding — a user's script. No isolation between captures, no HTTP,
 //!   no ledger.
 //! - **raw warm tabs on the same engine as ours** (the headless shell by default).
+//! - **raw fresh context per capture on the same engine as ours**: the isolation floor. The
+//!   same fleet size, each capture a fresh browser context and page (set up as lean as ours),
+//!   viewport, `goto`, an `optimizeForSpeed` PNG, then the context disposed — isolation as ours
+//!   has it, without HTTP, ledger, egress proxy or ours' PNG recompression.
 //! - **naive**: a fresh browser per capture on our engine (launch, page, viewport, navigate,
 //!   capture; the kill after is not timed), sequential, c=1 only.
 //!
 //! Phases run one fleet at a time, in this order: ours, raw new-headless, raw same engine (skipped
-//! when ours runs `chromium`: the same fleet), naive. Each fleet is warmed up
+//! when ours runs `chromium`: the same fleet), raw fresh contexts, naive. Each fleet is warmed up
 //! with one capture per tab on each page before measuring. Latency counts from issuing a capture
 //! until the PNG bytes are in hand (queueing for a tab included, raw as ours).
 //!
@@ -41,8 +45,8 @@
 //! sampled every 200 ms by a thread of its own; for raw fleets, the Chromium processes only.
 //!
 //! Counts: 16 captures at c=1 and 24 at c=2/4/8 per page and fleet, 5 naive per page (scale
-//! them with `CAPTURE_LOAD_SCALE=0.5`); about 4–5 minutes on 2 cores. Ratios are of this one
-//! run; absolute numbers are printed alongside. Goals (from the issue), on both pages: ours c=8
+//! them with `CAPTURE_LOAD_SCALE=0.5`). Ratios are of this one
+//! run; absolute numbers are printed alongside (1.5–2 minutes on 2 cores, plus the build). Goals (from the issue), on both pages: ours c=8
 //! throughput ≥ 1.0× raw warm tabs on new-headless Chromium, ours c=1 p50 ≤ 1.0× of it; ours ÷
 //! raw on the same engine is reported too (aim ≥ 0.7×); ours' peak PSS at c=8 ≤ ~405 MB (an
 //! isolated puppeteer server).
@@ -519,7 +523,7 @@ fn mb(kb: u64) -> f64 {
 
 struct RawBrowser {
     process: ChromiumProcess,
-    browser: Browser,
+    browser: Arc<Browser>,
     handler: tokio::task::JoinHandle<()>,
 }
 
@@ -536,6 +540,7 @@ async fn connect(
     chromium: &ChromiumConfig,
     placement: &Placement,
     label: &str,
+    lean_pages: bool,
 ) -> anyhow::Result<RawBrowser> {
     let process = ChromiumProcess::launch(chromium, placement, label)
         .await
@@ -544,6 +549,7 @@ async fn connect(
         process.ws_url.clone(),
         HandlerConfig {
             viewport: None,
+            lean_pages,
             ..Default::default()
         },
     )
@@ -553,7 +559,7 @@ async fn connect(
     let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
     Ok(RawBrowser {
         process,
-        browser,
+        browser: Arc::new(browser),
         handler,
     })
 }
@@ -582,29 +588,67 @@ async fn raw_capture(page: &Page, url: &str) -> anyhow::Result<()> {
     check_png(&bytes)
 }
 
-/// Warm tabs shared by workers; a worker waits (FIFO) when all are busy.
-struct TabPool {
-    tx: mpsc::UnboundedSender<Page>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Page>>,
+/// Slots shared by workers (warm tabs, or browsers with room for one more fresh context); a
+/// worker waits (FIFO) when all are busy.
+struct Pool<T> {
+    tx: mpsc::UnboundedSender<T>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>,
 }
 
-impl TabPool {
-    async fn take(&self) -> anyhow::Result<Page> {
+impl<T> Pool<T> {
+    async fn take(&self) -> anyhow::Result<T> {
         self.rx
             .lock()
             .await
             .recv()
             .await
-            .ok_or_else(|| anyhow!("the tab pool is closed"))
+            .ok_or_else(|| anyhow!("the pool is closed"))
     }
-    fn put(&self, page: Page) {
-        let _ = self.tx.send(page);
+    fn put(&self, slot: T) {
+        let _ = self.tx.send(slot);
     }
+}
+
+/// How a raw fleet captures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawMode {
+    /// One context and page per tab, made once and reused (no isolation); Chromium's default PNG.
+    WarmTabs,
+    /// A fresh context and page per capture, disposed after it (isolated, as ours), pages set up
+    /// as lean as ours, `optimizeForSpeed` PNG: the floor of an isolated capture on an engine.
+    FreshContexts,
+}
+
+/// One isolated capture: a fresh context and page, viewport, navigate (waits for `load`), a
+/// fast PNG, then the context is disposed.
+async fn fresh_capture(browser: &Browser, url: &str) -> anyhow::Result<()> {
+    let tab = tab::prepare_sized(browser, WIDTH as u32, HEIGHT as u32).await?;
+    let shot = async {
+        tab.page.goto(url).await.context("navigate")?;
+        let shot = tab
+            .page
+            .execute(CaptureScreenshotParams {
+                format: Some(CaptureScreenshotFormat::Png),
+                optimize_for_speed: Some(true),
+                ..Default::default()
+            })
+            .await
+            .context("Page.captureScreenshot")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(AsRef::<str>::as_ref(&shot.result.data))
+            .context("screenshot data is not base64")
+    }
+    .await;
+    tab::dispose(browser, tab).await?;
+    check_png(&shot?)
 }
 
 struct RawFleet {
     browsers: Vec<RawBrowser>,
-    pool: Arc<TabPool>,
+    /// Warm tabs ([`RawMode::WarmTabs`]) ...
+    tabs: Arc<Pool<Page>>,
+    /// ... or a browser handle per slot ([`RawMode::FreshContexts`]).
+    slots: Arc<Pool<Arc<Browser>>>,
     tree: Tree,
     product: String,
     _profiles: tempfile::TempDir,
@@ -612,6 +656,7 @@ struct RawFleet {
 
 async fn start_raw_fleet(
     engine: Engine,
+    mode: RawMode,
     browsers: usize,
     tabs: usize,
     label: &str,
@@ -627,7 +672,8 @@ async fn start_raw_fleet(
     let placement = raw_placement();
     let mut list = Vec::new();
     for i in 0..browsers {
-        list.push(connect(&chromium, &placement, &format!("{label}{i}")).await?);
+        let lean = mode == RawMode::FreshContexts;
+        list.push(connect(&chromium, &placement, &format!("{label}{i}"), lean).await?);
     }
     let product = match list.first() {
         Some(raw) => {
@@ -640,8 +686,13 @@ async fn start_raw_fleet(
         None => bail!("a fleet of 0 browsers"),
     };
     let (tx, rx) = mpsc::unbounded_channel();
+    let (slot_tx, slot_rx) = mpsc::unbounded_channel();
     for raw in &list {
         for _ in 0..tabs {
+            if mode == RawMode::FreshContexts {
+                let _ = slot_tx.send(raw.browser.clone());
+                continue;
+            }
             // Its own context, made once and kept: in new headless, a window of its own (never
             // a background tab); the page is then reused for every capture.
             let page = tab::prepare(&raw.browser).await?.page;
@@ -659,9 +710,13 @@ async fn start_raw_fleet(
     };
     Ok(RawFleet {
         browsers: list,
-        pool: Arc::new(TabPool {
+        tabs: Arc::new(Pool {
             tx,
             rx: tokio::sync::Mutex::new(rx),
+        }),
+        slots: Arc::new(Pool {
+            tx: slot_tx,
+            rx: tokio::sync::Mutex::new(slot_rx),
         }),
         tree,
         product,
@@ -678,6 +733,7 @@ struct FleetRun {
 
 async fn run_raw(
     engine: Engine,
+    mode: RawMode,
     label: String,
     fleet_size: (usize, usize),
     pages: &[PageDef],
@@ -685,13 +741,13 @@ async fn run_raw(
     excluded: &[i64],
 ) -> anyhow::Result<FleetRun> {
     let phase = Instant::now();
-    let fleet = start_raw_fleet(engine, fleet_size.0, fleet_size.1, engine.name()).await?;
+    let fleet = start_raw_fleet(engine, mode, fleet_size.0, fleet_size.1, engine.name()).await?;
     let source = CpuSource::Driver {
         browsers: fleet.tree.clone(),
         excluded: excluded.to_vec(),
     };
     let tabs = fleet_size.0 * fleet_size.1;
-    let pool = fleet.pool.clone();
+    let (pool, slots) = (fleet.tabs.clone(), fleet.slots.clone());
     let result = run_pages(
         &label,
         pages,
@@ -700,20 +756,31 @@ async fn run_raw(
         sampler,
         &fleet.tree,
         |url: &str| {
-            let (pool, url) = (pool.clone(), url.to_string());
+            let (pool, slots, url) = (pool.clone(), slots.clone(), url.to_string());
             move || {
-                let (pool, url) = (pool.clone(), url.clone());
+                let (pool, slots, url) = (pool.clone(), slots.clone(), url.clone());
                 async move {
-                    let page = pool.take().await?;
-                    let result = raw_capture(&page, &url).await;
-                    pool.put(page);
+                    let result = match mode {
+                        RawMode::WarmTabs => {
+                            let page = pool.take().await?;
+                            let result = raw_capture(&page, &url).await;
+                            pool.put(page);
+                            result
+                        }
+                        RawMode::FreshContexts => {
+                            let browser = slots.take().await?;
+                            let result = fresh_capture(&browser, &url).await;
+                            slots.put(browser);
+                            result
+                        }
+                    };
                     result.map(|()| None)
                 }
             }
         },
     )
     .await;
-    drop(pool);
+    drop((pool, slots));
     let RawFleet {
         browsers, product, ..
     } = fleet;
@@ -972,7 +1039,7 @@ async fn naive_capture(
     url: &str,
 ) -> anyhow::Result<(Duration, f64)> {
     let t = Instant::now();
-    let raw = connect(chromium, placement, "naive").await?;
+    let raw = connect(chromium, placement, "naive", false).await?;
     let result = async {
         let page = raw.browser.new_page("about:blank").await?;
         page.execute(SetDeviceMetricsOverrideParams::new(
@@ -1116,6 +1183,7 @@ struct Report<'a> {
     ours: &'a FleetRun,
     raw_new: &'a FleetRun,
     raw_same: &'a FleetRun,
+    raw_fresh: &'a FleetRun,
     naive: &'a [Cell],
     naive_label: String,
 }
@@ -1156,7 +1224,7 @@ impl Report<'_> {
                         "daemon"
                     )
                 );
-                for fleet in [self.raw_new, self.raw_same] {
+                for fleet in [self.raw_new, self.raw_same, self.raw_fresh] {
                     println!(
                         "{}",
                         row(&c_label(), &fleet.label, &fleet.cells[p][l], "driver")
@@ -1173,6 +1241,7 @@ impl Report<'_> {
             let ours = &self.ours.cells[p];
             let new = &self.raw_new.cells[p];
             let same = &self.raw_same.cells[p];
+            let fresh = &self.raw_fresh.cells[p];
             let (c1, c8) = (0, LEVELS.len() - 1);
             debug_assert_eq!(ours[c8].concurrency, 8);
             let thr8 = ours[c8].stats.thr() / new[c8].stats.thr();
@@ -1199,6 +1268,18 @@ impl Report<'_> {
                 per_level.join(", "),
                 ms(ours[c1].stats.p50()) / ms(same[c1].stats.p50()),
                 ours[c8].cpu_ms / same[c8].cpu_ms
+            );
+            println!(
+                "ours / {} (the isolation floor: a fresh context per capture, no HTTP, ledger, egress proxy or daemon-side encoding):",
+                self.raw_fresh.label
+            );
+            println!(
+                "  c=8 throughput {:.3}x, c=1 p50 {:.3}x, CPU per capture at c=8 {:.2}x; the floor / {}: c=8 throughput {:.3}x",
+                ours[c8].stats.thr() / fresh[c8].stats.thr(),
+                ms(ours[c1].stats.p50()) / ms(fresh[c1].stats.p50()),
+                ours[c8].cpu_ms / fresh[c8].cpu_ms,
+                self.raw_new.label,
+                fresh[c8].stats.thr() / new[c8].stats.thr()
             );
             println!(
                 "ours / naive: c=1 p50 {:.3}x (naive p50 {:.0} ms)",
@@ -1236,12 +1317,14 @@ impl Report<'_> {
                 .map_or(f64::NAN, mb)
         };
         println!(
-            "peak PSS at c={PSS_LEVEL}, both pages (ours = daemon + its Chromium; raw = the Chromium processes): ours {:.0} MB, {} {:.0} MB, {} {:.0} MB",
+            "peak PSS at c={PSS_LEVEL}, both pages (ours = daemon + its Chromium; raw = the Chromium processes): ours {:.0} MB, {} {:.0} MB, {} {:.0} MB, {} {:.0} MB",
             mb(ours_peak_kb),
             self.raw_new.label,
             peak(self.raw_new),
             self.raw_same.label,
-            peak(self.raw_same)
+            peak(self.raw_same),
+            self.raw_fresh.label,
+            peak(self.raw_fresh)
         );
         println!(
             "ours' peak PSS {:.0} MB vs an isolated puppeteer server (~{PSS_GOAL_MB:.0} MB): {}",
@@ -1378,6 +1461,7 @@ fn main() -> anyhow::Result<()> {
     };
     let raw_new = runtime.block_on(run_raw(
         Engine::Chromium,
+        RawMode::WarmTabs,
         raw_label(Engine::Chromium),
         fleet_size,
         &pages,
@@ -1390,6 +1474,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         raw_same_run = runtime.block_on(run_raw(
             engine,
+            RawMode::WarmTabs,
             raw_label(engine),
             fleet_size,
             &pages,
@@ -1398,6 +1483,17 @@ fn main() -> anyhow::Result<()> {
         ))?;
         &raw_same_run
     };
+
+    // ---- raw fresh contexts: the isolation floor on our engine ----------------------------
+    let raw_fresh = runtime.block_on(run_raw(
+        engine,
+        RawMode::FreshContexts,
+        format!("raw fresh context per capture, {}", engine.name()),
+        fleet_size,
+        &pages,
+        &sampler,
+        &excluded,
+    ))?;
 
     // ---- naive: a fresh browser per capture, on our engine --------------------------------
     let naive = runtime.block_on(run_naive(engine, &pages, &excluded))?;
@@ -1428,6 +1524,7 @@ fn main() -> anyhow::Result<()> {
         ours: &ours,
         raw_new: &raw_new,
         raw_same,
+        raw_fresh: &raw_fresh,
         naive: &naive,
         naive_label: format!("naive, {} (launch per capture)", engine.name()),
     };
