@@ -237,11 +237,12 @@ async fn policy_recycles_after_n_captures_over_memory_and_after_overruns() {
     ));
     assert_eq!(get(&hang).await.expect("get").status(), 504);
     assert_eq!(restarts(&daemon, "deadline_overrun").await, 0.0);
-    // An overrun in the browser's own work (painting 60,000 device px in 8 tiles takes
-    // seconds; the page loads in milliseconds) kills the tab and, with max_overruns = 1,
-    // recycles the browser.
+    // An overrun in the browser's own work (painting and stitching the 64 Mpx the stitching
+    // budget allows, in tiles, takes seconds; the page loads in milliseconds, and the 2 s
+    // deadline leaves a loaded machine room for that load) kills the tab and, with
+    // max_overruns = 1, recycles the browser.
     let heavy = daemon.url(&format!(
-        "/api/v1/screenshot?url={}&full_page=true&device_scale_factor=2&timeout=1000",
+        "/api/v1/screenshot?url={}&full_page=true&device_scale_factor=2&timeout=2000",
         enc(&page("/tall/30000"))
     ));
     assert_eq!(get(&heavy).await.expect("get").status(), 504);
