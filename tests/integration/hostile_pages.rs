@@ -525,20 +525,28 @@ async fn an_unprivileged_daemon_sandboxes_its_renderers_in_a_network_of_their_ow
     let base = format!("http://{api}");
     super::support::wait_ready_at(&base, 1).await;
 
+    // The renderers are read while a capture holds its page (a 2 s `delay`): a spare context
+    // need not have a renderer yet, and a finished capture's renderer exits with its context.
     let funded = provision(1);
-    let r = client_with_key(&funded.key)
-        .get(format!(
-            "{base}/api/v1/screenshot?url={}",
-            enc(&site_url("/plain"))
-        ))
-        .send()
-        .await
-        .expect("capture");
-    assert_eq!(r.status(), 200, "captures work sandboxed");
-    assert_eq!(credits_header(&r), Some(0));
-
-    let daemon = child.id();
-    let processes = super::support::processes_under(&profiles);
+    let capture = tokio::spawn(
+        client_with_key(&funded.key)
+            .get(format!(
+                "{base}/api/v1/screenshot?url={}&delay=2000",
+                enc(&site_url("/plain"))
+            ))
+            .send(),
+    );
+    let mut processes = Vec::new();
+    for _ in 0..100 {
+        processes = super::support::processes_under(&profiles);
+        if processes
+            .iter()
+            .any(|(_, cmd)| cmd.contains("--type=renderer"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let browser = processes
         .iter()
         .find(|(_, cmd)| !cmd.contains("--type="))
@@ -561,6 +569,10 @@ async fn an_unprivileged_daemon_sandboxes_its_renderers_in_a_network_of_their_ow
             "renderer {pid} runs under seccomp-bpf"
         );
     }
+    let r = capture.await.expect("join").expect("capture");
+    assert_eq!(r.status(), 200, "captures work sandboxed");
+    assert_eq!(credits_header(&r), Some(0));
+    let daemon = child.id();
     let own = std::process::id();
     assert_ne!(
         namespace_of(daemon, "user"),
