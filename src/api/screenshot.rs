@@ -1,6 +1,6 @@
 //! `GET /api/v1/screenshot?url=…` and `POST /api/v1/screenshot` (JSON body, same names).
-//! Path of one request: authenticate → validate → reserve one credit → job with deadline →
-//! farm → commit (image) or release (error). `x-credits-remaining` reports the balance after
+//! Path of one request: authenticate → validate → hold one credit (`ledger::Hold`) → job with
+//! deadline → farm → commit the hold (image) or release it (error). `x-credits-remaining` reports the balance after
 //! the request settled.
 
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
-use crate::ledger::{self, HoldState, Op, Outcome};
+use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
 use crate::limits::RateVerdict;
 use crate::notifications::LowBalance;
 
@@ -187,26 +187,24 @@ async fn capture(
         return Err((error, None));
     }
 
-    let hold = ledger::new_id();
     let ttl = request.timeout
         + ANSWER_SLACK
         + Duration::from_millis(state.config.get().ledger.hold_grace_ms);
-    let description = describe(request.spec.url.as_str());
-    let reserved = state
-        .ledger
-        .run(Op::Reserve {
+    let reservation = Hold::reserve(
+        &state.ledger,
+        HoldRequest {
             account: who.account.clone(),
-            hold: hold.clone(),
-            amount: 1,
             ttl,
             idempotency: idempotency.clone(),
-            description,
+            description: describe(request.spec.url.as_str()),
             max_held: state.config.get().ledger.max_in_flight_per_account,
-        })
-        .await;
-    let available = match reserved {
-        Ok(Outcome::Reserved { available }) => available,
-        Ok(Outcome::Insufficient { available }) => {
+        },
+    )
+    .await
+    .map_err(|e| (ledger_unavailable(e), None))?;
+    let hold = match reservation {
+        Reservation::Held(hold) => hold,
+        Reservation::Refused(Outcome::Insufficient { available }) => {
             let public_url = &state.config.get().auth.public_url;
             tracing::info!(available, "insufficient credits");
             return Ok((
@@ -214,35 +212,19 @@ async fn capture(
                 Some(available),
             ));
         }
-        Ok(Outcome::IdempotencyReplay { available, result }) => {
+        Reservation::Refused(Outcome::IdempotencyReplay { available, result }) => {
             tracing::info!("idempotent replay, not charged");
             return Ok((billing::replay(result, id), Some(available)));
         }
-        Ok(refused) => {
+        Reservation::Refused(refused) => {
             let max_in_flight = state.config.get().ledger.max_in_flight_per_account;
             return Err(billing::refusal(&refused, max_in_flight));
         }
-        Err(e) => {
-            // The reserve may have applied with its reply lost: void it (or let it expire).
-            let ledger = state.ledger.clone();
-            let (account, idem) = (who.account.clone(), idempotency.clone());
-            tokio::spawn(async move {
-                let _ = ledger
-                    .run(Op::Release {
-                        account,
-                        hold,
-                        idempotency: idem,
-                    })
-                    .await;
-            });
-            return Err((ledger_unavailable(e), None));
-        }
     };
 
-    let outcome = run_capture(state, id, request.spec, deadline).await;
-    match outcome {
+    match run_capture(state, id, request.spec, deadline).await {
         Ok(output) => {
-            let (response, body) = success(output, response_type, received.elapsed(), id);
+            let (mut response, body) = success(output, response_type, received.elapsed(), id);
             let result = idempotency.as_ref().and_then(|_| {
                 billing::to_stored(
                     &response,
@@ -250,61 +232,21 @@ async fn capture(
                     state.config.get().ledger.idempotency_max_bytes,
                 )
             });
-            let commit = Op::Commit {
-                account: who.account.clone(),
-                hold,
-                idempotency,
-                result,
-                result_ttl: Duration::from_secs(state.config.get().ledger.idempotency_ttl_secs),
-            };
-            let mut response = response;
-            let remaining = match state.ledger.run(commit.clone()).await {
-                Ok(Outcome::Committed {
-                    available,
-                    low,
-                    crossed,
-                }) => {
-                    if low {
-                        low_balance_headers(state, &who.account, &mut response, available, crossed)
-                            .await;
-                    }
-                    Some(available)
-                }
-                Ok(Outcome::AlreadyResolved {
-                    available,
-                    state: HoldState::Committed,
-                }) => Some(available),
-                Err(e) => {
-                    // The image goes out now; the charge keeps being retried until the hold
-                    // would expire (a commit applies at most once per hold).
-                    tracing::warn!("commit failed ({e}); retrying in the background");
-                    commit_later(state.ledger.clone(), commit, ttl);
-                    Some(available)
-                }
-                Ok(other) => {
-                    // Expired by a sweeper first: the credit went back, the image is free.
-                    tracing::warn!("commit did not apply ({other:?}); the capture goes uncharged");
-                    other.available().or(Some(available))
-                }
-            };
-            Ok((response, remaining))
+            let result_ttl = Duration::from_secs(state.config.get().ledger.idempotency_ttl_secs);
+            let held_at = hold.available();
+            let settled = hold.commit(result, result_ttl).await;
+            if let Settled::Charged {
+                available,
+                low: true,
+                crossed,
+            } = settled
+            {
+                low_balance_headers(state, &who.account, &mut response, available, crossed).await;
+            }
+            Ok((response, settled.available().or(Some(held_at))))
         }
         Err(e) => {
-            let released = state
-                .ledger
-                .run(Op::Release {
-                    account: who.account.clone(),
-                    hold,
-                    idempotency,
-                })
-                .await;
-            let remaining = match released {
-                Ok(o) => o.available(),
-                Err(err) => {
-                    tracing::warn!("release failed ({err}); the hold will expire instead");
-                    Some(available)
-                }
-            };
+            let remaining = hold.release().await;
             Err((e.into(), remaining))
         }
     }
@@ -353,31 +295,6 @@ async fn low_balance_headers(
         }
         Err(e) => tracing::warn!("could not read auto top-up settings: {e}"),
     }
-}
-
-/// Keeps retrying a commit whose reply never came (Redis unreachable) until `within` has
-/// passed; after that the sweeper expires the hold and the capture stays free.
-fn commit_later(ledger: ledger::Ledger, commit: Op, within: Duration) {
-    use tracing::Instrument as _;
-    // The request's span goes along, so its later log lines carry its request id.
-    let span = tracing::Span::current();
-    let retry = async move {
-        let give_up = Instant::now() + within;
-        let mut delay = Duration::from_millis(500);
-        while Instant::now() + delay < give_up {
-            tokio::time::sleep(delay).await;
-            match ledger.run(commit.clone()).await {
-                Ok(outcome) => {
-                    tracing::info!(outcome = outcome.name(), "late commit settled");
-                    return;
-                }
-                Err(e) => tracing::warn!("late commit failed again: {e}"),
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        tracing::warn!("gave up on a commit; the hold will expire and the capture stays free");
-    };
-    tokio::spawn(retry.instrument(span));
 }
 
 /// The transaction description of a capture.

@@ -7,15 +7,19 @@
 //! - [`sweeper`]: expires holds whose capture never settled (its daemon died).
 //! - [`connection`]: the shared Redis connection, connected in the background.
 //! - [`audit`]: reads an account's state and checks the ledger's invariants.
+//! - [`hold`]: one credit held for a capture and settled exactly once ([`Hold`]): reserve, then
+//!   commit or release, the retry of a commit whose reply was lost, release of a dropped hold.
 //!
-//! A capture is a two-phase transfer: [`Op::Reserve`] puts one credit on hold with an expiry,
-//! then [`Op::Commit`] charges it (success) or [`Op::Release`] voids it (failure). A hold
+//! A capture is a two-phase transfer, driven by a [`Hold`]: [`Op::Reserve`] puts one credit on
+//! hold with an expiry, then [`Op::Commit`] charges it (success) or [`Op::Release`] voids it
+//! (failure). A hold
 //! resolves exactly once; a hold whose holder died is expired by the sweeper and its credit
 //! comes back. Every operation is one Lua script, atomic on the Redis every host shares.
 
 pub mod actor;
 pub mod audit;
 pub mod connection;
+pub mod hold;
 pub mod keys;
 pub mod store;
 pub mod sweeper;
@@ -26,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actor::Ledger;
 pub use connection::RedisHandle;
+pub use hold::{Hold, HoldRequest, Reservation, Settled};
 
 /// Why a ledger operation could not run. Callers never perform a capture without a hold.
 #[derive(Debug, Clone, thiserror::Error)]

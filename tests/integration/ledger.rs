@@ -40,7 +40,7 @@ const LONG_TTL: Duration = Duration::from_secs(60);
 
 /// Runs `f` on a fresh actix system on its own thread (the ledger actor needs one); a panic
 /// inside fails the calling test with its own message.
-fn on_actix<F, Fut, T>(f: F) -> T
+pub(crate) fn on_actix<F, Fut, T>(f: F) -> T
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T>,
@@ -51,20 +51,20 @@ where
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     let mut config = Config::default();
     config.redis.url = redis_url();
     config
 }
 
-async fn operator() -> Operator {
+pub(crate) async fn operator() -> Operator {
     Operator::connect(&config())
         .await
         .expect("operator connects to the test Redis")
 }
 
 /// A fresh account (sign-up bonus, then an adjustment) holding exactly `credits`.
-async fn funded(op: &Operator, credits: i64) -> String {
+pub(crate) async fn funded(op: &Operator, credits: i64) -> String {
     let email = format!("ledger-{}@test.example", uuid::Uuid::new_v4().simple());
     let account = op
         .accounts
@@ -132,7 +132,7 @@ fn release(account: &str, hold: &str) -> Op {
     }
 }
 
-fn balance(available: i64, reserved: i64, spent: i64, granted: i64) -> Balance {
+pub(crate) fn balance(available: i64, reserved: i64, spent: i64, granted: i64) -> Balance {
     Balance {
         available,
         reserved,
@@ -150,7 +150,7 @@ async fn snapshot(ledger: &Ledger, account: &str) -> Snapshot {
 }
 
 /// The account's snapshot, asserting every ledger invariant holds.
-async fn audited(ledger: &Ledger, account: &str, context: &str) -> Snapshot {
+pub(crate) async fn audited(ledger: &Ledger, account: &str, context: &str) -> Snapshot {
     let s = snapshot(ledger, account).await;
     let problems = audit::violations(&s);
     assert!(
@@ -171,7 +171,7 @@ async fn redis_now_ms(ledger: &Ledger) -> i64 {
 }
 
 /// How a hold was resolved, as Redis recorded it (`committed`, `released`, `expired`).
-async fn hold_record(ledger: &Ledger, account: &str, hold: &str) -> Option<String> {
+pub(crate) async fn hold_record(ledger: &Ledger, account: &str, hold: &str) -> Option<String> {
     let mut conn = ledger.redis().get().expect("connected to the test Redis");
     redis::cmd("GET")
         .arg(AccountKeys::new(account).hold_record(hold))

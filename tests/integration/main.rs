@@ -8,6 +8,7 @@ mod credits;
 mod dashboard;
 mod egress;
 mod hardening_http;
+mod hold;
 mod hostile_pages;
 mod isolation;
 mod ledger;
