@@ -150,8 +150,18 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// Records every response in the HTTP metrics.
+/// Records every response in the HTTP metrics. The capture route's series exist from the start,
+/// at zero (its successes and its server errors, which the dashboard and alerts query).
 pub fn http_metrics(metrics: Arc<Metrics>) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Clone> {
+    let capture = route_label("/api/v1/screenshot");
+    for status in ["200", "500"] {
+        metrics
+            .http_requests_total
+            .with_label_values(&[capture, status]);
+    }
+    metrics
+        .http_request_duration_seconds
+        .with_label_values(&[capture]);
     warp::log::custom(move |info| {
         let route = route_label(info.path());
         metrics

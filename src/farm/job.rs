@@ -16,6 +16,8 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    pub const ALL: [ImageFormat; 3] = [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ImageFormat::Png => "png",
@@ -166,6 +168,24 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
+    /// Every [`CaptureError::code`], so each `outcome` series of `shotfarm_captures_total` can
+    /// exist (at zero) before its first event.
+    pub const CODES: [&'static str; 13] = [
+        "queue_full",
+        "timeout",
+        "navigation_failed",
+        "selector_not_found",
+        "invalid_selector",
+        "output_too_large",
+        "browser_crashed",
+        "page_crashed",
+        "browser_error",
+        "script_error",
+        "shutting_down",
+        "unavailable",
+        "internal",
+    ];
+
     /// The stable machine-readable code, also the `outcome` label of `shotfarm_captures_total`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -260,5 +280,33 @@ impl Drop for Job {
     fn drop(&mut self) {
         // A job dropped on any path (a mailbox closed in shutdown, a task cancelled) still answers.
         self.finish(Err(CaptureError::Internal("job dropped unanswered".into())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_lists_every_capture_error_code_once() {
+        let every = [
+            CaptureError::QueueFull {
+                retry_after: Duration::from_secs(1),
+            },
+            CaptureError::Timeout,
+            CaptureError::NavigationFailed(String::new()),
+            CaptureError::SelectorNotFound(String::new()),
+            CaptureError::InvalidSelector(String::new()),
+            CaptureError::OutputTooLarge { bytes: 2, limit: 1 },
+            CaptureError::BrowserCrashed,
+            CaptureError::PageCrashed,
+            CaptureError::BrowserError,
+            CaptureError::ScriptFailed(String::new()),
+            CaptureError::ShuttingDown,
+            CaptureError::Unavailable,
+            CaptureError::Internal(String::new()),
+        ];
+        let codes: Vec<&str> = every.iter().map(CaptureError::code).collect();
+        assert_eq!(codes, CaptureError::CODES);
     }
 }

@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::telemetry::Metrics;
 use browser::BrowserSettings;
 use capture::CaptureSettings;
-pub use job::{CaptureError, CaptureOutput, CaptureResult, CaptureSpec, Job};
+pub use job::{CaptureError, CaptureOutput, CaptureResult, CaptureSpec, ImageFormat, Job};
 pub use messages::FarmStatus;
 pub use process::Placement;
 use supervisor::Supervisor;
@@ -76,6 +76,22 @@ impl Farm {
                 tracing::info!(removed, "removed profile directories of dead browsers");
             }
         });
+        // Every capture series exists, at zero, before its first event (a fresh daemon's first
+        // scrape has what the dashboard and the alert rules query).
+        metrics.captures_total.with_label_values(&["success"]);
+        for code in CaptureError::CODES {
+            metrics.captures_total.with_label_values(&[code]);
+        }
+        for format in ImageFormat::ALL {
+            metrics.render_seconds.with_label_values(&[format.as_str()]);
+        }
+        for index in 0..config.farm.browsers {
+            // Each browser's memory, 0 until its first probe (the browser actor's own label).
+            metrics
+                .browser_memory_bytes
+                .with_label_values(&[&index.to_string()])
+                .set(0);
+        }
         let supervisor = Supervisor::new(config.farm.clone(), settings, metrics).start();
         Farm { supervisor }
     }

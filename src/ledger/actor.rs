@@ -184,6 +184,21 @@ pub struct Ledger {
 impl Ledger {
     /// Starts the actor and its pump. Call from inside an actix system.
     pub fn start(redis: RedisHandle, metrics: Arc<Metrics>) -> Ledger {
+        // The capture path's operation series exist, at zero, before their first event.
+        for (operation, outcome) in [
+            ("reserve", "reserved"),
+            ("commit", "committed"),
+            ("release", "released"),
+            ("expire", "expired"),
+            ("grant", "granted"),
+        ] {
+            metrics
+                .ledger_operations_total
+                .with_label_values(&[operation, outcome]);
+            metrics
+                .ledger_operation_seconds
+                .with_label_values(&[operation]);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(rx, redis.clone(), metrics));
         let addr = LedgerActor { pump: tx }.start();
