@@ -748,11 +748,8 @@ impl Config {
         }
         if self.payments.webhook_secret_format == WebhookSecretFormat::Standard
             && !self.payments.webhook_secret.is_empty()
-            && crate::payments::webhook::Verifier::new(
-                &self.payments.webhook_secret,
-                WebhookSecretFormat::Standard,
-            )
-            .is_err()
+            // The same parse `payments::webhook::Verifier` makes of a Standard secret.
+            && standardwebhooks::Webhook::new(&self.payments.webhook_secret).is_err()
         {
             problems.push("payments.webhook_secret: is not `whsec_` + base64".to_string());
         }
@@ -840,8 +837,11 @@ impl Config {
             !packs.is_empty(),
             "credits.packs: must list at least one pack",
         );
-        if let Err(e) = crate::egress::EgressPolicy::new(&self.egress.allow) {
-            problems.push(format!("egress.allow: {e}"));
+        for raw in &self.egress.allow {
+            if let Err(e) = parse_allow_entry(raw) {
+                problems.push(format!("egress.allow: {e}"));
+                break;
+            }
         }
         for (i, p) in packs.iter().enumerate() {
             if p.id.is_empty() || p.name.is_empty() || p.credits < 1 || p.price_cents < 0 {
@@ -1117,6 +1117,14 @@ fn describe_error(path: &str, error: &figment::Error, got: Option<&Value>) -> St
         Kind::MissingField(name) => format!("needs `{name}`"),
         other => other.to_string(),
     }
+}
+
+/// One `egress.allow` entry: a CIDR range, or a single IP address (its /32 or /128).
+pub fn parse_allow_entry(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{raw}` is not a CIDR range or an IP address"))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! - [`service_manager`]: what systemd sees: READY, WATCHDOG, STOPPING.
 //! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
+//! - [`timestamps`]: RFC 3339 times as the API and the operator commands print them.
 
 pub mod accounts;
 pub mod api;
@@ -31,3 +32,4 @@ pub mod payments;
 pub mod reload;
 pub mod service_manager;
 pub mod telemetry;
+pub mod timestamps;

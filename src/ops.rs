@@ -168,7 +168,7 @@ impl Operator {
         for t in snapshot.transactions.iter().take(10) {
             out += &format!(
                 "  {} {:>6} {:<12} balance {:>6}  {}\n",
-                crate::api::json::iso_time(t.at_ms),
+                crate::timestamps::iso_time(t.at_ms),
                 t.amount,
                 t.kind.as_str(),
                 t.balance_after,

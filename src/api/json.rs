@@ -31,16 +31,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     response
 }
 
-/// Milliseconds since the epoch as RFC 3339 (UTC, millisecond precision).
-pub fn iso_time(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_default()
-}
+pub use crate::timestamps::iso_time;
 
 /// The request body, up to `max` bytes, whether or not it came with a `Content-Length`
 /// (an empty `POST` often has none). Longer bodies are a 413 `payload_too_large`, handed to the

@@ -92,12 +92,7 @@ impl EgressPolicy {
     pub fn new(allow: &[String]) -> Result<EgressPolicy, String> {
         let allow = allow
             .iter()
-            .map(|raw| {
-                let raw = raw.trim();
-                raw.parse::<IpNet>()
-                    .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("`{raw}` is not a CIDR range or an IP address"))
-            })
+            .map(|raw| crate::config::parse_allow_entry(raw))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EgressPolicy { allow })
     }
