@@ -21,7 +21,6 @@ use super::job::{CaptureError, CaptureOutput, Job, Timings};
 use super::messages::*;
 use super::proc_tree;
 use super::process::{ChromiumProcess, Placement};
-use super::supervisor::Supervisor;
 use super::tab::{self, PreparedTab, TabError};
 use crate::config::ChromiumConfig;
 use crate::telemetry::Metrics;
@@ -58,7 +57,7 @@ impl Running {
 pub struct BrowserActor {
     index: usize,
     settings: BrowserSettings,
-    supervisor: Addr<Supervisor>,
+    supervisor: SupervisorLink,
     metrics: Arc<Metrics>,
     /// Captures running in the whole farm (shared with the supervisor for draining).
     farm_in_flight: Arc<AtomicUsize>,
@@ -80,7 +79,7 @@ impl BrowserActor {
     pub fn new(
         index: usize,
         settings: BrowserSettings,
-        supervisor: Addr<Supervisor>,
+        supervisor: SupervisorLink,
         metrics: Arc<Metrics>,
         farm_in_flight: Arc<AtomicUsize>,
     ) -> Self {
@@ -141,7 +140,7 @@ impl BrowserActor {
         let Some(running) = self.running.take() else {
             return;
         };
-        let supervisor = self.supervisor.clone();
+        let supervisor = self.supervisor.down.clone();
         let (index, generation) = (self.index, self.generation);
         tracing::info!(
             browser = index,
@@ -335,7 +334,7 @@ impl Handler<Launched> for BrowserActor {
                 });
                 self.running = Some(running);
                 self.spare = tabs.into();
-                self.supervisor.do_send(BrowserUp {
+                self.supervisor.up.do_send(BrowserUp {
                     index,
                     generation,
                     pid,
@@ -343,7 +342,7 @@ impl Handler<Launched> for BrowserActor {
             }
             Err(error) => {
                 tracing::warn!(browser = index, "browser launch failed: {error}");
-                self.supervisor.do_send(BrowserDown {
+                self.supervisor.down.do_send(BrowserDown {
                     index,
                     generation: msg.generation,
                     reason: RestartReason::LaunchFailed,
@@ -422,7 +421,7 @@ impl Handler<ProbeResult> for BrowserActor {
             .browser_memory_bytes
             .with_label_values(&[&self.index.to_string()])
             .set(i64::try_from(msg.rss).unwrap_or(i64::MAX));
-        self.supervisor.do_send(MemorySample {
+        self.supervisor.memory.do_send(MemorySample {
             index: self.index,
             generation: self.generation,
             bytes: msg.rss,
@@ -468,7 +467,7 @@ impl Handler<RunCapture> for BrowserActor {
         let index = self.index;
         let usable = msg.generation == self.generation && self.restart_pending.is_none();
         let Some(running) = self.running.as_ref().filter(|_| usable) else {
-            self.supervisor.do_send(Bounce {
+            self.supervisor.bounce.do_send(Bounce {
                 index,
                 generation: msg.generation,
                 job: msg.job,
@@ -521,7 +520,7 @@ impl Handler<CaptureDone> for BrowserActor {
             self.stop(RestartReason::Unresponsive);
             return;
         }
-        self.supervisor.do_send(SlotFreed {
+        self.supervisor.slot_freed.do_send(SlotFreed {
             index: self.index,
             generation: self.generation,
             outcome: msg.outcome,
@@ -565,7 +564,7 @@ struct CaptureTask {
     dead: watch::Receiver<Option<RestartReason>>,
     settings: CaptureSettings,
     metrics: Arc<Metrics>,
-    supervisor: Addr<Supervisor>,
+    supervisor: SupervisorLink,
     browser_addr: Addr<BrowserActor>,
     farm_in_flight: Arc<AtomicUsize>,
 }
@@ -745,7 +744,7 @@ impl CaptureTask {
                     }
                 };
                 // The supervisor retries it once elsewhere if the deadline allows.
-                self.supervisor.do_send(BrowserLost {
+                self.supervisor.lost.do_send(BrowserLost {
                     index: self.index,
                     generation: self.generation,
                     browser_died,

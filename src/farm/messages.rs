@@ -1,5 +1,7 @@
 //! Messages between the API, the supervisor and the browser actors. Routes hold only an
-//! `Addr<Supervisor>` and speak in these types.
+//! `Addr<Supervisor>` and speak in these types. The supervisor and the browsers know each other
+//! only through [`BrowserHandle`] and [`SupervisorLink`] (recipients of these messages), never by
+//! their concrete actor types: the supervisor knows policy, a browser knows Chromium.
 
 use actix::prelude::*;
 
@@ -184,3 +186,69 @@ pub struct MemorySample {
     pub generation: u64,
     pub bytes: u64,
 }
+
+// ---- the two sides' interfaces ----
+
+/// What the supervisor may ask of one browser.
+#[derive(Clone)]
+pub struct BrowserHandle {
+    pub launch: Recipient<Launch>,
+    pub run: Recipient<RunCapture>,
+    pub restart: Recipient<Restart>,
+    pub kill: Recipient<Kill>,
+}
+
+impl BrowserHandle {
+    pub fn of<A>(addr: &Addr<A>) -> BrowserHandle
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<Launch>
+            + Handler<RunCapture>
+            + Handler<Restart>
+            + Handler<Kill>,
+    {
+        BrowserHandle {
+            launch: addr.clone().recipient(),
+            run: addr.clone().recipient(),
+            restart: addr.clone().recipient(),
+            kill: addr.clone().recipient(),
+        }
+    }
+}
+
+/// How a browser reports to its supervisor.
+#[derive(Clone)]
+pub struct SupervisorLink {
+    pub up: Recipient<BrowserUp>,
+    pub down: Recipient<BrowserDown>,
+    pub slot_freed: Recipient<SlotFreed>,
+    pub lost: Recipient<BrowserLost>,
+    pub bounce: Recipient<Bounce>,
+    pub memory: Recipient<MemorySample>,
+}
+
+impl SupervisorLink {
+    pub fn of<A>(addr: &Addr<A>) -> SupervisorLink
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<BrowserUp>
+            + Handler<BrowserDown>
+            + Handler<SlotFreed>
+            + Handler<BrowserLost>
+            + Handler<Bounce>
+            + Handler<MemorySample>,
+    {
+        SupervisorLink {
+            up: addr.clone().recipient(),
+            down: addr.clone().recipient(),
+            slot_freed: addr.clone().recipient(),
+            lost: addr.clone().recipient(),
+            bounce: addr.clone().recipient(),
+            memory: addr.clone().recipient(),
+        }
+    }
+}
+
+/// Starts browser `index`, reporting through the link. The farm starts Chromium browser actors;
+/// the supervisor's tests start scripted ones.
+pub type StartBrowser = Box<dyn Fn(usize, SupervisorLink) -> BrowserHandle>;

@@ -22,6 +22,7 @@ pub mod process;
 pub mod supervisor;
 pub mod tab;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use actix::prelude::*;
 
 use crate::config::Config;
 use crate::telemetry::Metrics;
-use browser::BrowserSettings;
+use browser::{BrowserActor, BrowserSettings};
 use capture::CaptureSettings;
 pub use job::{CaptureError, CaptureOutput, CaptureResult, CaptureSpec, ImageFormat, Job};
 pub use messages::FarmStatus;
@@ -92,7 +93,23 @@ impl Farm {
                 .with_label_values(&[&index.to_string()])
                 .set(0);
         }
-        let supervisor = Supervisor::new(config.farm.clone(), settings, metrics).start();
+        let tabs = settings.tabs;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let browsers_in_flight = in_flight.clone();
+        let browser_metrics = metrics.clone();
+        let start_browser: messages::StartBrowser = Box::new(move |index, link| {
+            let browser = BrowserActor::new(
+                index,
+                settings.clone(),
+                link,
+                browser_metrics.clone(),
+                browsers_in_flight.clone(),
+            )
+            .start();
+            messages::BrowserHandle::of(&browser)
+        });
+        let supervisor =
+            Supervisor::new(config.farm.clone(), tabs, start_browser, in_flight, metrics).start();
         Farm { supervisor }
     }
 

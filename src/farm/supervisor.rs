@@ -1,7 +1,7 @@
 //! The supervisor actor: owns the fleet, the bounded FIFO queue, job deadlines, dispatch to free
 //! tabs, and the restart policy (exponential back-off, unhealthy marking, recycling after N
 //! captures, memory limit, repeated overruns). It knows nothing of Chromium or HTTP: browsers are
-//! addresses that say "up", "down", "slot freed".
+//! [`BrowserHandle`]s that say "up", "down", "slot freed" through a [`SupervisorLink`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::browser::{BrowserActor, BrowserSettings};
 use super::job::{CaptureError, Job, MIN_REMAINING};
 use super::messages::*;
 use crate::config::FarmConfig;
@@ -31,7 +30,7 @@ enum State {
 
 /// The supervisor's view of one browser.
 struct Slot {
-    addr: Addr<BrowserActor>,
+    browser: BrowserHandle,
     state: State,
     generation: u64,
     /// Tabs that can take a job now.
@@ -47,7 +46,9 @@ struct Slot {
 
 pub struct Supervisor {
     farm: FarmConfig,
-    browser_settings: BrowserSettings,
+    /// Tabs per browser.
+    tabs: usize,
+    start_browser: StartBrowser,
     metrics: Arc<Metrics>,
     slots: Vec<Slot>,
     queue: VecDeque<Job>,
@@ -60,7 +61,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(farm: FarmConfig, browser_settings: BrowserSettings, metrics: Arc<Metrics>) -> Self {
+    /// A supervisor of `farm.browsers` browsers of `tabs` tabs each, made by `start_browser`;
+    /// `in_flight` counts the captures running in them (the browsers keep it).
+    pub fn new(
+        farm: FarmConfig,
+        tabs: usize,
+        start_browser: StartBrowser,
+        in_flight: Arc<AtomicUsize>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         // Every reason's series exists from the start, so the first restart shows in increase().
         for reason in super::messages::RestartReason::ALL {
             metrics
@@ -69,12 +78,13 @@ impl Supervisor {
         }
         Supervisor {
             farm,
-            browser_settings,
+            tabs,
+            start_browser,
             metrics,
             slots: Vec::new(),
             queue: VecDeque::new(),
             accepting: true,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight,
             dispatches: 0,
             mean_busy: Duration::from_millis(500),
         }
@@ -144,7 +154,7 @@ impl Supervisor {
             let slot = &mut self.slots[index];
             slot.free -= 1;
             slot.last_dispatch = self.dispatches;
-            slot.addr.do_send(RunCapture {
+            slot.browser.run.do_send(RunCapture {
                 generation: slot.generation,
                 job,
             });
@@ -183,14 +193,14 @@ impl Supervisor {
         );
         slot.state = State::Draining;
         slot.free = 0;
-        slot.addr.do_send(Restart(reason));
+        slot.browser.restart.do_send(Restart(reason));
         self.publish_gauges();
     }
 
     /// When a refused client may expect room: the time the ready tabs need to work through the
     /// queue, from the recent mean time a job holds a tab (1 s to 60 s).
     fn retry_after(&self) -> Duration {
-        let tabs = self.browser_settings.tabs
+        let tabs = self.tabs
             * self
                 .slots
                 .iter()
@@ -244,17 +254,10 @@ impl Actor for Supervisor {
         // Every job is answered: those still queued when the supervisor stops fail cleanly.
         ctx.set_mailbox_capacity(4096);
         for index in 0..self.farm.browsers {
-            let addr = BrowserActor::new(
-                index,
-                self.browser_settings.clone(),
-                ctx.address(),
-                self.metrics.clone(),
-                self.in_flight.clone(),
-            )
-            .start();
-            addr.do_send(Launch);
+            let browser = (self.start_browser)(index, SupervisorLink::of(&ctx.address()));
+            browser.launch.do_send(Launch);
             self.slots.push(Slot {
-                addr,
+                browser,
                 state: State::Starting,
                 generation: 0,
                 free: 0,
@@ -312,7 +315,7 @@ impl Handler<BrowserUp> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: BrowserUp, _: &mut Context<Self>) {
-        let tabs = self.browser_settings.tabs;
+        let tabs = self.tabs;
         let Some(slot) = self.slots.get_mut(msg.index) else {
             return;
         };
@@ -381,7 +384,7 @@ impl Handler<BrowserDown> for Supervisor {
             if let Some(slot) = act.slots.get_mut(index) {
                 if slot.state == State::Restarting {
                     slot.state = State::Starting;
-                    slot.addr.do_send(Launch);
+                    slot.browser.launch.do_send(Launch);
                 }
             }
             act.publish_gauges();
@@ -508,7 +511,7 @@ impl Handler<Shutdown> for Supervisor {
         ctx.run_interval(Duration::from_millis(20), move |act, ctx| {
             // Dispatched jobs still in a browser's mailbox hold a tab (`free` below its maximum)
             // before their task counts itself in flight.
-            let tabs = act.browser_settings.tabs;
+            let tabs = act.tabs;
             let drained = act.queue.is_empty()
                 && act.in_flight.load(Ordering::SeqCst) == 0
                 && act
@@ -521,7 +524,7 @@ impl Handler<Shutdown> for Supervisor {
             for mut job in act.queue.drain(..) {
                 job.finish(Err(CaptureError::ShuttingDown));
             }
-            let addrs: Vec<_> = act.slots.iter().map(|s| s.addr.clone()).collect();
+            let kills: Vec<_> = act.slots.iter().map(|s| s.browser.kill.clone()).collect();
             for slot in &mut act.slots {
                 slot.state = State::Restarting;
                 slot.free = 0;
@@ -530,7 +533,7 @@ impl Handler<Shutdown> for Supervisor {
             act.publish_gauges();
             ctx.spawn(
                 async move {
-                    futures::future::join_all(addrs.iter().map(|a| a.send(Kill))).await;
+                    futures::future::join_all(kills.iter().map(|k| k.send(Kill))).await;
                     tracing::info!("all browsers closed");
                     let _ = tx.send(());
                 }
@@ -540,5 +543,256 @@ impl Handler<Shutdown> for Supervisor {
         Box::pin(async move {
             let _ = done_rx.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The restart and dispatch policy with scripted browsers: no Chromium, no HTTP. Each
+    //! scripted browser comes up at once when launched, answers every capture at once with the
+    //! outcome it was given (or holds it), and goes down at once when told to restart.
+
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::farm::job::{CaptureSpec, ImageFormat, WaitUntil};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Scripted {
+        index: usize,
+        link: SupervisorLink,
+        log: Log,
+        generation: u64,
+        /// How each capture ends; `None`: the capture is held (its tab stays busy).
+        outcome: Option<SlotOutcome>,
+        held: Vec<Job>,
+    }
+
+    impl Scripted {
+        fn note(&self, what: String) {
+            if let Ok(mut log) = self.log.lock() {
+                log.push(format!("b{} {what}", self.index));
+            }
+        }
+    }
+
+    impl Actor for Scripted {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Launch> for Scripted {
+        type Result = ();
+        fn handle(&mut self, _: Launch, _: &mut Context<Self>) {
+            self.generation += 1;
+            self.note(format!("launch {}", self.generation));
+            self.link.up.do_send(BrowserUp {
+                index: self.index,
+                generation: self.generation,
+                pid: 1000 + self.index as u32,
+            });
+        }
+    }
+
+    impl Handler<RunCapture> for Scripted {
+        type Result = ();
+        fn handle(&mut self, mut msg: RunCapture, _: &mut Context<Self>) {
+            self.note(format!("run {}", msg.job.id));
+            let Some(outcome) = self.outcome else {
+                self.held.push(msg.job);
+                return;
+            };
+            msg.job
+                .finish(Err(CaptureError::Internal("scripted".into())));
+            self.link.slot_freed.do_send(SlotFreed {
+                index: self.index,
+                generation: msg.generation,
+                outcome,
+                busy: Duration::from_millis(10),
+            });
+        }
+    }
+
+    impl Handler<Restart> for Scripted {
+        type Result = ();
+        fn handle(&mut self, Restart(reason): Restart, _: &mut Context<Self>) {
+            self.note(format!("restart {}", reason.as_str()));
+            self.link.down.do_send(BrowserDown {
+                index: self.index,
+                generation: self.generation,
+                reason,
+            });
+        }
+    }
+
+    impl Handler<Kill> for Scripted {
+        type Result = ();
+        fn handle(&mut self, _: Kill, _: &mut Context<Self>) {
+            self.note("kill".into());
+        }
+    }
+
+    fn spec() -> CaptureSpec {
+        CaptureSpec {
+            url: url::Url::parse("http://example.test/").expect("url"),
+            format: ImageFormat::Png,
+            quality: None,
+            width: 800,
+            height: 600,
+            device_scale_factor: 1.0,
+            full_page: false,
+            max_full_page_height: 10_000,
+            max_output_bytes: 1 << 20,
+            selector: None,
+            wait_until: WaitUntil::Load,
+            wait_for_selector: None,
+            delay: Duration::ZERO,
+            dark_mode: false,
+            hide_selectors: Vec::new(),
+            css: None,
+            js: None,
+            user_agent: None,
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            omit_background: false,
+            scroll_to_load: false,
+        }
+    }
+
+    /// A supervisor of scripted browsers, and the log of what they were asked.
+    fn farm(farm: FarmConfig, outcome: Option<SlotOutcome>) -> (Addr<Supervisor>, Log) {
+        let log: Log = Arc::default();
+        let browsers_log = log.clone();
+        let start: StartBrowser = Box::new(move |index, link| {
+            let browser = Scripted {
+                index,
+                link,
+                log: browsers_log.clone(),
+                generation: 0,
+                outcome,
+                held: Vec::new(),
+            }
+            .start();
+            BrowserHandle::of(&browser)
+        });
+        let supervisor = Supervisor::new(
+            farm,
+            1,
+            start,
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Metrics::new()),
+        )
+        .start();
+        (supervisor, log)
+    }
+
+    async fn submit(supervisor: &Addr<Supervisor>, id: &str) {
+        let (job, answer) = Job::new(id.into(), spec(), Instant::now() + Duration::from_secs(5));
+        let queued = supervisor.send(Submit(job)).await.expect("mailbox");
+        assert!(queued.is_ok(), "{id} queued: {queued:?}");
+        // A held capture never answers; the others answer at once.
+        let _ = tokio::time::timeout(Duration::from_millis(200), answer).await;
+    }
+
+    async fn ready(supervisor: &Addr<Supervisor>, browsers: usize) {
+        for _ in 0..100 {
+            if supervisor.send(GetStatus).await.expect("mailbox").ready == browsers {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{browsers} scripted browsers never came up");
+    }
+
+    fn lines(log: &Log) -> Vec<String> {
+        log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    #[actix_rt::test]
+    async fn a_browser_is_recycled_after_recycle_after_captures_without_back_off() {
+        let config = FarmConfig {
+            browsers: 1,
+            recycle_after: 2,
+            ..FarmConfig::default()
+        };
+        let (supervisor, log) = farm(config, Some(SlotOutcome::Success));
+        ready(&supervisor, 1).await;
+        submit(&supervisor, "j1").await;
+        assert!(!lines(&log).iter().any(|l| l.contains("restart")));
+        submit(&supervisor, "j2").await;
+        ready(&supervisor, 1).await;
+        assert_eq!(
+            lines(&log),
+            [
+                "b0 launch 1",
+                "b0 run j1",
+                "b0 run j2",
+                "b0 restart recycled",
+                "b0 launch 2"
+            ]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn overruns_up_to_max_overruns_restart_the_browser_page_errors_do_not() {
+        let config = FarmConfig {
+            browsers: 1,
+            max_overruns: 2,
+            ..FarmConfig::default()
+        };
+        let (supervisor, log) = farm(config.clone(), Some(SlotOutcome::PageError));
+        ready(&supervisor, 1).await;
+        for id in ["p1", "p2", "p3"] {
+            submit(&supervisor, id).await;
+        }
+        assert!(
+            !lines(&log).iter().any(|l| l.contains("restart")),
+            "page errors are the page's: {:?}",
+            lines(&log)
+        );
+
+        let (supervisor, log) = farm(config, Some(SlotOutcome::Overrun));
+        ready(&supervisor, 1).await;
+        submit(&supervisor, "o1").await;
+        assert!(!lines(&log).iter().any(|l| l.contains("restart")));
+        submit(&supervisor, "o2").await;
+        ready(&supervisor, 1).await;
+        let log = lines(&log);
+        assert!(
+            log.contains(&"b0 restart deadline_overrun".to_string()),
+            "{log:?}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn jobs_go_to_a_browser_with_a_free_tab_and_wait_when_none_has_one() {
+        let config = FarmConfig {
+            browsers: 2,
+            ..FarmConfig::default()
+        };
+        let (supervisor, log) = farm(config, None);
+        ready(&supervisor, 2).await;
+        for id in ["h1", "h2", "h3"] {
+            submit(&supervisor, id).await;
+        }
+        let runs: Vec<(String, String)> = lines(&log)
+            .into_iter()
+            .filter_map(|l| {
+                let (browser, job) = l.split_once(" run ")?;
+                Some((browser.to_string(), job.to_string()))
+            })
+            .collect();
+        let browsers: BTreeSet<&str> = runs.iter().map(|(b, _)| b.as_str()).collect();
+        let jobs: BTreeSet<&str> = runs.iter().map(|(_, j)| j.as_str()).collect();
+        assert_eq!(runs.len(), 2, "one job per free tab: {runs:?}");
+        assert_eq!(browsers, BTreeSet::from(["b0", "b1"]), "{runs:?}");
+        assert_eq!(
+            jobs,
+            BTreeSet::from(["h1", "h2"]),
+            "first come, first served"
+        );
+        let status = supervisor.send(GetStatus).await.expect("mailbox");
+        assert_eq!(status.queue_depth, 1, "the third waits for a tab");
     }
 }
