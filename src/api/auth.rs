@@ -2,7 +2,6 @@
 //! and the account routes `POST /api/v1/auth/signup|login|logout`, `GET /api/v1/me`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -10,7 +9,7 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::errors::ApiError;
+use super::errors::{ledger_unavailable, ApiError};
 use super::json::{iso_time, json_body, json_response, limited_body};
 use super::{with_request_id, ApiState};
 use crate::accounts::{Account, AccountError, Principal};
@@ -64,17 +63,6 @@ fn invalid_key() -> ApiError {
         "invalid_api_key",
         "the API key is not valid (it may have been revoked)",
     )
-}
-
-pub fn ledger_unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!("ledger unavailable: {e}");
-    let mut error = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ledger_unavailable",
-        "the credit ledger is unavailable; nothing was charged, try again shortly",
-    );
-    error.retry_after = Some(std::time::Duration::from_secs(1));
-    error
 }
 
 impl From<AccountError> for ApiError {
@@ -235,13 +223,10 @@ async fn throttle(
         None => Ok(()),
         Some(wait) => {
             tracing::info!(?address, "authentication attempts throttled");
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+            Err(super::rate_limit::rate_limited(
                 "too many attempts; wait a moment and try again",
-            );
-            error.retry_after = Some(wait.max(Duration::from_secs(1)));
-            Err(error)
+                wait,
+            ))
         }
     }
 }

@@ -11,7 +11,6 @@ use warp::reply::Response;
 use super::errors::ApiError;
 use crate::accounts::secrets::sha256_hex;
 use crate::ledger::{Idempotency, Outcome, StoredResult};
-use crate::limits::RateVerdict;
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -122,23 +121,6 @@ pub fn with_credits(mut response: Response, available: Option<i64>) -> Response 
         response
             .headers_mut()
             .insert("x-credits-remaining", HeaderValue::from(n.max(0)));
-    }
-    response
-}
-
-/// Sets `x-ratelimit-limit` (requests per minute, as configured and documented),
-/// `x-ratelimit-burst` (at once), `x-ratelimit-remaining` (that may be sent right now, at most the
-/// burst) and `x-ratelimit-reset` (seconds until the whole burst is available again).
-pub fn with_rate_limit(mut response: Response, verdict: Option<RateVerdict>) -> Response {
-    if let Some(v) = verdict {
-        let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(v.per_minute));
-        headers.insert("x-ratelimit-burst", HeaderValue::from(v.burst));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(v.remaining));
-        headers.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from(v.reset.as_millis().div_ceil(1000) as u64),
-        );
     }
     response
 }

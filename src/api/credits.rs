@@ -6,7 +6,8 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::auth::{authenticate, ledger_unavailable, Allow};
+use super::auth::{authenticate, Allow};
+use super::errors::ledger_unavailable;
 use super::errors::{ApiError, FieldError};
 use super::json::{iso_time, json_response};
 use super::{with_request_id, ApiState};

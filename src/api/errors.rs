@@ -170,3 +170,15 @@ impl From<CaptureError> for ApiError {
         }
     }
 }
+
+/// 503 `ledger_unavailable`: Redis did not answer; nothing was charged.
+pub fn ledger_unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!("ledger unavailable: {e}");
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ledger_unavailable",
+        "the credit ledger is unavailable; nothing was charged, try again shortly",
+    );
+    error.retry_after = Some(std::time::Duration::from_secs(1));
+    error
+}

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod options;
 pub mod payments;
 pub mod probes;
+pub mod rate_limit;
 pub mod screenshot;
 pub mod server;
 

@@ -7,7 +7,8 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::auth::{authenticate, ledger_unavailable, Allow};
+use super::auth::{authenticate, Allow};
+use super::errors::ledger_unavailable;
 use super::errors::ApiError;
 use super::json::{json_body, json_response, limited_body};
 use super::{with_request_id, ApiState};

@@ -13,11 +13,12 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::auth::{authenticate, ledger_unavailable, Allow};
+use super::auth::{authenticate, Allow};
 use super::billing;
-use super::errors::ApiError;
+use super::errors::{ledger_unavailable, ApiError};
 use super::json::limited_body;
 use super::options::{self, ResponseType};
+use super::rate_limit;
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
@@ -87,7 +88,7 @@ async fn handle(
                     Ok(answer) => answer,
                     Err((error, credits)) => (error.into_response(&id), credits),
                 };
-            let response = billing::with_rate_limit(response, rate);
+            let response = rate_limit::with_rate_limit(response, rate);
             // Rejected after authentication but before any hold (bad options): still report
             // the balance, as every capture response after authentication does.
             if let (None, Some(account)) = (credits, caller) {
@@ -143,15 +144,13 @@ async fn capture(
             .map_err(|e| (ledger_unavailable(e), None))?;
         *rate = Some(verdict);
         if !verdict.allowed {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+            let error = rate_limit::rate_limited(
                 format!(
                     "too many requests for this API key: {} per minute, {} at once",
                     verdict.per_minute, verdict.burst
                 ),
+                verdict.retry_after,
             );
-            error.retry_after = Some(verdict.retry_after);
             return Err((error, None));
         }
     }

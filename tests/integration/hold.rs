@@ -13,7 +13,9 @@ use shotfarm::ledger::{
 };
 use shotfarm::telemetry::Metrics;
 
-use super::ledger::{audited, balance, config, funded, hold_record, on_actix, operator};
+use super::ledger::{
+    assert_one_charge, audited, balance, config, funded, hold_record, on_actix, operator,
+};
 use crate::support::{free_port, Rng};
 
 const LONG_TTL: Duration = Duration::from_secs(60);
@@ -70,13 +72,7 @@ fn a_committed_hold_is_charged_exactly_once() {
         let s = audited(&op.ledger, &account, "after the commit").await;
         assert_eq!(s.balance, balance(2, 0, 1, 3));
         assert!(s.holds.is_empty());
-        let usage: Vec<_> = s
-            .transactions
-            .iter()
-            .filter(|t| t.kind == TxKind::Usage)
-            .collect();
-        assert_eq!(usage.len(), 1, "one charge: {usage:?}");
-        assert_eq!((usage[0].id.as_str(), usage[0].amount), (id.as_str(), -1));
+        assert_one_charge(&s, &id);
         assert_eq!(
             hold_record(&op.ledger, &account, &id).await.as_deref(),
             Some("committed")

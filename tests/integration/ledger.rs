@@ -171,6 +171,17 @@ async fn redis_now_ms(ledger: &Ledger) -> i64 {
 }
 
 /// How a hold was resolved, as Redis recorded it (`committed`, `released`, `expired`).
+/// The snapshot holds exactly one charge (usage transaction), of one credit, for `hold`.
+pub(crate) fn assert_one_charge(s: &Snapshot, hold: &str) {
+    let usage: Vec<_> = s
+        .transactions
+        .iter()
+        .filter(|t| t.kind == TxKind::Usage)
+        .collect();
+    assert_eq!(usage.len(), 1, "one charge: {usage:?}");
+    assert_eq!((usage[0].id.as_str(), usage[0].amount), (hold, -1));
+}
+
 pub(crate) async fn hold_record(ledger: &Ledger, account: &str, hold: &str) -> Option<String> {
     let mut conn = ledger.redis().get().expect("connected to the test Redis");
     redis::cmd("GET")
@@ -995,13 +1006,7 @@ fn a_hold_resolves_exactly_once() {
         let s = audited(ledger, &account, "after the repeats").await;
         assert_eq!(s.balance, balance(9, 0, 1, 10));
         assert!(s.holds.is_empty());
-        let usage: Vec<_> = s
-            .transactions
-            .iter()
-            .filter(|t| t.kind == TxKind::Usage)
-            .collect();
-        assert_eq!(usage.len(), 1, "one charge: {usage:?}");
-        assert_eq!((usage[0].id.as_str(), usage[0].amount), ("h1", -1));
+        assert_one_charge(&s, "h1");
         assert_eq!(
             hold_record(ledger, &account, "h1").await.as_deref(),
             Some("committed")
