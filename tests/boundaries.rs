@@ -93,34 +93,39 @@ fn is_ident(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Whether `line` names `name::` as a path start (not as the tail of a longer identifier).
-fn names_path(line: &str, name: &str) -> bool {
-    let needle = format!("{name}::");
+/// Where `prefix::` starts a path in `line` (not as the tail of a longer identifier or path):
+/// the byte offsets just past it.
+fn path_starts(line: &str, prefix: &str) -> Vec<usize> {
+    let needle = format!("{prefix}::");
+    let mut out = Vec::new();
     let mut from = 0;
     while let Some(at) = line[from..].find(&needle).map(|i| i + from) {
         let before = line[..at].chars().next_back();
         if before.is_none_or(|c| !is_ident(c) && c != ':') {
-            return true;
+            out.push(at + needle.len());
         }
         from = at + needle.len();
     }
-    false
+    out
+}
+
+/// Whether `line` names `name::` as a path start.
+fn names_path(line: &str, name: &str) -> bool {
+    !path_starts(line, name).is_empty()
 }
 
 /// `crate::<module>` references: the modules a line imports.
 fn crate_refs(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(at) = line[from..].find("crate::").map(|i| i + from) {
-        let before = line[..at].chars().next_back();
-        let rest = &line[at + "crate::".len()..];
-        let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
-        if before.is_none_or(|c| !is_ident(c) && c != ':') && !name.is_empty() {
-            out.push(name);
-        }
-        from = at + "crate::".len();
-    }
-    out
+    path_starts(line, "crate")
+        .into_iter()
+        .map(|at| {
+            line[at..]
+                .chars()
+                .take_while(|c| is_ident(*c))
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
 }
 
 /// Every breach of the rules, as readable lines.

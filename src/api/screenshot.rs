@@ -31,6 +31,12 @@ const ANSWER_SLACK: Duration = Duration::from_millis(500);
 pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    // Every outcome's series exists, at zero, before its first capture.
+    let captures = &state.metrics.captures_total;
+    captures.with_label_values(&["success"]);
+    for code in CaptureError::CODES {
+        captures.with_label_values(&[code]);
+    }
     let max_body = usize::try_from(state.config.get().server.max_body_bytes).unwrap_or(usize::MAX);
     let with_state = warp::any().map(move || state.clone());
     let get = warp::path!("api" / "v1" / "screenshot")

@@ -102,9 +102,8 @@ impl BrowserActor {
 
     /// Keeps fresh tabs ready: `tabs + 1` while idle (one spare beyond the tab slots); while it
     /// works, one while a slot is free, so the next capture finds its context made; none while
-    /// every slot is busy. A spare holds a renderer (~10–20 MB), and at saturation the next
-    /// capture waits for a slot anyway: making its tab then costs the same CPU and keeps peak
-    /// memory down (issue 15's PSS goal: 394 against 433 MB at c=8 in one run each).
+    /// every slot is busy. A spare holds a renderer, and at saturation the next capture waits
+    /// for a slot anyway: making its tab then costs the same CPU and keeps peak memory down.
     fn top_up(&mut self, ctx: &mut Context<Self>) {
         let Some(running) = &self.running else { return };
         if self.restart_pending.is_some() {

@@ -77,12 +77,8 @@ impl Farm {
                 tracing::info!(removed, "removed profile directories of dead browsers");
             }
         });
-        // Every capture series exists, at zero, before its first event (a fresh daemon's first
+        // The farm's series exist, at zero, before their first event (a fresh daemon's first
         // scrape has what the dashboard and the alert rules query).
-        metrics.captures_total.with_label_values(&["success"]);
-        for code in CaptureError::CODES {
-            metrics.captures_total.with_label_values(&[code]);
-        }
         for format in ImageFormat::ALL {
             metrics.render_seconds.with_label_values(&[format.as_str()]);
         }
