@@ -1,0 +1,197 @@
+//! Capture options as the API receives them (a JSON body, or query parameters with the same
+//! names) and their validation into a [`CaptureSpec`]. Every field is checked and every problem
+//! reported, each naming its field; unknown fields are errors too.
+//!
+//! - `table`: which options exist, their defaults, bounds and combinations ([`parse`]);
+//! - `reader`: the lenient readers of one field (JSON values or their query-string forms);
+//! - `headers`, `cookies`: the readers of the two structured options.
+
+mod cookies;
+mod headers;
+mod reader;
+mod table;
+
+use std::time::Duration;
+
+use crate::farm::CaptureSpec;
+
+pub use reader::query_to_map;
+pub use table::parse;
+
+/// How the image is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseType {
+    Binary,
+    Json,
+}
+
+/// A validated request.
+#[derive(Debug)]
+pub struct CaptureRequest {
+    pub spec: CaptureSpec,
+    pub timeout: Duration,
+    pub response_type: ResponseType,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::errors::FieldError;
+    use crate::config::CaptureConfig;
+    use crate::farm::job::{ImageFormat, WaitUntil};
+    use serde_json::json;
+    use serde_json::Value;
+
+    fn caps() -> CaptureConfig {
+        CaptureConfig::default()
+    }
+
+    fn parse_json(v: Value) -> Result<CaptureRequest, Vec<FieldError>> {
+        match v {
+            Value::Object(map) => parse(map, &caps()),
+            _ => panic!("test input must be an object"),
+        }
+    }
+
+    fn fields(result: Result<CaptureRequest, Vec<FieldError>>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let req = parse_json(json!({"url": "https://example.com/"})).expect("valid");
+        assert_eq!(req.spec.format, ImageFormat::Png);
+        assert_eq!((req.spec.width, req.spec.height), (1280, 800));
+        assert_eq!(req.timeout, Duration::from_millis(30_000));
+        assert_eq!(req.response_type, ResponseType::Binary);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (json!({}), "url"),
+            (json!({"url": "ftp://example.com"}), "url"),
+            (json!({"url": "file:///etc/passwd"}), "url"),
+            (json!({"url": "not a url"}), "url"),
+            (json!({"url": "https://e.com", "format": "gif"}), "format"),
+            (
+                json!({"url": "https://e.com", "format": "jpeg", "quality": 0}),
+                "quality",
+            ),
+            (json!({"url": "https://e.com", "quality": 50}), "quality"),
+            (json!({"url": "https://e.com", "width": 0}), "width"),
+            (json!({"url": "https://e.com", "height": 99999}), "height"),
+            (
+                json!({"url": "https://e.com", "device_scale_factor": 4}),
+                "device_scale_factor",
+            ),
+            (
+                json!({"url": "https://e.com", "device_scale_factor": "NaN"}),
+                "device_scale_factor",
+            ),
+            (
+                json!({"url": "https://e.com", "full_page": "maybe"}),
+                "full_page",
+            ),
+            (
+                json!({"url": "https://e.com", "full_page": true, "selector": "h1"}),
+                "selector",
+            ),
+            (
+                json!({"url": "https://e.com", "wait_until": "never"}),
+                "wait_until",
+            ),
+            (json!({"url": "https://e.com", "delay": 999999}), "delay"),
+            (json!({"url": "https://e.com", "timeout": 5}), "timeout"),
+            (
+                json!({"url": "https://e.com", "timeout": 1000, "delay": 2000}),
+                "delay",
+            ),
+            (
+                json!({"url": "https://e.com", "hide_selectors": [1]}),
+                "hide_selectors",
+            ),
+            (
+                json!({"url": "https://e.com", "css": "x".repeat(70_000)}),
+                "css",
+            ),
+            (
+                json!({"url": "https://e.com", "headers": {"Host": "a"}}),
+                "headers",
+            ),
+            (
+                json!({"url": "https://e.com", "headers": {"X-A": "a\r\nb"}}),
+                "headers",
+            ),
+            (
+                json!({"url": "https://e.com", "cookies": ["novalue"]}),
+                "cookies",
+            ),
+            (
+                json!({"url": "https://e.com", "response_type": "xml"}),
+                "response_type",
+            ),
+            (
+                json!({"url": "https://e.com", "format": "jpeg", "omit_background": true}),
+                "omit_background",
+            ),
+            (json!({"url": "https://e.com", "colour": "red"}), "colour"),
+        ];
+        for (input, field) in cases {
+            let got = fields(parse_json(input.clone()));
+            assert_eq!(got, vec![field.to_string()], "input {input}");
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let got = fields(parse_json(
+            json!({"url": "x", "width": -1, "format": "bmp"}),
+        ));
+        assert_eq!(got, vec!["url", "format", "width"]);
+    }
+
+    #[test]
+    fn query_strings_use_the_same_names_and_string_forms() {
+        let map = query_to_map(
+            "url=https%3A%2F%2Fexample.com%2F&format=jpeg&quality=70&width=800&height=600\
+             &device_scale_factor=2&full_page=true&dark_mode=1&hide_selectors=.a&hide_selectors=%23b\
+             &headers=X-Test%3A%20yes&cookies=session%3Dabc&response_type=json&wait_until=networkidle",
+        );
+        let req = parse(map, &caps()).expect("valid");
+        let spec = req.spec;
+        assert_eq!(spec.format, ImageFormat::Jpeg);
+        assert_eq!(spec.quality, Some(70));
+        assert_eq!((spec.width, spec.height), (800, 600));
+        assert!((spec.device_scale_factor - 2.0).abs() < f64::EPSILON);
+        assert!(spec.full_page && spec.dark_mode);
+        assert_eq!(spec.hide_selectors, vec![".a", "#b"]);
+        assert_eq!(
+            spec.headers,
+            vec![("X-Test".to_string(), "yes".to_string())]
+        );
+        assert_eq!(spec.cookies[0].name, "session");
+        assert_eq!(spec.cookies[0].value, "abc");
+        assert_eq!(spec.wait_until, WaitUntil::NetworkIdle);
+        assert_eq!(req.response_type, ResponseType::Json);
+    }
+
+    #[test]
+    fn repeated_scalar_query_parameter_is_an_error() {
+        let map = query_to_map("url=https://a.com&width=1&width=2");
+        assert_eq!(fields(parse(map, &caps())), vec!["width"]);
+    }
+
+    #[test]
+    fn cookie_objects_are_accepted() {
+        let req = parse_json(json!({"url": "https://e.com", "cookies": [
+            {"name": "a", "value": "1", "domain": "e.com", "httpOnly": true}
+        ]}))
+        .expect("valid");
+        assert_eq!(req.spec.cookies[0].domain.as_deref(), Some("e.com"));
+        assert_eq!(req.spec.cookies[0].http_only, Some(true));
+    }
+}

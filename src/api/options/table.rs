@@ -1,0 +1,178 @@
+//! The option table: which capture options exist, their defaults, bounds and combinations,
+//! read into a [`CaptureSpec`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::reader::{Reader, MAX_SELECTOR};
+use super::{CaptureRequest, ResponseType};
+use crate::api::errors::FieldError;
+use crate::config::CaptureConfig;
+use crate::farm::job::{ImageFormat, WaitUntil};
+use crate::farm::CaptureSpec;
+
+const MAX_URL: usize = 4096;
+
+/// Validates options against the configured caps.
+pub fn parse(
+    map: Map<String, Value>,
+    caps: &CaptureConfig,
+) -> Result<CaptureRequest, Vec<FieldError>> {
+    let mut r = Reader {
+        map,
+        errors: Vec::new(),
+    };
+
+    let url = r
+        .string("url")
+        .and_then(|raw| r.check("url", parse_url(&raw)));
+    if url.is_none() && !r.has_error("url") {
+        r.error("url", "is required");
+    }
+    let format = match r
+        .string("format")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("png") => ImageFormat::Png,
+        Some("jpeg") | Some("jpg") => ImageFormat::Jpeg,
+        Some("webp") => ImageFormat::Webp,
+        Some(_) => {
+            r.error("format", "must be one of png, jpeg, webp");
+            ImageFormat::Png
+        }
+    };
+    let quality = r.uint("quality", 1, 100).map(|q| q as u8);
+    if quality.is_some() && format == ImageFormat::Png {
+        r.error("quality", "applies to jpeg and webp only");
+    }
+    let width = r
+        .uint("width", 1, u64::from(caps.max_width))
+        .map_or(caps.default_width, |v| v as u32);
+    let height = r
+        .uint("height", 1, u64::from(caps.max_height))
+        .map_or(caps.default_height, |v| v as u32);
+    let device_scale_factor = r.float("device_scale_factor", 1.0, 3.0).unwrap_or(1.0);
+    let full_page = r.bool("full_page").unwrap_or(false);
+    let selector = r.selector("selector");
+    if full_page && selector.is_some() {
+        r.error("selector", "cannot be combined with full_page");
+    }
+    let wait_until = match r
+        .string("wait_until")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("load") => WaitUntil::Load,
+        Some("domcontentloaded") => WaitUntil::DomContentLoaded,
+        Some("networkidle") => WaitUntil::NetworkIdle,
+        Some(_) => {
+            r.error(
+                "wait_until",
+                "must be one of load, domcontentloaded, networkidle",
+            );
+            WaitUntil::Load
+        }
+    };
+    let wait_for_selector = r.selector("wait_for_selector");
+    let delay = r.uint("delay", 0, caps.max_delay_ms).unwrap_or(0);
+    let timeout = r
+        .uint("timeout", 100, caps.max_timeout_ms)
+        .unwrap_or(caps.default_timeout_ms);
+    if delay >= timeout && !r.has_error("delay") && !r.has_error("timeout") {
+        r.error("delay", "must be shorter than timeout");
+    }
+    let dark_mode = r.bool("dark_mode").unwrap_or(false);
+    let hide_selectors = r.string_list("hide_selectors");
+    for s in &hide_selectors {
+        if s.is_empty() || s.len() > MAX_SELECTOR || s.contains(['{', '}']) {
+            r.error(
+                "hide_selectors",
+                "each entry must be a CSS selector of 1 to 1024 characters without braces",
+            );
+            break;
+        }
+    }
+    let css = r.script("css", caps.max_script_bytes);
+    let js = r.script("js", caps.max_script_bytes);
+    let user_agent = r.string("user_agent");
+    if let Some(ua) = &user_agent {
+        if ua.is_empty() || ua.len() > 512 || ua.chars().any(char::is_control) {
+            r.error("user_agent", "must be 1 to 512 printable characters");
+        }
+    }
+    let headers = r.headers("headers");
+    let cookies = r.cookies("cookies");
+    let omit_background = r.bool("omit_background").unwrap_or(false);
+    if omit_background && format == ImageFormat::Jpeg {
+        r.error(
+            "omit_background",
+            "needs a format with transparency (png or webp)",
+        );
+    }
+    let scroll_to_load = r.bool("scroll_to_load").unwrap_or(false);
+    let response_type = match r
+        .string("response_type")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("binary") => ResponseType::Binary,
+        Some("json") => ResponseType::Json,
+        Some(_) => {
+            r.error("response_type", "must be binary or json");
+            ResponseType::Binary
+        }
+    };
+    let unknown: Vec<String> = r.map.keys().cloned().collect();
+    for key in unknown {
+        r.error(&key, "is not a known option");
+    }
+
+    match (url, r.errors.is_empty()) {
+        (Some(url), true) => Ok(CaptureRequest {
+            spec: CaptureSpec {
+                url,
+                format,
+                quality,
+                width,
+                height,
+                device_scale_factor,
+                full_page,
+                max_full_page_height: caps.max_full_page_height,
+                max_output_bytes: caps.max_output_bytes,
+                selector,
+                wait_until,
+                wait_for_selector,
+                delay: Duration::from_millis(delay),
+                dark_mode,
+                hide_selectors,
+                css,
+                js,
+                user_agent,
+                headers,
+                cookies,
+                omit_background,
+                scroll_to_load,
+            },
+            timeout: Duration::from_millis(timeout),
+            response_type,
+        }),
+        _ => Err(r.errors),
+    }
+}
+
+fn parse_url(raw: &str) -> Result<Url, String> {
+    if raw.len() > MAX_URL {
+        return Err(format!("must be at most {MAX_URL} characters"));
+    }
+    let url = Url::parse(raw.trim()).map_err(|e| format!("is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must use http or https".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must have a host".into());
+    }
+    Ok(url)
+}

@@ -1,0 +1,90 @@
+//! Page tweaks before the shot: waiting for `wait_for_selector`, scrolling to load lazy content,
+//! hiding selectors and adding CSS, running the customer's script.
+
+use chromiumoxide::cdp::browser_protocol::page::FrameId;
+use chromiumoxide::Page;
+
+use super::navigate::ensure_not_error_page;
+use super::page_js::{evaluate, evaluate_as, js_string, wait_for_element};
+use super::page_moves::{navigated_away, settle_after_navigation, PageMoves};
+use super::{Failure, Result, SELECTOR_REPORT_RESERVE};
+use crate::farm::job::{CaptureError, CaptureSpec};
+
+/// Applies the capture's page options, in order; a script that navigates the page is waited
+/// out (the caller's deadline bounds every wait).
+pub(super) async fn prepare_page(
+    page: &Page,
+    spec: &CaptureSpec,
+    main: &FrameId,
+    deadline: tokio::time::Instant,
+    moves: &mut PageMoves,
+) -> Result<()> {
+    if let Some(selector) = &spec.wait_for_selector {
+        // Leave time to report "not found" before the job's own deadline passes.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let budget = remaining.saturating_sub(SELECTOR_REPORT_RESERVE);
+        if !wait_for_element(page, selector, budget).await? {
+            return Err(CaptureError::SelectorNotFound(selector.clone()).into());
+        }
+    }
+    if spec.scroll_to_load {
+        let script = format!(
+            r#"(async () => {{
+                const maxY = {max};
+                const pause = ms => new Promise(r => setTimeout(r, ms));
+                let y = 0;
+                for (let i = 0; i < 400; i++) {{
+                    const h = Math.min(document.documentElement.scrollHeight, maxY);
+                    if (y + innerHeight >= h) break;
+                    y += innerHeight;
+                    window.scrollTo(0, y);
+                    await pause(100);
+                }}
+                window.scrollTo(0, 0);
+                const pending = Array.from(document.images).filter(i => !i.complete);
+                await Promise.race([
+                    Promise.all(pending.map(i => new Promise(r => {{
+                        i.addEventListener('load', r, {{ once: true }});
+                        i.addEventListener('error', r, {{ once: true }});
+                    }}))),
+                    pause(3000),
+                ]);
+                return true;
+            }})()"#,
+            max = spec.max_full_page_height
+        );
+        evaluate(page, script, true).await?;
+    }
+    let mut css = String::new();
+    for selector in &spec.hide_selectors {
+        // One rule per selector: an invalid one must not void the others.
+        css.push_str(selector);
+        css.push_str(" { visibility: hidden !important; }\n");
+    }
+    if let Some(extra) = &spec.css {
+        css.push_str(extra);
+    }
+    if !css.is_empty() {
+        let script = format!(
+            "(() => {{ const s = document.createElement('style'); s.textContent = {}; \
+             (document.head || document.documentElement).appendChild(s); return true; }})()",
+            js_string(&css)
+        );
+        evaluate(page, script, false).await?;
+    }
+    if let Some(js) = &spec.js {
+        // The script may navigate the page: then the capture is of where it went.
+        match evaluate_as(page, js.clone(), true, false).await {
+            Err(Failure::Cdp(e)) if navigated_away(&e) => {
+                moves.main_frame_moved(main);
+                settle_after_navigation(&mut moves.lifecycle, spec, main).await?;
+                ensure_not_error_page(page).await?;
+            }
+            other => {
+                other?;
+                moves.settle_if_moved(page, spec, main).await?;
+            }
+        }
+    }
+    Ok(())
+}
