@@ -81,7 +81,7 @@ run: build
 
 test: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
 	@# The default engine is the headless shell; the capture, isolation and lifecycle tests run
 	@# once more on full new-headless Chromium (farm.engine = "chromium").

@@ -53,7 +53,9 @@
 
 #[allow(dead_code)]
 mod common;
-use common::{clock_ticks, read_stat, ProcStat};
+use testkit::process::ServeProcess;
+use testkit::procfs::{clock_ticks, load_average, read_stat_file, Stat};
+use testkit::redis::{Persistence, RedisServer};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -174,69 +176,39 @@ struct Tree {
     needle: Option<String>,
 }
 
-fn members(tree: &Tree) -> HashMap<u32, ProcStat> {
-    let mut all = common::process_table();
-    let mut seeds: Vec<u32> = tree
-        .roots
-        .iter()
-        .copied()
-        .filter(|p| all.contains_key(p))
-        .collect();
-    if let Some(needle) = &tree.needle {
-        for &pid in all.keys() {
-            if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-                if String::from_utf8_lossy(&raw).contains(needle.as_str()) {
-                    seeds.push(pid);
-                }
-            }
-        }
-    }
-    let chosen = common::descendants(&all, seeds);
-    all.retain(|pid, _| chosen.contains(pid));
-    all
+fn members(tree: &Tree) -> HashMap<u32, Stat> {
+    testkit::procfs::tree(&tree.roots, tree.needle.as_deref())
 }
 
 /// CPU seconds of a tree: (everything, the roots' own utime + stime).
 fn tree_cpu(tree: &Tree) -> (f64, f64) {
     let members = members(tree);
-    let total: u64 = members.values().map(|s| s.own + s.reaped).sum();
+    let total: u64 = members.values().map(|s| s.cpu_ticks + s.reaped_ticks).sum();
     let roots: u64 = tree
         .roots
         .iter()
         .filter_map(|p| members.get(p))
-        .map(|s| s.own)
+        .map(|s| s.cpu_ticks)
         .sum();
     (total as f64 / clock_ticks(), roots as f64 / clock_ticks())
-}
-
-fn kb_field(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(name))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// Sum of PSS over a tree, in KiB.
 fn tree_pss_kb(tree: &Tree) -> u64 {
     members(tree)
         .keys()
-        .filter_map(|pid| {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-            kb_field(&text, "Pss:")
-        })
+        .filter_map(|&pid| testkit::procfs::pss_kb(pid))
         .sum()
 }
 
 /// This process' own CPU seconds (utime + stime, not its reaped children: those are browsers
 /// counted in their trees, and redis-server), minus the `excluded` threads'.
 fn bench_cpu(excluded: &[i64]) -> f64 {
-    let own = read_stat("/proc/self/stat").map_or(0, |s| s.own);
+    let own = read_stat_file("/proc/self/stat").map_or(0, |s| s.cpu_ticks);
     let left_out: u64 = excluded
         .iter()
-        .filter_map(|tid| read_stat(&format!("/proc/self/task/{tid}/stat")))
-        .map(|s| s.own)
+        .filter_map(|tid| read_stat_file(&format!("/proc/self/task/{tid}/stat")))
+        .map(|s| s.cpu_ticks)
         .sum();
     own.saturating_sub(left_out) as f64 / clock_ticks()
 }
@@ -661,14 +633,7 @@ async fn start_raw_fleet(
     tabs: usize,
     label: &str,
 ) -> anyhow::Result<RawFleet> {
-    let profiles = tempfile::Builder::new()
-        .prefix(&format!("capture-load-{label}-"))
-        .tempdir()?;
-    let chromium = ChromiumConfig {
-        executable: engine.binary().to_path_buf(),
-        profile_dir: profiles.path().to_path_buf(),
-        ..ChromiumConfig::default()
-    };
+    let (profiles, chromium) = raw_chromium(engine, label)?;
     let placement = raw_placement();
     let mut list = Vec::new();
     for i in 0..browsers {
@@ -802,16 +767,15 @@ async fn run_raw(
 /// A funded account with an API key, made through the operator code path (before any tokio
 /// runtime runs on this thread: `ops::block_on` starts its own actix system).
 fn provision(redis_url: &str) -> anyhow::Result<String> {
-    let mut config = Config::default();
-    config.redis.url = redis_url.to_string();
-    shotfarm::ops::block_on(|| async move {
-        let op = shotfarm::ops::Operator::connect(&config).await?;
-        let account = op
-            .create_account("capture-load@bench.example", None, 10_000_000)
-            .await?;
-        let (_, key) = op.create_key(&account.id, "capture-load").await?;
-        Ok(key)
-    })
+    let config = testkit::accounts::on_redis(redis_url);
+    let funded = testkit::accounts::provision(
+        &config,
+        "capture-load@bench.example",
+        None,
+        10_000_000,
+        "capture-load",
+    )?;
+    Ok(funded.key)
 }
 
 /// `CAPTURE_LOAD_OURS_ENV="KEY=V,KEY=V"`. A piece without `NAME=` continues the previous value,
@@ -850,52 +814,47 @@ fn override_of<'a>(overrides: &'a [(String, String)], key: &str) -> Option<&'a s
 }
 
 struct Ours {
-    process: common::Spawned,
+    daemon: ServeProcess,
     api: SocketAddr,
     metrics: SocketAddr,
     tree: Tree,
-    _profiles: tempfile::TempDir,
 }
 
 impl Ours {
     /// Call from the main thread (the death signal follows the thread that forked).
     fn spawn(redis_url: &str, overrides: &[(String, String)], logs: &Path) -> anyhow::Result<Ours> {
-        let binary = env!("CARGO_BIN_EXE_shotfarm");
-        if !Path::new(binary).is_file() {
-            bail!("{binary} is missing: build it with `cargo build --release`");
-        }
-        let profiles = tempfile::Builder::new()
-            .prefix("capture-load-ours-")
-            .tempdir()?;
-        let api: SocketAddr = format!("127.0.0.1:{}", common::free_port()?).parse()?;
-        let metrics: SocketAddr = format!("127.0.0.1:{}", common::free_port()?).parse()?;
-        let log = logs.join("daemon.log");
-        let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
-        cmd.args(["--redis-url", redis_url]);
-        // The daemon's defaults, not whatever SHOTFARM_… this shell exports (`make test` sets
-        // the engine, for one): only the bench's own settings and the explicit overrides.
-        let set: HashSet<OsString> = cmd.get_envs().map(|(k, _)| k.to_os_string()).collect();
-        for (name, _) in std::env::vars_os() {
-            if name.to_str().is_some_and(|n| n.starts_with("SHOTFARM_")) && !set.contains(&name) {
-                cmd.env_remove(&name);
-            }
-        }
-        for (k, v) in overrides {
-            cmd.env(k, v);
-        }
-        let child = common::with_death_signal(&mut cmd)
-            .spawn()
-            .with_context(|| format!("cannot start {binary}"))?;
+        let binary = Path::new(env!("CARGO_BIN_EXE_shotfarm"));
+        let daemon = ServeProcess::spawn(
+            binary,
+            "capture-load-ours",
+            &logs.join("daemon.log"),
+            |cmd| {
+                cmd.args(["--redis-url", redis_url]);
+                // The daemon's defaults, not whatever SHOTFARM_… this shell exports (`make test`
+                // sets the engine, for one): only the bench's own settings and the overrides.
+                let set: HashSet<OsString> =
+                    cmd.get_envs().map(|(k, _)| k.to_os_string()).collect();
+                for (name, _) in std::env::vars_os() {
+                    if name.to_str().is_some_and(|n| n.starts_with("SHOTFARM_"))
+                        && !set.contains(&name)
+                    {
+                        cmd.env_remove(&name);
+                    }
+                }
+                for (k, v) in overrides {
+                    cmd.env(k, v);
+                }
+            },
+        )?;
         let tree = Tree {
-            roots: vec![child.id()],
-            needle: Some(profiles.path().to_string_lossy().into_owned()),
+            roots: vec![daemon.pid()],
+            needle: Some(daemon.profiles.path().to_string_lossy().into_owned()),
         };
         Ok(Ours {
-            process: common::Spawned { child, log },
-            api,
-            metrics,
+            api: daemon.api,
+            metrics: daemon.metrics,
+            daemon,
             tree,
-            _profiles: profiles,
         })
     }
 
@@ -903,7 +862,7 @@ impl Ours {
     async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Some(status) = self.process.child.try_wait()? {
+            if let Some(status) = self.daemon.process.child.try_wait()? {
                 bail!("the daemon exited during start-up: {status}");
             }
             let ready = async {
@@ -929,8 +888,8 @@ impl Ours {
 
     /// SIGTERM, then a bounded wait for the graceful exit.
     fn stop(&mut self) {
-        self.process.sigterm();
-        if let Err(e) = self.process.wait_exit(Duration::from_secs(60)) {
+        self.daemon.process.sigterm();
+        if let Err(e) = self.daemon.process.wait_exit(Duration::from_secs(60)) {
             eprintln!("warning: daemon shutdown: {e:#}");
         }
     }
@@ -1062,20 +1021,29 @@ async fn naive_capture(
     result.map(|()| (elapsed, cpu))
 }
 
-async fn run_naive(
+/// A fresh profile directory and the Chromium settings of a raw fleet on `engine`.
+fn raw_chromium(
     engine: Engine,
-    pages: &[PageDef],
-    excluded: &[i64],
-) -> anyhow::Result<Vec<Cell>> {
-    let phase = Instant::now();
+    label: &str,
+) -> anyhow::Result<(tempfile::TempDir, ChromiumConfig)> {
     let profiles = tempfile::Builder::new()
-        .prefix("capture-load-naive-")
+        .prefix(&format!("capture-load-{label}-"))
         .tempdir()?;
     let chromium = ChromiumConfig {
         executable: engine.binary().to_path_buf(),
         profile_dir: profiles.path().to_path_buf(),
         ..ChromiumConfig::default()
     };
+    Ok((profiles, chromium))
+}
+
+async fn run_naive(
+    engine: Engine,
+    pages: &[PageDef],
+    excluded: &[i64],
+) -> anyhow::Result<Vec<Cell>> {
+    let phase = Instant::now();
+    let (_profiles, chromium) = raw_chromium(engine, "naive")?;
     let placement = raw_placement();
     let count = scaled(5, 2)?;
     let mut out = Vec::new();
@@ -1335,15 +1303,6 @@ impl Report<'_> {
     }
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn main() -> anyhow::Result<()> {
     if !common::invoked_by_cargo_bench() {
         return Ok(());
@@ -1405,7 +1364,7 @@ fn main() -> anyhow::Result<()> {
         .prefix("capture-load-logs-")
         .tempdir()?;
     // Children are forked from the main thread: their death signal follows it.
-    let redis = common::RedisServer::start(false)?;
+    let redis = RedisServer::start(Persistence::None)?;
     let key = provision(&redis.url).context("provisioning an account and API key")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1448,7 +1407,10 @@ fn main() -> anyhow::Result<()> {
         &sampler,
     ));
     if ours.is_err() {
-        eprintln!("daemon log (last lines):\n{}", daemon.process.log_tail(30));
+        eprintln!(
+            "daemon log (last lines):\n{}",
+            daemon.daemon.process.log_tail(30)
+        );
     }
     daemon.stop();
     drop(daemon);

@@ -38,12 +38,14 @@
 
 #[allow(dead_code)]
 mod common;
-use common::{clock_ticks, free_port};
+use common::env_usize;
+use testkit::process::ServeProcess;
+use testkit::procfs::{cpu_seconds, machine_cpu};
+use testkit::redis::{start_cluster, Persistence, RedisServer};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,16 +57,6 @@ use warp::Filter;
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
 
 fn env_sizes(name: &str, default: &str) -> anyhow::Result<Vec<usize>> {
     let text = std::env::var(name).unwrap_or_else(|_| default.to_string());
@@ -83,50 +75,6 @@ fn env_sizes(name: &str, default: &str) -> anyhow::Result<Vec<usize>> {
 // ---------------------------------------------------------------------------------------------
 // Redis: one server, or a three-primary cluster
 // ---------------------------------------------------------------------------------------------
-
-/// Three (or `masters`) primaries with every slot assigned, as the integration tests make them.
-/// Call from the main thread (the death signal follows the thread that forked).
-fn start_cluster(masters: usize) -> anyhow::Result<Vec<common::RedisServer>> {
-    let nodes = (0..masters)
-        .map(|_| {
-            common::RedisServer::start_with(
-                true,
-                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut create = Command::new("redis-cli");
-    create.args(["--cluster", "create"]);
-    for node in &nodes {
-        create.arg(format!("127.0.0.1:{}", node.port));
-    }
-    let out = create
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .context("redis-cli (`make test` installs redis-tools)")?;
-    if !out.status.success() {
-        bail!(
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    let start = Instant::now();
-    for node in &nodes {
-        loop {
-            let info = Command::new("redis-cli")
-                .args(["-p", &node.port.to_string(), "cluster", "info"])
-                .output()?;
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                bail!("the cluster did not become ok");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(nodes)
-}
 
 /// One ledger deployment the daemons share, and the account every capture is charged to.
 struct Ledger {
@@ -171,12 +119,8 @@ fn provision(
         ..Default::default()
     };
     let email = format!("fleet-{name}@bench.example");
-    let (account, key) = shotfarm::ops::block_on(|| async move {
-        let op = shotfarm::ops::Operator::connect(&full).await?;
-        let account = op.create_account(&email, None, credits).await?;
-        let (_, key) = op.create_key(&account.id, "fleet").await?;
-        Ok::<_, anyhow::Error>((account.id, key))
-    })?;
+    let funded = testkit::accounts::provision(&full, &email, None, credits, "fleet")?;
+    let (account, key) = (funded.account, funded.key);
     Ok(Ledger {
         name,
         config,
@@ -272,11 +216,10 @@ async fn redis_stats(urls: &[String]) -> anyhow::Result<RedisStats> {
 /// One daemon binary, SIGKILLed on drop if not stopped (its browsers die by their own death
 /// signal then).
 struct Daemon {
-    process: common::Spawned,
+    server: ServeProcess,
     api: SocketAddr,
     metrics: SocketAddr,
     name: String,
-    profiles: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -287,46 +230,40 @@ impl Daemon {
         browsers: usize,
         logs: &Path,
     ) -> anyhow::Result<Daemon> {
-        let profiles = tempfile::Builder::new()
-            .prefix("fleet-profiles-")
-            .tempdir()?;
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let binary = Path::new(env!("CARGO_BIN_EXE_shotfarm"));
         let log = logs.join(format!("{name}.log"));
-        let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
-        cmd.env("SHOTFARM_FARM__BROWSERS", browsers.to_string())
-            .env("SHOTFARM_SERVER__INSTANCE_NAME", &name)
-            .env("SHOTFARM_LEDGER__MAX_IN_FLIGHT_PER_ACCOUNT", "0");
-        match ledger.cluster_env() {
-            Some(nodes) => cmd.env("SHOTFARM_REDIS__CLUSTER_NODES", nodes),
-            None => cmd.args(["--redis-url", &ledger.config.url]),
-        };
-        let child = common::with_death_signal(&mut cmd)
-            .spawn()
-            .context("cannot start the shotfarm binary")?;
+        let server = ServeProcess::spawn(binary, "fleet", &log, |cmd| {
+            cmd.env("SHOTFARM_FARM__BROWSERS", browsers.to_string())
+                .env("SHOTFARM_SERVER__INSTANCE_NAME", &name)
+                .env("SHOTFARM_LEDGER__MAX_IN_FLIGHT_PER_ACCOUNT", "0");
+            match ledger.cluster_env() {
+                Some(nodes) => cmd.env("SHOTFARM_REDIS__CLUSTER_NODES", nodes),
+                None => cmd.args(["--redis-url", &ledger.config.url]),
+            };
+        })?;
         Ok(Daemon {
-            process: common::Spawned { child, log },
-            api,
-            metrics,
+            api: server.api,
+            metrics: server.metrics,
+            server,
             name,
-            profiles,
         })
     }
 
     fn pid(&self) -> u32 {
-        self.process.pid()
+        self.server.pid()
     }
 
     fn log_tail(&self) -> String {
-        self.process.log_tail(15)
+        self.server.process.log_tail(15)
     }
 
     fn sigterm(&self) {
-        self.process.sigterm();
+        self.server.process.sigterm();
     }
 
     fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        self.process
+        self.server
+            .process
             .wait_exit(limit)
             .with_context(|| format!("{} after SIGTERM", self.name))
     }
@@ -336,52 +273,11 @@ impl Daemon {
 /// helpers, as the integration tests find them).
 fn chromium_left(dirs: &[PathBuf]) -> usize {
     let needles: Vec<String> = dirs.iter().map(|d| d.to_string_lossy().into()).collect();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+    testkit::procfs::process_table()
+        .keys()
+        .filter_map(|&pid| testkit::procfs::cmdline(pid))
         .filter(|cmdline| needles.iter().any(|n| cmdline.contains(n.as_str())))
         .count()
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting from /proc
-// ---------------------------------------------------------------------------------------------
-
-/// User + system CPU seconds of one process (all its threads), 0 if it is gone.
-fn process_cpu(pid: &str) -> f64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-    // utime stime.
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / clock_ticks()
-}
-
-/// (busy, total) CPU seconds of the whole machine, all cores.
-fn machine_cpu() -> (f64, f64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
-        return (0.0, 0.0);
-    };
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let total: f64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
-    ((total - idle) / clock_ticks(), total / clock_ticks())
 }
 
 #[derive(Clone, Copy, Default)]
@@ -395,8 +291,8 @@ struct CpuMark {
 fn cpu_mark(daemons: &[u32]) -> CpuMark {
     let (machine_busy, machine_total) = machine_cpu();
     CpuMark {
-        daemons: daemons.iter().map(|p| process_cpu(&p.to_string())).sum(),
-        bench: process_cpu("self"),
+        daemons: daemons.iter().map(|&p| cpu_seconds(p)).sum(),
+        bench: cpu_seconds(std::process::id()),
         machine_busy,
         machine_total,
     }
@@ -736,7 +632,10 @@ fn stop_all(daemons: &mut [Daemon]) -> (String, usize) {
             Err(e) => statuses.push(format!("{e:#}")),
         }
     }
-    let dirs: Vec<PathBuf> = daemons.iter().map(|d| d.profiles.path().into()).collect();
+    let dirs: Vec<PathBuf> = daemons
+        .iter()
+        .map(|d| d.server.profiles.path().into())
+        .collect();
     // The daemon waits for its browsers' process groups before it exits; allow stragglers a
     // moment all the same.
     let start = Instant::now();
@@ -779,7 +678,7 @@ fn main() -> anyhow::Result<()> {
     let credits = ((settings.captures + settings.warmup) * points_planned + 100) as i64;
 
     // Children are forked from the main thread: their death signal follows it.
-    let single = common::RedisServer::start(true)?;
+    let single = RedisServer::start(Persistence::AppendOnly)?;
     let mut ledgers = vec![provision(
         "single",
         RedisConfig {
@@ -793,10 +692,7 @@ fn main() -> anyhow::Result<()> {
         Vec::new()
     } else {
         let nodes = start_cluster(3)?;
-        let urls: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
-            .collect();
+        let urls = testkit::redis::node_urls(&nodes);
         ledgers.push(provision(
             "cluster",
             RedisConfig {
@@ -952,7 +848,6 @@ fn main() -> anyhow::Result<()> {
         Err(e) => println!("transaction log size: {e:#}"),
     }
     let mut ok = failure.is_none();
-    let bonus = Config::default().auth.signup_bonus;
     println!();
     for (ledger, result) in &audits {
         match result {
@@ -963,10 +858,10 @@ fn main() -> anyhow::Result<()> {
                     && b.spent == ledger.images as i64
                     && b.reserved == 0
                     && s.holds.is_empty()
-                    && b.granted == ledger.granted + bonus;
+                    && b.granted == ledger.granted;
                 ok &= pass;
                 println!(
-                    "ledger audit ({}): spent {} = images received {}: {}; reserved {}, {} open holds, available {} of {} granted ({} + sign-up bonus {bonus}); invariants: {} -> {}",
+                    "ledger audit ({}): spent {} = images received {}: {}; reserved {}, {} open holds, available {} of {} granted (expected {}); invariants: {} -> {}",
                     ledger.name,
                     b.spent,
                     ledger.images,

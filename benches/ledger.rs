@@ -173,11 +173,6 @@ struct Point {
     foreign_cores: f64,
 }
 
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
-}
-
 /// (user, system) CPU time of a `/proc/…/stat` file, in seconds.
 fn cpu_seconds(stat_path: &str) -> (f64, f64) {
     let Ok(text) = std::fs::read_to_string(stat_path) else {
@@ -192,7 +187,7 @@ fn cpu_seconds(stat_path: &str) -> (f64, f64) {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let hz = clock_ticks_per_sec();
+    let hz = testkit::procfs::clock_ticks();
     (field(11) as f64 / hz, field(12) as f64 / hz)
 }
 
@@ -210,7 +205,7 @@ fn machine_user_seconds() -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     let user: u64 = [0, 1].iter().filter_map(|&i| f.get(i)).sum();
-    user as f64 / clock_ticks_per_sec()
+    user as f64 / testkit::procfs::clock_ticks()
 }
 
 /// CPU counters read at the start and the end of a window.
@@ -602,8 +597,12 @@ fn main() -> anyhow::Result<()> {
         }
         println!();
         println!("redis-server: {label}");
-        let server = common::RedisServer::start(appendonly)?;
-        let (url, pid) = (server.url.clone(), server.child.id());
+        let server = testkit::redis::RedisServer::start(if appendonly {
+            testkit::redis::Persistence::AppendOnly
+        } else {
+            testkit::redis::Persistence::None
+        })?;
+        let (url, pid) = (server.url.clone(), server.pid);
         let concurrency = concurrency.clone();
         let run = || async move { bench_server(&url, pid, &concurrency, window).await };
         let rows = if current_thread {

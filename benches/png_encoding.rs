@@ -35,7 +35,7 @@
 
 #[allow(dead_code)]
 mod common;
-use common::clock_ticks;
+use testkit::procfs::{clock_ticks, load_average};
 
 use std::time::{Duration, Instant};
 
@@ -126,16 +126,16 @@ async fn serve_fixtures(landing: &'static str) -> anyhow::Result<std::net::Socke
 /// CPU seconds used so far by `root`, its descendants (by ppid links) and the members of its
 /// process group (Chromium is launched as a group leader), zombies included.
 fn tree_cpu_secs(root: u32) -> f64 {
-    let all = common::process_table();
+    let all = testkit::procfs::process_table();
     let seeds: Vec<u32> = all
         .iter()
         .filter(|(pid, s)| **pid == root || s.pgrp == root)
         .map(|(pid, _)| *pid)
         .collect();
-    let ticks: u64 = common::descendants(&all, seeds)
+    let ticks: u64 = testkit::procfs::descendants(&all, seeds)
         .iter()
         .filter_map(|p| all.get(p))
-        .map(|s| s.own + s.reaped)
+        .map(|s| s.cpu_ticks + s.reaped_ticks)
         .sum();
     ticks as f64 / clock_ticks()
 }
@@ -150,12 +150,6 @@ fn thread_cpu() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,9 +59,12 @@
 
 #[allow(dead_code)]
 mod common;
-use common::free_port;
+use common::env_usize;
+use testkit::process::ServeProcess;
+use testkit::procfs::{kb_field, load_average};
+use testkit::redis::{Persistence, RedisServer};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -69,8 +72,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
-use shotfarm::config::Config;
+use anyhow::{anyhow, bail};
 use warp::Filter;
 
 const DEFAULT_CAPTURES: usize = 10_000;
@@ -83,16 +85,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// the run would not say anything about memory.
 const ABORT_FAILURE_SHARE: f64 = 0.05;
 
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -104,64 +96,53 @@ fn mb(kb: u64) -> f64 {
 /// The daemon binary, SIGKILLed on drop if not stopped (its browsers die by their own death
 /// signal then).
 struct DaemonProcess {
-    process: common::Spawned,
+    server: ServeProcess,
     api: SocketAddr,
     metrics: SocketAddr,
-    profiles: tempfile::TempDir,
 }
 
 impl DaemonProcess {
     fn spawn(redis_url: &str, log_dir: &Path) -> anyhow::Result<DaemonProcess> {
-        let profiles = tempfile::Builder::new()
-            .prefix("soak-profiles-")
-            .tempdir()?;
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let log = log_dir.join("daemon.log");
-        let mut cmd = common::serve_command(api, metrics, profiles.path(), &log)?;
-        cmd.args(["--redis-url", redis_url]);
-        if let Ok(n) = std::env::var("SOAK_RECYCLE_AFTER") {
-            cmd.env("SHOTFARM_FARM__RECYCLE_AFTER", n.trim());
-        }
-        let child = common::with_death_signal(&mut cmd)
-            .spawn()
-            .context("cannot start the shotfarm binary")?;
+        let binary = Path::new(env!("CARGO_BIN_EXE_shotfarm"));
+        let server = ServeProcess::spawn(binary, "soak", &log_dir.join("daemon.log"), |cmd| {
+            cmd.args(["--redis-url", redis_url]);
+            if let Ok(n) = std::env::var("SOAK_RECYCLE_AFTER") {
+                cmd.env("SHOTFARM_FARM__RECYCLE_AFTER", n.trim());
+            }
+        })?;
         Ok(DaemonProcess {
-            process: common::Spawned { child, log },
-            api,
-            metrics,
-            profiles,
+            api: server.api,
+            metrics: server.metrics,
+            server,
         })
     }
 
+    fn profiles(&self) -> &Path {
+        self.server.profiles.path()
+    }
+
     fn pid(&self) -> u32 {
-        self.process.pid()
+        self.server.pid()
     }
 
     fn log_tail(&self) -> String {
-        self.process.log_tail(20)
+        self.server.process.log_tail(20)
     }
 
     /// SIGTERM, then wait for the graceful exit (drain, browsers killed as groups).
     fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        self.process.sigterm();
-        self.process.wait_exit(Duration::from_secs(60))
+        self.server.process.sigterm();
+        self.server.process.wait_exit(Duration::from_secs(60))
     }
 }
 
 /// A funded account with an API key, made through the operator code path (before any tokio
 /// runtime exists on this thread: `ops::block_on` starts its own actix system).
 fn provision(redis_url: &str, credits: i64) -> anyhow::Result<(String, String)> {
-    let mut config = Config::default();
-    config.redis.url = redis_url.to_string();
-    shotfarm::ops::block_on(|| async move {
-        let op = shotfarm::ops::Operator::connect(&config).await?;
-        let account = op
-            .create_account("soak@bench.example", None, credits)
-            .await?;
-        let (_, key) = op.create_key(&account.id, "soak").await?;
-        Ok((account.id, key))
-    })
+    let config = testkit::accounts::on_redis(redis_url);
+    let funded =
+        testkit::accounts::provision(&config, "soak@bench.example", None, credits, "soak")?;
+    Ok((funded.account, funded.key))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -602,25 +583,6 @@ impl Sample {
     }
 }
 
-fn kb_field(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(name))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// (state, ppid) from `/proc/<pid>/stat`.
-fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
 /// The arguments of a command line. Chromium's helpers rewrite theirs (one string, spaces
 /// between the arguments, no NULs), so split on both.
 fn args_of(cmdline: &str) -> impl Iterator<Item = &str> {
@@ -656,65 +618,29 @@ fn kind_of(pid: u32, daemon: u32, cmdline: &str) -> String {
 
 /// The daemon, its descendants, and every process naming its profile directory, by kind.
 fn scan(daemon: u32, profile_dir: &Path) -> BTreeMap<String, Mem> {
-    let needle = profile_dir.to_string_lossy().to_string();
-    let mut parent_of: HashMap<u32, u32> = HashMap::new();
-    let mut cmdlines: HashMap<u32, String> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some((state, ppid)) = stat_of(pid) else {
-            continue;
-        };
-        if state == 'Z' {
-            continue;
-        }
-        parent_of.insert(pid, ppid);
-        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            cmdlines.insert(pid, String::from_utf8_lossy(&raw).into_owned());
-        }
-    }
-    let descends = |mut pid: u32| {
-        for _ in 0..64 {
-            if pid == daemon {
-                return true;
-            }
-            match parent_of.get(&pid) {
-                Some(&p) if p != 0 && p != pid => pid = p,
-                _ => return false,
-            }
-        }
-        false
-    };
-    let members: HashSet<u32> = parent_of
-        .keys()
-        .copied()
-        .filter(|&pid| descends(pid) || cmdlines.get(&pid).is_some_and(|c| c.contains(&needle)))
-        .collect();
+    let needle = profile_dir.to_string_lossy();
     let mut out: BTreeMap<String, Mem> = BTreeMap::new();
-    for pid in members {
+    for (pid, stat) in testkit::procfs::tree(&[daemon], Some(&needle)) {
+        if stat.zombie {
+            continue;
+        }
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
         let Some(rss_kb) = kb_field(&status, "VmRSS:") else {
             continue; // exited between the reads, or a kernel thread
         };
-        let Some(pss_kb) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-            .ok()
-            .and_then(|t| kb_field(&t, "Pss:"))
-        else {
+        let Some(pss_kb) = testkit::procfs::pss_kb(pid) else {
             continue;
         };
-        let kind = kind_of(pid, daemon, cmdlines.get(&pid).map_or("", String::as_str));
-        out.entry(kind).or_default().add(Mem {
-            count: 1,
-            rss_kb,
-            pss_kb,
-        });
+        let cmdline = testkit::procfs::cmdline(pid).unwrap_or_default();
+        out.entry(kind_of(pid, daemon, &cmdline))
+            .or_default()
+            .add(Mem {
+                count: 1,
+                rss_kb,
+                pss_kb,
+            });
     }
     out
 }
@@ -731,15 +657,6 @@ fn daemon_detail(pid: u32) -> (u64, u64, u64) {
         kb_field(&status, "RssAnon:").unwrap_or(0),
         kb_field(&status, "RssFile:").unwrap_or(0),
     )
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 async fn restarts(client: &reqwest::Client, metrics: SocketAddr) -> BTreeMap<String, f64> {
@@ -812,7 +729,7 @@ async fn settle(
     let mut previous: Option<Mem> = None;
     let by_kind = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let by_kind = scan(daemon.pid(), daemon.profiles.path());
+        let by_kind = scan(daemon.pid(), daemon.profiles());
         let mut total = Mem::default();
         for v in by_kind.values() {
             total.add(*v);
@@ -879,7 +796,7 @@ async fn batch(
         if hot.is_none() && done >= half {
             hot = Some(Sample {
                 captures: done,
-                by_kind: scan(daemon.pid(), daemon.profiles.path()),
+                by_kind: scan(daemon.pid(), daemon.profiles()),
                 restarts: BTreeMap::new(),
                 load: load_average(),
                 daemon_detail: daemon_detail(daemon.pid()),
@@ -909,7 +826,7 @@ async fn batch(
         Some(h) => h,
         None => Sample {
             captures: to,
-            by_kind: scan(daemon.pid(), daemon.profiles.path()),
+            by_kind: scan(daemon.pid(), daemon.profiles()),
             restarts: BTreeMap::new(),
             load: load_average(),
             daemon_detail: daemon_detail(daemon.pid()),
@@ -997,7 +914,7 @@ fn main() -> anyhow::Result<()> {
     let bench_start = Instant::now();
     let logs = tempfile::Builder::new().prefix("soak-logs-").tempdir()?;
     // Children are forked from the main thread: their death signal follows it.
-    let redis = common::RedisServer::start(true)?;
+    let redis = RedisServer::start(Persistence::AppendOnly)?;
     let (account, key) = provision(&redis.url, captures as i64 + 100)?;
     let mut daemon = DaemonProcess::spawn(&redis.url, logs.path())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1016,7 +933,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("daemon log (last lines):\n{}", daemon.log_tail());
     }
     let stopped = daemon.stop();
-    let leftovers = scan(0, daemon.profiles.path());
+    let leftovers = scan(0, daemon.profiles());
     match stopped {
         Ok(status) => println!(
             "daemon stopped on SIGTERM: {status}; Chromium processes left: {}",
@@ -1033,7 +950,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(
     daemon: &DaemonProcess,
-    redis_server: &common::RedisServer,
+    redis_server: &RedisServer,
     account: &str,
     key: &str,
     captures: usize,

@@ -142,8 +142,8 @@ where
         metrics.clone(),
     )
     .map_err(anyhow::Error::msg)?;
-    let payments = Arc::new(Payments::new(&config).map_err(anyhow::Error::msg)?);
-    let live = crate::reload::Live::new((*config).clone());
+    let live = crate::live::Live::new((*config).clone());
+    let payments = Arc::new(Payments::on_live(live.clone()).map_err(anyhow::Error::msg)?);
     let state = ApiState {
         farm: farm.clone(),
         ledger: ledger.clone(),
@@ -154,7 +154,7 @@ where
         payments: payments.clone(),
         notifier,
     };
-    let reloader = tokio::spawn(crate::reload::on_sighup(live, payments));
+    let reloader = tokio::spawn(crate::reload::on_sighup(live));
 
     // One signal stops both listeners from accepting; in-flight requests finish.
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -13,6 +13,7 @@
 //! - [`payments`]: Polar checkouts and signed webhooks that credit exactly once.
 //! - [`notifications`]: signed low-balance notifications to an account's URL.
 //! - [`reload`]: SIGHUP reloads packs, limits and the log level in place.
+//! - [`live`]: the running configuration, which requests read and a reload replaces.
 //! - [`service_manager`]: what systemd sees: READY, WATCHDOG, STOPPING.
 //! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
@@ -26,6 +27,7 @@ pub mod egress;
 pub mod farm;
 pub mod ledger;
 pub mod limits;
+pub mod live;
 pub mod notifications;
 pub mod ops;
 pub mod payments;

@@ -4,29 +4,8 @@
 //! a reload that changes it logs which sections need a restart and keeps the running values.
 //! A new configuration that does not validate is refused whole: the running one stays.
 
-use std::sync::{Arc, RwLock};
-
 use crate::config::Config;
-use crate::payments::Payments;
-
-/// A value the daemon reads per request and a reload may replace.
-#[derive(Clone)]
-pub struct Live<T>(Arc<RwLock<Arc<T>>>);
-
-impl<T> Live<T> {
-    pub fn new(value: T) -> Live<T> {
-        Live(Arc::new(RwLock::new(Arc::new(value))))
-    }
-
-    /// The current value (a cheap `Arc` clone; a request keeps one view throughout).
-    pub fn get(&self) -> Arc<T> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, value: T) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
-    }
-}
+pub use crate::live::Live;
 
 /// The running configuration with the reloadable parts of `new` applied, and the sections of
 /// `new` that differ but need a restart.
@@ -71,7 +50,7 @@ fn section_values(c: &Config) -> Vec<(&'static str, serde_json::Value)> {
 
 /// Reloads from the file the daemon started with (and the environment), applies what can be
 /// applied, and tells systemd (`RELOADING=1` … `READY=1`).
-pub fn reload(live: &Live<Config>, payments: &Payments) {
+pub fn reload(live: &Live<Config>) {
     let mut notices = vec![sd_notify::NotifyState::Reloading];
     if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
         notices.push(now);
@@ -84,8 +63,8 @@ pub fn reload(live: &Live<Config>, payments: &Payments) {
             if let Err(e) = crate::telemetry::logging::set_level(&applied.log.level) {
                 tracing::warn!("log level not changed: {e}");
             }
-            payments.set_packs(applied.credits.packs.clone());
-            live.set(applied);
+            // The packs' one home is the live configuration: payments read them from it.
+            live.replace(applied);
             if restart.is_empty() {
                 tracing::info!("configuration reloaded");
             } else {
@@ -111,7 +90,7 @@ pub fn reload(live: &Live<Config>, payments: &Payments) {
 }
 
 /// Reloads on every SIGHUP until the daemon stops.
-pub async fn on_sighup(live: Live<Config>, payments: Arc<Payments>) {
+pub async fn on_sighup(live: Live<Config>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
@@ -119,7 +98,7 @@ pub async fn on_sighup(live: Live<Config>, payments: Arc<Payments>) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
-        reload(&live, &payments);
+        reload(&live);
     }
 }
 

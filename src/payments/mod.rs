@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::config::{Config, PackConfig};
 use crate::ledger::keys::order_reference;
 use crate::ledger::{Ledger, LedgerError, Op, Outcome, TxKind};
+use crate::live::Live;
 use polar::{CheckoutRequest, Event, Order, Polar, PolarError};
 use webhook::Verifier;
 
@@ -99,14 +100,23 @@ pub struct Payments {
     polar: Option<Polar>,
     verifier: Option<Verifier>,
     success_url: String,
-    /// Reloadable (SIGHUP): names, prices and credits of the packs.
-    packs: std::sync::RwLock<Vec<PackConfig>>,
+    /// The running configuration: the packs (names, prices, credits) are read from it, so a
+    /// reload (SIGHUP) changes what a paid order is worth from then on.
+    config: Live<Config>,
     product_of_pack: HashMap<String, String>,
     pack_of_product: HashMap<String, String>,
 }
 
 impl Payments {
+    /// Payments on a fixed configuration (the operator commands, tests).
     pub fn new(config: &Config) -> Result<Payments, String> {
+        Payments::on_live(Live::new(config.clone()))
+    }
+
+    /// Payments on the daemon's running configuration: credentials and product ids as they are
+    /// now (they need a restart to change), packs as they are at each use.
+    pub fn on_live(live: Live<Config>) -> Result<Payments, String> {
+        let config = live.get();
         let p = &config.payments;
         let polar = match p.api_base() {
             Some(base) if !p.polar_access_token.is_empty() => Some(Polar::new(
@@ -133,7 +143,7 @@ impl Payments {
             polar,
             verifier,
             success_url,
-            packs: std::sync::RwLock::new(config.credits.packs.clone()),
+            config: live.clone(),
             product_of_pack: p.products.clone().into_iter().collect(),
             pack_of_product: p
                 .products
@@ -144,18 +154,18 @@ impl Payments {
     }
 
     pub fn pack(&self, id: &str) -> Option<PackConfig> {
-        let packs = self.packs.read().unwrap_or_else(|e| e.into_inner());
-        packs.iter().find(|p| p.id == id).cloned()
+        self.config
+            .get()
+            .credits
+            .packs
+            .iter()
+            .find(|p| p.id == id)
+            .cloned()
     }
 
-    /// Every pack on sale, in config order (the one place packs are read from at run time).
+    /// Every pack on sale, in config order, as the running configuration has them.
     pub fn packs(&self) -> Vec<PackConfig> {
-        self.packs.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The packs after a configuration reload (what a paid order is worth from now on).
-    pub fn set_packs(&self, packs: Vec<PackConfig>) {
-        *self.packs.write().unwrap_or_else(|e| e.into_inner()) = packs;
+        self.config.get().credits.packs.clone()
     }
 
     /// A Polar checkout for `pack_id` → the URL to send the customer to.

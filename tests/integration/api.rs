@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    audited, client, client_with_key, enc, free_port, get, metric_value, page, provision, shared,
+    audited, client, client_with_key, enc, free_port, get, metric_value, page, provision,
+    ready_shared, shared,
 };
 use serde_json::{json, Value};
 
@@ -54,25 +55,26 @@ async fn invalid_options_get_400_naming_the_field() {
             .contains(field));
     }
     // The JSON body takes the same names.
-    let response = client
-        .post(daemon.url("/api/v1/screenshot"))
-        .json(&json!({"url": page("/plain"), "quality": 500, "format": "jpeg"}))
-        .send()
-        .await
-        .expect("post");
-    let (status, body) = error_of(response).await;
+    let posted = |request: reqwest::RequestBuilder| async move {
+        error_of(request.send().await.expect("post")).await
+    };
+    let (status, body) = posted(
+        client
+            .post(daemon.url("/api/v1/screenshot"))
+            .json(&json!({"url": page("/plain"), "quality": 500, "format": "jpeg"})),
+    )
+    .await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (400, Some("quality"))
     );
     // A body that is not JSON is a clear 400 too.
-    let response = client
-        .post(daemon.url("/api/v1/screenshot"))
-        .body("{not json")
-        .send()
-        .await
-        .expect("post");
-    let (status, body) = error_of(response).await;
+    let (status, body) = posted(
+        client
+            .post(daemon.url("/api/v1/screenshot"))
+            .body("{not json"),
+    )
+    .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_body"))
@@ -81,8 +83,7 @@ async fn invalid_options_get_400_naming_the_field() {
 
 #[tokio::test]
 async fn success_carries_request_id_and_server_timing() {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     let response = client()
         .get(daemon.url(&format!(
             "/api/v1/screenshot?url={}&width=300&height=200",
@@ -122,8 +123,7 @@ async fn success_carries_request_id_and_server_timing() {
 
 #[tokio::test]
 async fn page_failures_have_their_own_codes() {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     let client = client();
     let closed = format!("http://127.0.0.1:{}/", free_port());
     let cases = [
@@ -178,8 +178,7 @@ async fn page_failures_have_their_own_codes() {
 /// policy refusal; it is found before a credit is held, so nothing is held or charged.
 #[tokio::test]
 async fn an_unresolvable_host_is_a_free_navigation_failure() {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     let funded = provision(3);
     // `.invalid` never resolves (RFC 6761), with or without internet.
     let response = client_with_key(&funded.key)
@@ -211,8 +210,7 @@ async fn an_unresolvable_host_is_a_free_navigation_failure() {
 
 #[tokio::test]
 async fn a_page_that_never_loads_times_out_within_its_deadline() {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     // The shared account is made on first use: not inside the timed request.
     let client = client();
     let started = Instant::now();
@@ -267,8 +265,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 
 #[tokio::test]
 async fn probes_and_metrics_are_served() {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     let ready: Value = get(daemon.url("/readyz"))
         .await
         .expect("readyz")
@@ -320,26 +317,19 @@ async fn oversized_request_heads_are_refused_and_the_daemon_carries_on() {
         String::from_utf8_lossy(&out).into_owned()
     };
     let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let answer = probe(format!(
-        "GET /api/v1/credits/packs HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"
-    ))
-    .await;
+    let huge = format!("x-big: {}\r\n", "a".repeat(1024 * 1024));
     // hyper's own limits (100 headers, ~400 KiB of head) answer before any handler runs.
-    assert!(
-        answer.starts_with("HTTP/1.1 431"),
-        "200 headers: {:?}",
-        answer.lines().next()
-    );
-    let huge = "a".repeat(1024 * 1024);
-    let answer = probe(format!(
-        "GET /api/v1/credits/packs HTTP/1.1\r\nHost: x\r\nx-big: {huge}\r\nConnection: close\r\n\r\n"
-    ))
-    .await;
-    assert!(
-        answer.starts_with("HTTP/1.1 431"),
-        "a 1 MiB header: {:?}",
-        answer.lines().next()
-    );
+    for (what, headers) in [("200 headers", many), ("a 1 MiB header", huge)] {
+        let answer = probe(format!(
+            "GET /api/v1/credits/packs HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        ))
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{what}: {:?}",
+            answer.lines().next()
+        );
+    }
     let r = client()
         .get(daemon.url("/api/v1/credits/packs"))
         .send()

@@ -1,11 +1,10 @@
 //! What a capture produces: sizes, formats, and the options that change pixels.
 
-use crate::support::{client, decode, enc, get, near, page, rgb, shared};
+use crate::support::{client, decode, enc, get, near, page, ready_shared, rgb};
 use serde_json::json;
 
 async fn shot(query: &str) -> reqwest::Response {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     get(daemon.url(&format!("/api/v1/screenshot?{query}")))
         .await
         .expect("request")
@@ -172,8 +171,7 @@ async fn js_runs_before_the_capture() {
 
 #[tokio::test]
 async fn headers_cookies_and_user_agent_reach_the_site_and_do_not_leak() {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     let client = client();
     let body = json!({
         "url": page("/echo"), "width": 200, "height": 300,

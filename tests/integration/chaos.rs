@@ -32,7 +32,7 @@ use shotfarm::ledger::TxKind;
 
 use crate::redis_server::{start_redis, RedisServer};
 use crate::support::{
-    browser_pids, enc, eventually, free_port, page, processes_under, provision_on, spawn_binary_on,
+    browser_pids, enc, eventually, page, processes_under, provision_on, spawn_binary_on,
     wait_ready_at, ChildGuard, Rng,
 };
 
@@ -488,7 +488,7 @@ async fn inject_faults(
                 redis = tokio::task::spawn_blocking(move || {
                     redis.kill();
                     std::thread::sleep(REDIS_OUTAGE);
-                    redis.restart()
+                    redis.restart().expect("restart redis-server")
                 })
                 .await
                 .expect("Redis restart");
@@ -579,7 +579,7 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
     let profiles_dir = profiles.path().to_path_buf();
 
     // A Redis of its own: restarting the shared one would break the tests running beside us.
-    let redis = tokio::task::spawn_blocking(|| start_redis(free_port()))
+    let redis = tokio::task::spawn_blocking(start_redis)
         .await
         .expect("start Redis");
     let redis_url = redis.url.clone();

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::redis_server::start_redis;
 use crate::support::{
-    audited, audited_on, client_with_key, credits_header, enc, free_port, page, provision,
-    provision_on, shared, Daemon,
+    audited, audited_on, client_with_key, credits_header, enc, free_port, on_own_redis, page,
+    provision, provision_on, shared, Daemon,
 };
 
 fn capture_url(query: &str) -> String {
@@ -587,15 +587,10 @@ async fn an_idempotency_key_is_never_charged_twice() {
 #[tokio::test]
 async fn without_redis_nothing_is_captured_and_nothing_is_lost() {
     // A Redis of its own, so killing it does not disturb other tests.
-    let server = start_redis(free_port());
+    let server = start_redis();
     let funded = provision_on(&server.url, 4);
     let url = server.url.clone();
-    let daemon = Daemon::start(move |c| {
-        c.farm.browsers = 1;
-        c.redis.url = url;
-        c.redis.response_timeout_ms = 500;
-        c.redis.connect_timeout_ms = 500;
-    });
+    let daemon = Daemon::start(move |c| on_own_redis(c, &url));
     daemon.wait_ready(1).await;
     let key = client_with_key(&funded.key);
     let shot = daemon.url(&format!("/api/v1/screenshot?{}", plain()));
@@ -619,7 +614,7 @@ async fn without_redis_nothing_is_captured_and_nothing_is_lost() {
     let ready = reqwest::get(daemon.url("/readyz")).await.expect("readyz");
     assert_eq!(ready.status(), 503, "not ready without the ledger");
 
-    let server = server.restart();
+    let server = server.restart().expect("restart redis-server");
     let mut last = 0;
     for _ in 0..50 {
         let r = key.get(&shot).send().await.expect("capture");

@@ -204,6 +204,17 @@ fn strict() -> &'static Daemon {
     })
 }
 
+/// A capture of `path` on the hostile site, with `query` appended (`&timeout=…`).
+async fn capture(key: &reqwest::Client, d: &Daemon, path: &str, query: &str) -> reqwest::Response {
+    key.get(d.url(&format!(
+        "/api/v1/screenshot?url={}{query}",
+        enc(&site_url(path))
+    )))
+    .send()
+    .await
+    .expect("capture")
+}
+
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
@@ -265,14 +276,13 @@ async fn frames_that_can_never_load_do_not_hold_the_capture() {
     let restarts_before = restarts(d).await;
     for kind in ["file", "chrome", "view-source"] {
         // A 20 s timeout: a capture held by the frame would end 504 `timeout`.
-        let r = key
-            .get(d.url(&format!(
-                "/api/v1/screenshot?url={}&timeout=20000&width=300&height=200",
-                enc(&site_url(&format!("/frame/{kind}")))
-            )))
-            .send()
-            .await
-            .expect("capture");
+        let r = capture(
+            &key,
+            d,
+            &format!("/frame/{kind}"),
+            "&timeout=20000&width=300&height=200",
+        )
+        .await;
         let status = r.status();
         let credits = credits_header(&r);
         let body = r.bytes().await.expect("body");
@@ -303,14 +313,7 @@ async fn pages_that_never_finish_loading_time_out_without_restarting_the_browser
     let key = client_with_key(&funded.key);
     // Twice max_overruns in a row: before, each counted against the browser.
     for _ in 0..4 {
-        let r = key
-            .get(daemon.url(&format!(
-                "/api/v1/screenshot?url={}&timeout=1500",
-                enc(&site_url("/never"))
-            )))
-            .send()
-            .await
-            .expect("capture");
+        let r = capture(&key, &daemon, "/never", "&timeout=1500").await;
         assert_eq!(credits_header(&r), Some(1), "a timeout is free");
         let (status, body) = json_of(r).await;
         assert_eq!(
@@ -329,14 +332,7 @@ async fn pages_that_never_finish_loading_time_out_without_restarting_the_browser
         browsers,
         "the same browser serves on"
     );
-    let r = key
-        .get(daemon.url(&format!(
-            "/api/v1/screenshot?url={}",
-            enc(&site_url("/plain"))
-        )))
-        .send()
-        .await
-        .expect("capture");
+    let r = capture(&key, &daemon, "/plain", "").await;
     assert_eq!(r.status(), 200);
     assert_eq!(credits_header(&r), Some(0));
     daemon.stop();
@@ -352,14 +348,7 @@ async fn a_memory_bomb_crashes_only_its_own_renderer_and_is_answered_at_once() {
     let browsers = browser_pids(&daemon.profile_dir);
     let funded = provision(2);
     let key = client_with_key(&funded.key);
-    let r = key
-        .get(daemon.url(&format!(
-            "/api/v1/screenshot?url={}&timeout=30000",
-            enc(&site_url("/bomb"))
-        )))
-        .send()
-        .await
-        .expect("capture");
+    let r = capture(&key, &daemon, "/bomb", "&timeout=30000").await;
     assert_eq!(credits_header(&r), Some(2), "free");
     let (status, body) = json_of(r).await;
     assert_eq!(status, 422, "{body}");
@@ -368,14 +357,7 @@ async fn a_memory_bomb_crashes_only_its_own_renderer_and_is_answered_at_once() {
     // Not retried elsewhere, so no browser went down with it.
     assert_eq!(restarts(&daemon).await, 0.0, "no browser restarted");
     assert_eq!(browser_pids(&daemon.profile_dir), browsers);
-    let r = key
-        .get(daemon.url(&format!(
-            "/api/v1/screenshot?url={}",
-            enc(&site_url("/plain"))
-        )))
-        .send()
-        .await
-        .expect("capture");
+    let r = capture(&key, &daemon, "/plain", "").await;
     assert_eq!(r.status(), 200, "the fleet serves on");
     assert_eq!(credits_header(&r), Some(1));
     audited(&funded.account).await;

@@ -30,7 +30,7 @@ use shotfarm::ops::Operator;
 use shotfarm::telemetry::Metrics;
 
 use crate::redis_server::redis_url;
-use crate::support::{free_port, Rng};
+use crate::support::{amounts_of, free_port, Rng};
 
 const LONG_TTL: Duration = Duration::from_secs(60);
 
@@ -1189,6 +1189,16 @@ fn idempotency_states() {
         let ledger = &op.ledger;
         let account = funded(&op, 10).await;
         let run = |o: Op| async move { ledger.run(o).await.expect("ledger answers") };
+        let reserve = |hold: &str, k: &Idempotency| run(reserve_keyed(&account, hold, LONG_TTL, k));
+        let commit = |hold: &str, k: &Idempotency, result: Option<StoredResult>| {
+            run(Op::Commit {
+                account: account.clone(),
+                hold: hold.into(),
+                idempotency: Some(k.clone()),
+                result,
+                result_ttl: Duration::from_secs(60),
+            })
+        };
         let key = |name: &str, params: &str| Idempotency {
             key_hash: sha256_hex(name),
             fingerprint: sha256_hex(params),
@@ -1196,17 +1206,14 @@ fn idempotency_states() {
 
         // A key in flight, then reused with other parameters.
         let k1 = key("key-1", "url=a");
+        assert_eq!(reserve("a1", &k1).await, Outcome::Reserved { available: 9 });
         assert_eq!(
-            run(reserve_keyed(&account, "a1", LONG_TTL, &k1)).await,
-            Outcome::Reserved { available: 9 }
-        );
-        assert_eq!(
-            run(reserve_keyed(&account, "a2", LONG_TTL, &k1)).await,
+            reserve("a2", &k1).await,
             Outcome::IdempotencyInFlight { available: 9 }
         );
         let other_params = key("key-1", "url=b");
         assert_eq!(
-            run(reserve_keyed(&account, "a3", LONG_TTL, &other_params)).await,
+            reserve("a3", &other_params).await,
             Outcome::IdempotencyMismatch { available: 9 }
         );
 
@@ -1216,14 +1223,7 @@ fn idempotency_states() {
             body: vec![0x89, b'P', b'N', b'G', 0, 0xff, b'|', b'\n', 0],
         };
         assert_eq!(
-            run(Op::Commit {
-                account: account.clone(),
-                hold: "a1".into(),
-                idempotency: Some(k1.clone()),
-                result: Some(stored.clone()),
-                result_ttl: Duration::from_secs(60),
-            })
-            .await,
+            commit("a1", &k1, Some(stored.clone())).await,
             Outcome::Committed {
                 available: 9,
                 low: false,
@@ -1231,14 +1231,14 @@ fn idempotency_states() {
             }
         );
         assert_eq!(
-            run(reserve_keyed(&account, "a4", LONG_TTL, &k1)).await,
+            reserve("a4", &k1).await,
             Outcome::IdempotencyReplay {
                 available: 9,
                 result: stored,
             }
         );
         assert_eq!(
-            run(reserve_keyed(&account, "a5", LONG_TTL, &other_params)).await,
+            reserve("a5", &other_params).await,
             Outcome::IdempotencyMismatch { available: 9 }
         );
         let s = audited(ledger, &account, "after the replay").await;
@@ -1247,19 +1247,9 @@ fn idempotency_states() {
 
         // Succeeded with a result too large to keep.
         let k2 = key("key-2", "url=big");
+        assert_eq!(reserve("b1", &k2).await, Outcome::Reserved { available: 8 });
         assert_eq!(
-            run(reserve_keyed(&account, "b1", LONG_TTL, &k2)).await,
-            Outcome::Reserved { available: 8 }
-        );
-        assert_eq!(
-            run(Op::Commit {
-                account: account.clone(),
-                hold: "b1".into(),
-                idempotency: Some(k2.clone()),
-                result: None,
-                result_ttl: Duration::from_secs(60),
-            })
-            .await,
+            commit("b1", &k2, None).await,
             Outcome::Committed {
                 available: 8,
                 low: false,
@@ -1267,16 +1257,13 @@ fn idempotency_states() {
             }
         );
         assert_eq!(
-            run(reserve_keyed(&account, "b2", LONG_TTL, &k2)).await,
+            reserve("b2", &k2).await,
             Outcome::IdempotencyResultUnavailable { available: 8 }
         );
 
         // A failed capture frees its key.
         let k3 = key("key-3", "url=fails");
-        assert_eq!(
-            run(reserve_keyed(&account, "c1", LONG_TTL, &k3)).await,
-            Outcome::Reserved { available: 7 }
-        );
+        assert_eq!(reserve("c1", &k3).await, Outcome::Reserved { available: 7 });
         assert_eq!(
             run(Op::Release {
                 account: account.clone(),
@@ -1286,10 +1273,7 @@ fn idempotency_states() {
             .await,
             Outcome::Released { available: 8 }
         );
-        assert_eq!(
-            run(reserve_keyed(&account, "c2", LONG_TTL, &k3)).await,
-            Outcome::Reserved { available: 7 }
-        );
+        assert_eq!(reserve("c2", &k3).await, Outcome::Reserved { available: 7 });
         assert_eq!(
             run(Op::Release {
                 account: account.clone(),
@@ -1318,10 +1302,7 @@ fn idempotency_states() {
             hold_record(ledger, &account, "d1").await.as_deref(),
             Some("expired")
         );
-        assert_eq!(
-            run(reserve_keyed(&account, "d2", LONG_TTL, &k4)).await,
-            Outcome::Reserved { available: 7 }
-        );
+        assert_eq!(reserve("d2", &k4).await, Outcome::Reserved { available: 7 });
 
         let s = audited(ledger, &account, "at the end").await;
         assert_eq!(s.balance, balance(7, 1, 2, 10));
@@ -1384,18 +1365,24 @@ fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
         let op = operator().await;
         let ledger = &op.ledger;
         let account = funded(&op, 20).await;
-        op.accounts
-            .set_auto_topup(
-                &account,
-                &mut shotfarm::accounts::AutoTopup {
-                    enabled: true,
-                    threshold: 15,
-                    pack_id: "pack_starter".into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("settings");
+        let auto_topup = |enabled: bool| {
+            let (op, account) = (&op, account.clone());
+            async move {
+                op.accounts
+                    .set_auto_topup(
+                        &account,
+                        &mut shotfarm::accounts::AutoTopup {
+                            enabled,
+                            threshold: 15,
+                            pack_id: "pack_starter".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("settings");
+            }
+        };
+        auto_topup(true).await;
         // 12 captures in flight at once, then all commit at once: owned balance 20 → 8.
         let holds: Vec<String> = (0..12).map(|i| format!("x{i:02}")).collect();
         for outcome in join_all(
@@ -1442,18 +1429,7 @@ fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
             }
         );
         // Disabled: neither low nor crossing.
-        op.accounts
-            .set_auto_topup(
-                &account,
-                &mut shotfarm::accounts::AutoTopup {
-                    enabled: false,
-                    threshold: 15,
-                    pack_id: "pack_starter".into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("settings");
+        auto_topup(false).await;
         ledger
             .run(reserve(&account, "z", 1, LONG_TTL))
             .await
@@ -1482,6 +1458,13 @@ fn refunds_wait_for_their_payment_never_overdraw_and_take_each_share_once() {
             refunded,
             description: "refund".into(),
         };
+        let adjust = |amount: i64, description: &str| Op::Grant {
+            account: account.clone(),
+            amount,
+            kind: TxKind::Adjustment,
+            description: description.into(),
+            reference: None,
+        };
         let pay = |order: &str, amount: i64| Op::Grant {
             account: account.clone(),
             amount,
@@ -1497,13 +1480,7 @@ fn refunds_wait_for_their_payment_never_overdraw_and_take_each_share_once() {
         // Paid 10 (balance 13), then 11 spent elsewhere: a full refund finds 2 unspent.
         ledger.run(pay("o1", 10)).await.expect("grant");
         let spend = ledger
-            .run(Op::Grant {
-                account: account.clone(),
-                amount: -11,
-                kind: TxKind::Adjustment,
-                description: "spent".into(),
-                reference: None,
-            })
+            .run(adjust(-11, "spent"))
             .await
             .expect("ledger answers");
         assert_eq!(spend, Outcome::Granted { available: 2 });
@@ -1546,16 +1523,7 @@ fn refunds_wait_for_their_payment_never_overdraw_and_take_each_share_once() {
             assert_eq!(again, Outcome::Duplicate { available: 20 });
         }
         // With nothing unspent a refund is still recorded, at 0, and never overdraws.
-        ledger
-            .run(Op::Grant {
-                account: account.clone(),
-                amount: -20,
-                kind: TxKind::Adjustment,
-                description: "spent".into(),
-                reference: None,
-            })
-            .await
-            .expect("spend");
+        ledger.run(adjust(-20, "spent")).await.expect("spend");
         let last = ledger.run(refund("o2", 100)).await.expect("refund");
         assert_eq!(
             last,
@@ -1565,12 +1533,7 @@ fn refunds_wait_for_their_payment_never_overdraw_and_take_each_share_once() {
             }
         );
         let s = audited(ledger, &account, "after the partial refunds").await;
-        let refunds: Vec<i64> = s
-            .transactions
-            .iter()
-            .filter(|t| t.kind == TxKind::Refund)
-            .map(|t| t.amount)
-            .collect();
+        let refunds = amounts_of(&s, TxKind::Refund);
         assert_eq!(refunds, vec![0, -50, -30, -2]);
         assert!(
             s.transactions[0]
@@ -1581,13 +1544,7 @@ fn refunds_wait_for_their_payment_never_overdraw_and_take_each_share_once() {
         );
         // Without a refund's clamp, an overdraw is refused.
         let refused = ledger
-            .run(Op::Grant {
-                account: account.clone(),
-                amount: -1,
-                kind: TxKind::Adjustment,
-                description: "too much".into(),
-                reference: None,
-            })
+            .run(adjust(-1, "too much"))
             .await
             .expect("ledger answers");
         assert_eq!(refused, Outcome::Insufficient { available: 0 });

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{client_with_key, enc, page, shared, shared_funded, Daemon};
+use crate::support::{client_with_key, enc, page, ready_shared, shared_funded, Daemon};
 
 const ROWS: &[&str] = &[
     "Fleet overview",
@@ -188,8 +188,7 @@ fn scrape_types(scrape: &str) -> BTreeMap<String, String> {
 /// Captures on the shared daemon (every format, so each histogram and `format` label has
 /// samples), then its scrape.
 async fn scrape_after_captures() -> String {
-    let daemon = shared();
-    daemon.wait_ready(2).await;
+    let daemon = ready_shared().await;
     let client = client_with_key(&shared_funded().key);
     let url = enc(&page("/plain"));
     for format in ["png", "jpeg", "webp", "png"] {

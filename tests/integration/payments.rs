@@ -17,8 +17,8 @@ use wiremock::{Mock, MockGuard, MockServer, Request, ResponseTemplate};
 
 use crate::redis_server::start_redis;
 use crate::support::{
-    audited, audited_on, client_with_key, credits_header, enc, free_port, page, provision_as,
-    redis_url, Daemon, Funded,
+    amounts_of, audited, audited_on, client_with_key, credits_header, enc, free_port, on_own_redis,
+    page, provision_as, redis_url, Daemon, Funded,
 };
 
 const TOKEN: &str = "polar_oat_test";
@@ -1067,12 +1067,7 @@ async fn a_refund_before_its_payment_waits_and_partial_refunds_take_each_share_o
     }
     let s = audited(&account).await;
     assert_eq!(s.balance.available, 205);
-    let refunds: Vec<i64> = s
-        .transactions
-        .iter()
-        .filter(|t| t.kind.as_str() == "refund")
-        .map(|t| t.amount)
-        .collect();
+    let refunds = amounts_of(&s, shotfarm::ledger::TxKind::Refund);
     assert_eq!(refunds, [-500, -300, -1000]);
     assert!(
         s.transactions[0]
@@ -1272,14 +1267,11 @@ async fn auto_topup_prompts_exactly_below_the_threshold() {
 #[tokio::test]
 async fn a_private_daemon_standard_secret_unreachable_polar_and_redis_down() {
     // A Redis of its own, so stopping it disturbs no other test.
-    let server = start_redis(free_port());
+    let server = start_redis();
     let closed = free_port();
     let url = server.url.clone();
     let daemon = Daemon::start(move |c| {
-        c.farm.browsers = 1;
-        c.redis.url = url;
-        c.redis.response_timeout_ms = 500;
-        c.redis.connect_timeout_ms = 500;
+        on_own_redis(c, &url);
         c.payments.polar_server = PolarServer::Sandbox;
         // Nothing listens there.
         c.payments.polar_api_url = format!("http://127.0.0.1:{closed}");
@@ -1327,7 +1319,7 @@ async fn a_private_daemon_standard_secret_unreachable_polar_and_redis_down() {
         (503, Some("ledger_unavailable")),
         "{reply}"
     );
-    let server = server.restart();
+    let server = server.restart().expect("restart redis-server");
     let mut last = 0;
     for _ in 0..50 {
         let (status, _) = post_webhook(&daemon, &delivery, None).await;

@@ -12,12 +12,7 @@ use warp::Filter;
 
 pub use super::redis_server::redis_url;
 
-/// An account made for a test, with an API key.
-#[derive(Debug, Clone)]
-pub struct Funded {
-    pub account: String,
-    pub key: String,
-}
+pub use testkit::accounts::Funded;
 
 /// A new account on the test Redis holding `credits` (after its 5-credit sign-up bonus, an
 /// adjustment brings it to exactly `credits`), with an API key. Uses the operator code path.
@@ -40,31 +35,29 @@ pub fn provision_as(url: &str, email: &str, credits: i64) -> Funded {
 
 /// Like [`provision_as`], on the Redis (single or cluster) `config` names.
 pub fn provision_in(config: Config, email: &str, credits: i64) -> Funded {
-    let email = email.to_string();
-    std::thread::spawn(move || {
-        shotfarm::ops::block_on(|| async move {
-            let op = shotfarm::ops::Operator::connect(&config)
-                .await
-                .expect("operator connects to the test Redis");
-            let account = op
-                .create_account(&email, Some("password123"), 0)
-                .await
-                .expect("create account");
-            let bonus = config.auth.signup_bonus;
-            if credits != bonus {
-                op.grant(&account.id, credits - bonus, "test funding")
-                    .await
-                    .expect("fund account");
-            }
-            let (_, key) = op.create_key(&account.id, "test").await.expect("key");
-            Funded {
-                account: account.id,
-                key,
-            }
-        })
-    })
-    .join()
-    .expect("provisioning thread")
+    testkit::accounts::provision(&config, email, Some("password123"), credits, "test")
+        .expect("provision a funded account on the test Redis")
+}
+
+/// A one-browser daemon's settings on a Redis of the test's own, giving up on Redis after
+/// 500 ms (a test that stops its Redis wants fast failures).
+pub fn on_own_redis(c: &mut Config, url: &str) {
+    c.farm.browsers = 1;
+    c.redis.url = url.to_string();
+    c.redis.response_timeout_ms = 500;
+    c.redis.connect_timeout_ms = 500;
+}
+
+/// The amounts of a snapshot's transactions of one kind, newest first.
+pub fn amounts_of(
+    s: &shotfarm::ledger::store::Snapshot,
+    kind: shotfarm::ledger::TxKind,
+) -> Vec<i64> {
+    s.transactions
+        .iter()
+        .filter(|t| t.kind == kind)
+        .map(|t| t.amount)
+        .collect()
 }
 
 /// The account most tests capture with (plenty of credits).
@@ -377,82 +370,14 @@ pub fn shared() -> &'static Daemon {
     SHARED.get_or_init(|| Daemon::start(|_| {}))
 }
 
-/// Browsers whose command line mentions `dir` (their `--user-data-dir`) and every process
-/// descended from them (the headless shell's helpers do not repeat the profile path).
-pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
-    let needle = dir.to_string_lossy().to_string();
-    let mut all: Vec<(u32, u32, String)> = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if is_zombie(pid) {
-            continue;
-        }
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        all.push((pid, parent_pid(pid).unwrap_or(0), cmdline));
-    }
-    let mut found: std::collections::HashSet<u32> = all
-        .iter()
-        .filter(|(_, _, cmd)| cmd.contains(&needle))
-        .map(|(pid, _, _)| *pid)
-        .collect();
-    loop {
-        let before = found.len();
-        for (pid, ppid, _) in &all {
-            if found.contains(ppid) {
-                found.insert(*pid);
-            }
-        }
-        if found.len() == before {
-            break;
-        }
-    }
-    all.into_iter()
-        .filter(|(pid, _, _)| found.contains(pid))
-        .map(|(pid, _, cmd)| (pid, cmd))
-        .collect()
+/// The shared daemon, once both its browsers can take work.
+pub async fn ready_shared() -> &'static Daemon {
+    let daemon = shared();
+    daemon.wait_ready(2).await;
+    daemon
 }
 
-fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
-/// Main browser processes under `dir`: those started with a profile in it, without `--type=`
-/// (a descendant such as Chromium's crash handler is not a browser).
-pub fn browser_pids(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().to_string();
-    processes_under(dir)
-        .into_iter()
-        .filter(|(_, cmd)| cmd.contains(&needle) && !cmd.contains("--type="))
-        .map(|(pid, _)| pid)
-        .collect()
-}
+pub use testkit::procfs::{browser_pids, processes_under};
 
 /// Polls `check` for up to `limit`.
 pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -466,13 +391,7 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     check()
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use testkit::free_port;
 
 /// Reads a counter's value from Prometheus text.
 pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
@@ -579,28 +498,7 @@ pub fn credits_header(response: &reqwest::Response) -> Option<i64> {
         .ok()
 }
 
-/// A daemon process that is SIGKILLed if a test fails before stopping it.
-pub struct ChildGuard(pub std::process::Child);
-
-impl std::ops::Deref for ChildGuard {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ChildGuard {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use testkit::process::ChildGuard;
 
 /// Starts the real binary on the test Redis, 2 browsers, 5 s grace, plus `env` overrides
 /// (`SHOTFARM_…`); returns the child and its API base URL.
@@ -627,8 +525,7 @@ pub fn spawn_binary_with(
     log: Option<&std::path::Path>,
     args: &[&str],
 ) -> (ChildGuard, String) {
-    let api = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let (api, metrics) = testkit::process::daemon_addresses();
     let stderr = match log {
         Some(path) => std::process::Stdio::from(
             std::fs::OpenOptions::new()
@@ -641,15 +538,9 @@ pub fn spawn_binary_with(
         None if std::env::var_os("TEST_DAEMON_LOG").is_some() => std::process::Stdio::inherit(),
         None => std::process::Stdio::null(),
     };
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
-        .args(["serve", "--listen", &api, "--metrics-listen", &metrics])
-        .args(["--allow-egress", "127.0.0.0/8"])
+    let binary = Path::new(env!("CARGO_BIN_EXE_shotfarm"));
+    let child = testkit::process::serve(binary, api, metrics, profiles)
         .args(args)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
-        .env("SHOTFARM_LIMITS__BURST", "100000")
-        .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
         .env("SHOTFARM_REDIS__URL", redis_url)
         .env("SHOTFARM_FARM__BROWSERS", "2")
         .env("SHOTFARM_SERVER__SHUTDOWN_GRACE_MS", "5000")
