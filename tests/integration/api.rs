@@ -22,6 +22,16 @@ async fn error_of(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// Sends `request` and reads its JSON error ([`error_of`]).
+async fn sent(request: reqwest::RequestBuilder) -> (u16, Value) {
+    error_of(request.send().await.expect("request")).await
+}
+
+/// The status and the error `code` of an error answer.
+fn code_of((status, body): (u16, Value)) -> (u16, Option<String>) {
+    (status, body["error"]["code"].as_str().map(str::to_string))
+}
+
 #[tokio::test]
 async fn invalid_options_get_400_naming_the_field() {
     let daemon = shared();
@@ -55,10 +65,7 @@ async fn invalid_options_get_400_naming_the_field() {
             .contains(field));
     }
     // The JSON body takes the same names.
-    let posted = |request: reqwest::RequestBuilder| async move {
-        error_of(request.send().await.expect("post")).await
-    };
-    let (status, body) = posted(
+    let (status, body) = sent(
         client
             .post(daemon.url("/api/v1/screenshot"))
             .json(&json!({"url": page("/plain"), "quality": 500, "format": "jpeg"})),
@@ -69,15 +76,10 @@ async fn invalid_options_get_400_naming_the_field() {
         (400, Some("quality"))
     );
     // A body that is not JSON is a clear 400 too.
-    let (status, body) = posted(
-        client
-            .post(daemon.url("/api/v1/screenshot"))
-            .body("{not json"),
-    )
-    .await;
+    let post = client.post(daemon.url("/api/v1/screenshot"));
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_body"))
+        code_of(sent(post.body("{not json")).await),
+        (400, Some("invalid_body".into()))
     );
 }
 
@@ -247,19 +249,11 @@ async fn a_page_that_never_loads_times_out_within_its_deadline() {
 async fn unknown_routes_and_methods_get_json_errors() {
     let daemon = shared();
     let client = client();
-    let (status, body) = error_of(client.get(daemon.url("/nope")).send().await.expect("get")).await;
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("not_found"))
+        code_of(sent(client.get(daemon.url("/nope"))).await),
+        (404, Some("not_found".into()))
     );
-    let (status, _) = error_of(
-        client
-            .delete(daemon.url("/api/v1/screenshot"))
-            .send()
-            .await
-            .expect("delete"),
-    )
-    .await;
+    let (status, _) = sent(client.delete(daemon.url("/api/v1/screenshot"))).await;
     assert!(status == 405 || status == 404, "{status}");
 }
 

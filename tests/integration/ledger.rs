@@ -1416,32 +1416,25 @@ fn exactly_one_concurrent_commit_crosses_the_low_balance_threshold() {
         }
         assert_eq!(crossed, 1, "one commit took the balance from 15 to 14");
         // Once below, further charges are low but do not cross again.
-        ledger
-            .run(reserve(&account, "y", 1, LONG_TTL))
-            .await
-            .expect("reserve");
-        assert_eq!(
-            ledger.run(commit(&account, "y")).await.expect("commit"),
-            Outcome::Committed {
-                available: 7,
-                low: true,
-                crossed: false
+        let charge = |hold: &'static str| {
+            let account = account.clone();
+            async move {
+                ledger
+                    .run(reserve(&account, hold, 1, LONG_TTL))
+                    .await
+                    .expect("reserve");
+                ledger.run(commit(&account, hold)).await.expect("commit")
             }
-        );
+        };
+        let low = |available: i64, low: bool| Outcome::Committed {
+            available,
+            low,
+            crossed: false,
+        };
+        assert_eq!(charge("y").await, low(7, true));
         // Disabled: neither low nor crossing.
         auto_topup(false).await;
-        ledger
-            .run(reserve(&account, "z", 1, LONG_TTL))
-            .await
-            .expect("reserve");
-        assert_eq!(
-            ledger.run(commit(&account, "z")).await.expect("commit"),
-            Outcome::Committed {
-                available: 6,
-                low: false,
-                crossed: false
-            }
-        );
+        assert_eq!(charge("z").await, low(6, false));
         audited(ledger, &account, "after the crossing").await;
     });
 }
