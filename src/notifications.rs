@@ -12,6 +12,7 @@
 //! the same defence captures get, so a notification URL cannot reach the operator's network.
 //! Pending notifications live in memory: a daemon that stops loses its undelivered ones.
 
+use crate::telemetry::events::{InternalEvent, LowBalanceNotification, NotificationOutcome};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -133,12 +134,8 @@ impl Notifier {
                 (n < inner.config.max_pending).then_some(n + 1)
             });
         if taken.is_err() {
-            inner.count("dropped");
-            tracing::warn!(
-                account = %event.account,
-                "low-balance notification dropped: {} already pending",
-                inner.config.max_pending
-            );
+            let why = format!("{} already pending", inner.config.max_pending);
+            inner.report(NotificationOutcome::Dropped, &event, "", 0, &why, None);
             return;
         }
         tokio::spawn(async move {
@@ -149,11 +146,24 @@ impl Notifier {
 }
 
 impl Inner {
-    fn count(&self, outcome: &str) {
-        self.metrics
-            .notifications_total
-            .with_label_values(&[outcome])
-            .inc();
+    fn report(
+        &self,
+        outcome: NotificationOutcome,
+        event: &LowBalance,
+        webhook_id: &str,
+        attempt: u32,
+        why: &str,
+        wait: Option<Duration>,
+    ) {
+        LowBalanceNotification {
+            outcome,
+            account: &event.account,
+            webhook_id,
+            attempt,
+            why,
+            wait,
+        }
+        .emit(&self.metrics);
     }
 
     fn body(&self, event: &LowBalance) -> Result<String, serde_json::Error> {
@@ -189,19 +199,31 @@ impl Inner {
         for attempt in 1..=attempts {
             match self.attempt(event, &id, &body, &signer).await {
                 Attempt::Delivered => {
-                    self.count("delivered");
-                    tracing::info!(account = %event.account, webhook_id = %id, attempt, "low-balance notification delivered");
+                    self.report(
+                        NotificationOutcome::Delivered,
+                        event,
+                        &id,
+                        attempt,
+                        "",
+                        None,
+                    );
                     return;
                 }
                 Attempt::Refused(why) => {
-                    self.count("refused");
-                    tracing::warn!(account = %event.account, webhook_id = %id, "low-balance notification refused: {why}");
+                    self.report(
+                        NotificationOutcome::Refused,
+                        event,
+                        &id,
+                        attempt,
+                        &why,
+                        None,
+                    );
                     return;
                 }
                 Attempt::Failed(why) if attempt < attempts => {
-                    self.count("retried");
                     let wait = self.config.retry_after(attempt);
-                    tracing::info!(account = %event.account, webhook_id = %id, attempt, ?wait, "low-balance notification failed ({why}); retrying");
+                    let outcome = NotificationOutcome::Retried;
+                    self.report(outcome, event, &id, attempt, &why, Some(wait));
                     tokio::time::sleep(wait).await;
                 }
                 Attempt::Failed(why) => return self.give_up(event, &id, &why),
@@ -210,8 +232,7 @@ impl Inner {
     }
 
     fn give_up(&self, event: &LowBalance, id: &str, why: &str) {
-        self.count("gave_up");
-        tracing::warn!(account = %event.account, webhook_id = %id, "low-balance notification given up: {why}");
+        self.report(NotificationOutcome::GaveUp, event, id, 0, why, None);
     }
 
     async fn attempt(

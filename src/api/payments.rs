@@ -1,6 +1,9 @@
 //! Buying credits: `POST /api/v1/credits/purchase` (session) → a Polar checkout URL, and
 //! `POST /api/v1/webhooks/polar`, where Polar's signed deliveries credit the account.
 
+use crate::telemetry::events::{
+    InternalEvent, WebhookEvent, WebhookHandled, WebhookRefused, WebhookResult,
+};
 use bytes::Bytes;
 use serde::Deserialize;
 use warp::http::{HeaderMap, StatusCode};
@@ -92,25 +95,19 @@ async fn polar_webhook(
         .payments
         .handle_webhook(&state.ledger, &headers, &body)
         .await;
-    let counter = |event: &str, result: &str| {
-        let event = match event {
-            "order.paid" | "order.refunded" => event,
-            _ => "other",
-        };
-        state
-            .metrics
-            .webhooks_total
-            .with_label_values(&[event, result])
-            .inc();
-    };
     let webhook_id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     match handled {
         Ok((event, handled)) => {
-            counter(&event, handled.label());
-            tracing::info!(target: "payments", webhook_id, event, ?handled, "webhook handled");
+            WebhookHandled {
+                event: WebhookEvent::of(&event),
+                result: handled.result(),
+                webhook_id,
+                detail: &handled,
+            }
+            .emit(&state.metrics);
             Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "received": true }),
@@ -118,12 +115,19 @@ async fn polar_webhook(
         }
         Err(e) => {
             let (event, result) = match e {
-                PaymentsError::Ledger(_) => ("other", "error"),
-                PaymentsError::NotCreditedYet(_) => ("order.refunded", "retry"),
-                _ => ("other", "rejected"),
+                PaymentsError::Ledger(_) => (WebhookEvent::Other, WebhookResult::Error),
+                PaymentsError::NotCreditedYet(_) => {
+                    (WebhookEvent::OrderRefunded, WebhookResult::Retry)
+                }
+                _ => (WebhookEvent::Other, WebhookResult::Rejected),
             };
-            counter(event, result);
-            tracing::warn!(target: "payments", webhook_id, "webhook refused: {e}");
+            WebhookRefused {
+                event,
+                result,
+                webhook_id,
+                error: &e,
+            }
+            .emit(&state.metrics);
             Err(payments_error(e))
         }
     }

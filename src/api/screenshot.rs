@@ -3,6 +3,7 @@
 //! deadline → farm → commit the hold (image) or release it (error). `x-credits-remaining` reports the balance after
 //! the request settled.
 
+use crate::telemetry::events::{CaptureFailed, CaptureSucceeded, InternalEvent};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -32,11 +33,7 @@ pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     // Every outcome's series exists, at zero, before its first capture.
-    let captures = &state.metrics.captures_total;
-    captures.with_label_values(&["success"]);
-    for code in CaptureError::CODES {
-        captures.with_label_values(&[code]);
-    }
+    CaptureSucceeded::register(&state.metrics, &CaptureError::CODES);
     let max_body = usize::try_from(state.config.get().server.max_body_bytes).unwrap_or(usize::MAX);
     let with_state = warp::any().map(move || state.clone());
     let get = warp::path!("api" / "v1" / "screenshot")
@@ -333,30 +330,23 @@ async fn run_capture(
         },
         Err(e) => Err(e),
     };
-    let code = match &outcome {
-        Ok(_) => "success",
-        Err(e) => e.code(),
-    };
-    state
-        .metrics
-        .captures_total
-        .with_label_values(&[code])
-        .inc();
     match &outcome {
-        Ok(output) => tracing::info!(
-            format = output.format.as_str(),
-            bytes = output.image.len(),
-            queue_ms = output.timings.queue.as_secs_f64() * 1e3,
-            render_ms = output.timings.render.as_secs_f64() * 1e3,
-            navigate_ms = output.timings.phases.navigate.as_secs_f64() * 1e3,
-            capture_ms = output.timings.phases.capture.as_secs_f64() * 1e3,
-            encode_ms = output.timings.phases.encode.as_secs_f64() * 1e3,
-            "captured"
-        ),
-        Err(CaptureError::Internal(detail)) => {
-            tracing::error!("capture failed internally: {detail}")
+        Ok(output) => CaptureSucceeded {
+            format: output.format.as_str(),
+            bytes: output.image.len(),
+            queue: output.timings.queue,
+            render: output.timings.render,
+            navigate: output.timings.phases.navigate,
+            capture: output.timings.phases.capture,
+            encode: output.timings.phases.encode,
         }
-        Err(e) => tracing::info!(code = e.code(), "capture failed: {e}"),
+        .emit(&state.metrics),
+        Err(error) => CaptureFailed {
+            code: error.code(),
+            internal: matches!(error, CaptureError::Internal(_)),
+            error,
+        }
+        .emit(&state.metrics),
     }
     outcome
 }

@@ -13,6 +13,7 @@
 //!   an answer, so the page sees a network error (`net::ERR_EMPTY_RESPONSE`) — never an error
 //!   page that could be captured and charged for.
 
+use crate::telemetry::events::{EgressKind, EgressOutcome, EgressRequest, InternalEvent};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -275,29 +276,29 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
 impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
         let kind = if req.method() == Method::CONNECT {
-            "tunnel"
+            EgressKind::Tunnel
         } else {
-            "http"
+            EgressKind::Http
         };
-        let result = if kind == "tunnel" {
-            self.tunnel(req).await
-        } else {
-            self.forward(req).await
+        let result = match kind {
+            EgressKind::Tunnel => self.tunnel(req).await,
+            EgressKind::Http => self.forward(req).await,
         };
         let outcome = match &result {
-            Ok(response) if kind == "tunnel" && !response.status().is_success() => "refused",
-            Ok(_) => "forwarded",
-            Err(ProxyError::Dial(e)) if e.is_refusal() => "refused",
-            Err(ProxyError::NotProxyRequest(_)) => "refused",
-            Err(_) => "failed",
+            Ok(response) if kind == EgressKind::Tunnel && !response.status().is_success() => {
+                EgressOutcome::Refused
+            }
+            Ok(_) => EgressOutcome::Forwarded,
+            Err(ProxyError::Dial(e)) if e.is_refusal() => EgressOutcome::Refused,
+            Err(ProxyError::NotProxyRequest(_)) => EgressOutcome::Refused,
+            Err(_) => EgressOutcome::Failed,
         };
-        self.metrics
-            .egress_requests_total
-            .with_label_values(&[kind, outcome])
-            .inc();
-        if let Err(e) = &result {
-            tracing::debug!(target: "egress", kind, outcome, "{e}");
+        EgressRequest {
+            kind,
+            outcome,
+            error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
         }
+        .emit(&self.metrics);
         result
     }
 

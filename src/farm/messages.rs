@@ -20,6 +20,14 @@ pub enum RestartReason {
     LaunchFailed,
 }
 
+impl crate::telemetry::events::Label for RestartReason {
+    const ALL: &'static [RestartReason] = &RestartReason::ALL;
+
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 impl RestartReason {
     pub const ALL: [RestartReason; 7] = [
         RestartReason::ProcessExited,

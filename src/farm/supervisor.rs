@@ -3,6 +3,7 @@
 //! captures, memory limit, repeated overruns). It knows nothing of Chromium or HTTP: browsers are
 //! [`BrowserHandle`]s that say "up", "down", "slot freed" through a [`SupervisorLink`].
 
+use crate::telemetry::events::{BrowserRestarted, InternalEvent};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -71,11 +72,7 @@ impl Supervisor {
         metrics: Arc<Metrics>,
     ) -> Self {
         // Every reason's series exists from the start, so the first restart shows in increase().
-        for reason in super::messages::RestartReason::ALL {
-            metrics
-                .browser_restarts_total
-                .with_label_values(&[reason.as_str()]);
-        }
+        BrowserRestarted::<RestartReason>::register(&metrics);
         Supervisor {
             farm,
             tabs,
@@ -354,29 +351,21 @@ impl Handler<BrowserDown> for Supervisor {
             slot.failures = slot.failures.saturating_add(1);
         }
         let failures = slot.failures;
-        self.metrics
-            .browser_restarts_total
-            .with_label_values(&[msg.reason.as_str()])
-            .inc();
-        if failures == self.farm.unhealthy_after {
-            tracing::error!(
-                browser = msg.index,
-                failures,
-                "browser is unhealthy: it keeps failing"
-            );
+        let relaunch_in = self.accepting.then(|| self.backoff(failures));
+        BrowserRestarted {
+            browser: msg.index,
+            reason: msg.reason,
+            planned: !msg.reason.is_failure(),
+            failures,
+            unhealthy_after: self.farm.unhealthy_after,
+            relaunch_in,
         }
+        .emit(&self.metrics);
         self.publish_gauges();
-        if !self.accepting {
+        let Some(delay) = relaunch_in else {
             return;
-        }
-        let delay = self.backoff(failures);
+        };
         let index = msg.index;
-        tracing::info!(
-            browser = index,
-            reason = msg.reason.as_str(),
-            delay_ms = delay.as_millis() as u64,
-            "browser down; relaunching"
-        );
         ctx.run_later(delay, move |act, _| {
             if !act.accepting {
                 return;

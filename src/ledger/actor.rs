@@ -18,6 +18,7 @@
 //! Nothing depends on the arrival order of two unrelated operations: a commit or release is only
 //! sent after its own reserve was answered, and each script re-checks the state it needs.
 
+use crate::telemetry::events::{InternalEvent, LedgerOperationDone, LedgerOperationFailed};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,23 +117,24 @@ async fn run(redis: RedisHandle, request: Request, metrics: Arc<Metrics>) {
         }
         Err(e) => Err(e),
     };
-    let outcome = match &result {
-        Ok(o) => o.name(),
-        Err(_) => "error",
-    };
-    metrics
-        .ledger_operations_total
-        .with_label_values(&[op.name(), outcome])
-        .inc();
-    metrics
-        .ledger_operation_seconds
-        .with_label_values(&[op.name()])
-        .observe(started.elapsed().as_secs_f64());
+    let (operation, elapsed) = (op.name(), started.elapsed());
     match &result {
-        Ok(outcome) => count_credits(&metrics, op, outcome),
-        Err(e) => tracing::warn!(operation = op.name(), "ledger operation failed: {e}"),
+        Ok(outcome) => {
+            LedgerOperationDone {
+                operation,
+                outcome: outcome.name(),
+                elapsed,
+            }
+            .emit(&metrics);
+            count_credits(&metrics, op, outcome);
+        }
+        Err(error) => LedgerOperationFailed {
+            operation,
+            elapsed,
+            error,
+        }
+        .emit(&metrics),
     }
-    metrics.redis_up.set(i64::from(result.is_ok()));
     let _ = request.reply.send(result);
 }
 
@@ -185,20 +187,16 @@ impl Ledger {
     /// Starts the actor and its pump. Call from inside an actix system.
     pub fn start(redis: RedisHandle, metrics: Arc<Metrics>) -> Ledger {
         // The capture path's operation series exist, at zero, before their first event.
-        for (operation, outcome) in [
-            ("reserve", "reserved"),
-            ("commit", "committed"),
-            ("release", "released"),
-            ("expire", "expired"),
-            ("grant", "granted"),
-        ] {
-            metrics
-                .ledger_operations_total
-                .with_label_values(&[operation, outcome]);
-            metrics
-                .ledger_operation_seconds
-                .with_label_values(&[operation]);
-        }
+        LedgerOperationDone::register(
+            &metrics,
+            &[
+                ("reserve", "reserved"),
+                ("commit", "committed"),
+                ("release", "released"),
+                ("expire", "expired"),
+                ("grant", "granted"),
+            ],
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(rx, redis.clone(), metrics));
         let addr = LedgerActor { pump: tx }.start();

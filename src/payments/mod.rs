@@ -21,6 +21,7 @@ use crate::config::{Config, PackConfig};
 use crate::ledger::keys::order_reference;
 use crate::ledger::{Ledger, LedgerError, Op, Outcome, TxKind};
 use crate::live::Live;
+use crate::telemetry::events::WebhookResult;
 use polar::{CheckoutRequest, Event, Order, Polar, PolarError};
 use webhook::Verifier;
 
@@ -81,16 +82,16 @@ pub struct Reconciled {
 
 impl Handled {
     /// The `result` label of `shotfarm_webhooks_total`.
-    pub fn label(&self) -> &'static str {
+    pub fn result(&self) -> WebhookResult {
         match self {
             Handled::Credited {
                 duplicate: false, ..
-            } => "credited",
+            } => WebhookResult::Credited,
             Handled::Refunded {
                 duplicate: false, ..
-            } => "refunded",
-            Handled::Credited { .. } | Handled::Refunded { .. } => "duplicate",
-            Handled::Ignored(_) => "ignored",
+            } => WebhookResult::Refunded,
+            Handled::Credited { .. } | Handled::Refunded { .. } => WebhookResult::Duplicate,
+            Handled::Ignored(_) => WebhookResult::Ignored,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The daemon's Prometheus registry. One [`Metrics`] per daemon (not a global), so several daemons
 //! in one test process keep separate counts.
 
+use super::events;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -38,7 +39,7 @@ pub struct Metrics {
     /// API connections open now.
     pub http_connections_open: IntGauge,
     /// API connections closed or refused by the connection limits, by reason
-    /// ([`CONNECTION_CLOSE_REASONS`]).
+    /// ([`events::ConnectionClosed`]).
     pub http_connections_closed_total: IntCounterVec,
     /// Ledger operations by operation and outcome (`error` when Redis failed).
     pub ledger_operations_total: IntCounterVec,
@@ -72,15 +73,6 @@ pub struct Metrics {
 /// Buckets for ledger round trips, in seconds: 0.1 ms … 2.5 s.
 const LEDGER_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// The closed set of reasons in `shotfarm_http_connections_closed_total{reason}`.
-pub const CONNECTION_CLOSE_REASONS: &[&str] = &[
-    "header_timeout",
-    "idle_timeout",
-    "head_too_large",
-    "client_limit",
-    "total_limit",
 ];
 
 /// The closed set of browser states exported in `shotfarm_browsers{state}`.
@@ -167,9 +159,6 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
-        for reason in CONNECTION_CLOSE_REASONS {
-            http_connections_closed_total.with_label_values(&[reason]);
-        }
         let ledger_operations_total = IntCounterVec::new(
             Opts::new(
                 "shotfarm_ledger_operations_total",
@@ -195,11 +184,6 @@ impl Metrics {
             &["kind", "outcome"],
         )
         .expect("static metric definition");
-        for kind in ["http", "tunnel"] {
-            for outcome in ["forwarded", "refused", "failed"] {
-                egress_requests_total.with_label_values(&[kind, outcome]);
-            }
-        }
         let webhooks_total = IntCounterVec::new(
             Opts::new(
                 "shotfarm_webhooks_total",
@@ -216,9 +200,6 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
-        for outcome in ["delivered", "retried", "gave_up", "refused", "dropped"] {
-            notifications_total.with_label_values(&[outcome]);
-        }
         let queue_capacity = IntGauge::new(
             "shotfarm_queue_capacity",
             "Jobs the capture queue holds at most",
@@ -269,19 +250,6 @@ impl Metrics {
             "1 while every browser of the fleet is ready",
         )
         .expect("static metric definition");
-        for event in ["order.paid", "order.refunded", "other"] {
-            for result in [
-                "credited",
-                "refunded",
-                "duplicate",
-                "ignored",
-                "rejected",
-                "error",
-                "retry",
-            ] {
-                webhooks_total.with_label_values(&[event, result]);
-            }
-        }
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "shotfarm_build_info",
@@ -329,7 +297,7 @@ impl Metrics {
         for state in BROWSER_STATES {
             browsers.with_label_values(&[state]).set(0);
         }
-        Metrics {
+        let metrics = Metrics {
             registry,
             build_info: build_info_handle,
             queue_depth,
@@ -356,7 +324,13 @@ impl Metrics {
             insufficient_credits_total,
             redis_up,
             fleet_healthy,
-        }
+        };
+        // The series labelled by this module's own enums, at zero; the owners of other label
+        // sets register theirs when they start.
+        events::EgressRequest::register(&metrics);
+        events::WebhookHandled::register(&metrics);
+        events::LowBalanceNotification::register(&metrics);
+        metrics
     }
 
     /// Names this host in `shotfarm_build_info{host}` (the fleet dashboard groups by it).

@@ -1,6 +1,8 @@
-//! Observability: log setup ([`logging`]) and the Prometheus registry ([`metrics`]).
+//! Observability: log setup ([`logging`]), the Prometheus registry ([`metrics`]) and the
+//! instrumentation events that write a log line and its metrics together ([`events`]).
 //! Metric names follow `shotfarm_<name>_<unit>[_total]`; label values come from closed sets.
 
+pub mod events;
 pub mod logging;
 pub mod metrics;
 

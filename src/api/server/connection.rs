@@ -80,8 +80,7 @@ impl<S: Routes> Connection<S> {
                 Event::Tick => {
                     if let Some((at, reason)) = activity.deadline(&limits) {
                         if Instant::now() >= at {
-                            tracing::debug!(%peer, reason = reason.label(), "closing connection");
-                            self.count(reason);
+                            super::closed(self.metrics.as_deref(), reason, peer);
                             return;
                         }
                     }
@@ -94,7 +93,7 @@ impl<S: Routes> Connection<S> {
         }
         let io = conn.into_parts().io.into_inner();
         if let Some(what) = io.oversized {
-            self.count(Closed::HeadTooLarge);
+            super::closed(self.metrics.as_deref(), Closed::HeadTooLarge, peer);
             let error = match what {
                 Oversized::Uri => ApiError::new(
                     StatusCode::URI_TOO_LONG,
@@ -116,14 +115,6 @@ impl<S: Routes> Connection<S> {
             answer_and_close(io.inner, error).await;
         } else {
             linger(io.inner).await;
-        }
-    }
-
-    fn count(&self, reason: Closed) {
-        if let Some(m) = &self.metrics {
-            m.http_connections_closed_total
-                .with_label_values(&[reason.label()])
-                .inc();
         }
     }
 }

@@ -51,6 +51,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::ServerConfig;
+use crate::telemetry::events::{ConnectionClosed, InternalEvent, Label};
 use crate::telemetry::Metrics;
 use connection::Connection;
 use refuse::{refusal, refuse, MAX_REFUSING};
@@ -89,6 +90,21 @@ impl Closed {
             Closed::ClientLimit => "client_limit",
             Closed::TotalLimit => "total_limit",
         }
+    }
+}
+
+impl Label for Closed {
+    const ALL: &'static [Closed] = &Closed::ALL;
+
+    fn label(self) -> &'static str {
+        Closed::label(self)
+    }
+}
+
+/// Counts (and logs) a connection closed or refused for `reason`, when the listener counts.
+pub(super) fn closed(metrics: Option<&Metrics>, reason: Closed, peer: SocketAddr) {
+    if let Some(m) = metrics {
+        ConnectionClosed { reason, peer }.emit(m);
     }
 }
 
@@ -160,6 +176,9 @@ pub async fn serve<S: Routes>(
     metrics: Option<Arc<Metrics>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    if let Some(m) = &metrics {
+        ConnectionClosed::<Closed>::register(m);
+    }
     let tracker = Arc::new(Tracker::default());
     let refusing = Arc::new(AtomicUsize::new(0));
     let service = Arc::new(service);
@@ -182,13 +201,6 @@ pub async fn serve<S: Routes>(
                 continue;
             }
         };
-        let count = |reason: Closed| {
-            if let Some(m) = &metrics {
-                m.http_connections_closed_total
-                    .with_label_values(&[reason.label()])
-                    .inc();
-            }
-        };
         match tracker.admit(peer.ip(), &limits) {
             Ok(mut permit) => {
                 if let Some(m) = &metrics {
@@ -204,8 +216,7 @@ pub async fn serve<S: Routes>(
                 tokio::spawn(connection.run(stream, peer, permit));
             }
             Err(reason) => {
-                count(reason);
-                tracing::debug!(%peer, reason = reason.label(), "connection refused");
+                closed(metrics.as_deref(), reason, peer);
                 let error = refusal(reason, &limits);
                 // Answering takes a moment per connection; a flood of refused connections is
                 // closed at once instead of holding sockets for that moment.
@@ -229,8 +240,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_are_the_exported_label_set() {
-        let labels: Vec<_> = Closed::ALL.iter().map(|c| c.label()).collect();
-        assert_eq!(labels, crate::telemetry::metrics::CONNECTION_CLOSE_REASONS);
+    fn every_close_reason_has_its_series_at_zero() {
+        let metrics = Metrics::new();
+        ConnectionClosed::<Closed>::register(&metrics);
+        let text = metrics.render();
+        for reason in Closed::ALL {
+            let series = format!(
+                "shotfarm_http_connections_closed_total{{reason=\"{}\"}} 0",
+                reason.label()
+            );
+            assert!(text.contains(&series), "{series}:\n{text}");
+        }
     }
 }
