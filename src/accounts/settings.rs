@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::secrets::new_webhook_secret;
 use super::store::{AccountError, Accounts};
-use crate::ledger::keys::AccountKeys;
+use crate::ledger::keys::{account_field, AccountKeys};
 
 /// `GET/PUT /api/v1/credits/auto-topup`: prompt to buy `pack_id` once the balance falls below
 /// `threshold`, and optionally tell `notification_url`.
@@ -93,7 +93,7 @@ impl Accounts {
                     ),
                     ("topup_threshold_set", settings.threshold.to_string()),
                     ("topup_pack", settings.pack_id.clone()),
-                    ("topup_threshold", effective.to_string()),
+                    (account_field::TOPUP_THRESHOLD, effective.to_string()),
                     (
                         "notify_url",
                         settings.notification_url.clone().unwrap_or_default(),

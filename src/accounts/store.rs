@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::secrets;
-use crate::ledger::keys::{self, AccountKeys};
+use crate::ledger::keys::{self, account_field, AccountKeys};
 use crate::ledger::{Ledger, LedgerError, Op, Outcome};
 
 /// A verified caller.
@@ -192,7 +192,7 @@ impl Accounts {
                 // Ours, when a retry after a lost reply found it (same salted hash); else a
                 // concurrent sign-up for the same email created it first.
                 let stored: Option<String> = conn
-                    .hget(AccountKeys::new(&id).account(), "password")
+                    .hget(AccountKeys::new(&id).account(), account_field::PASSWORD)
                     .await?;
                 if stored.as_deref() != Some(password_hash.as_str()) || password_hash.is_empty() {
                     return Err(AccountError::EmailTaken);
@@ -221,7 +221,11 @@ impl Accounts {
             .map_err(|_| AccountError::Invalid("password cannot be hashed"))?;
         let mut conn = self.conn()?;
         let _: () = conn
-            .hset(AccountKeys::new(id).account(), "password", hash)
+            .hset(
+                AccountKeys::new(id).account(),
+                account_field::PASSWORD,
+                hash,
+            )
             .await?;
         Ok(())
     }
@@ -230,8 +234,8 @@ impl Accounts {
         let mut conn = self.conn()?;
         let (email, created): (Option<String>, Option<i64>) = redis::cmd("HMGET")
             .arg(AccountKeys::new(id).account())
-            .arg("email")
-            .arg("created")
+            .arg(account_field::EMAIL)
+            .arg(account_field::CREATED)
             .query_async(&mut conn)
             .await?;
         Ok(email.map(|email| Account {
@@ -262,7 +266,7 @@ impl Accounts {
         let stored: Option<String> = match &account {
             Some(a) => {
                 let mut conn = self.conn()?;
-                conn.hget(AccountKeys::new(&a.id).account(), "password")
+                conn.hget(AccountKeys::new(&a.id).account(), account_field::PASSWORD)
                     .await?
             }
             None => None,

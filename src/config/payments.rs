@@ -60,20 +60,3 @@ impl Default for PaymentsConfig {
         }
     }
 }
-
-impl PaymentsConfig {
-    /// The base URL of Polar's API, or `None` when payments are off (whatever the URL says).
-    pub fn api_base(&self) -> Option<String> {
-        if self.polar_server == PolarServer::Off {
-            return None;
-        }
-        if !self.polar_api_url.is_empty() {
-            return Some(self.polar_api_url.trim_end_matches('/').to_string());
-        }
-        match self.polar_server {
-            PolarServer::Off => None,
-            PolarServer::Sandbox => Some("https://sandbox-api.polar.sh".into()),
-            PolarServer::Production => Some("https://api.polar.sh".into()),
-        }
-    }
-}

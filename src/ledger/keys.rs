@@ -1,4 +1,5 @@
-//! Every Redis key name of shotfarm, in one place. Only the ledger and accounts stores use them.
+//! Every Redis key name of shotfarm, and the account hash fields the Lua scripts share, in one
+//! place. Only the stores (ledger, accounts, limits) use them (`tests/boundaries.rs` checks).
 //!
 //! Accounts are spread over [`SHARDS`] Redis Cluster hash tags (`{s042}`). All keys of one account
 //! carry its shard's tag, and so does the shard's sweep index, so a Lua script that moves credits
@@ -150,6 +151,39 @@ pub fn session(token_hash: &str) -> String {
     format!("sf:session:{token_hash}")
 }
 
+/// The fields of an account's hash ([`AccountKeys::account`]) that Rust code and the Lua
+/// scripts share. The scripts name them as literals: the test
+/// `shared_fields_are_the_ones_the_scripts_name` fails when one side is renamed alone.
+pub mod account_field {
+    /// Credits free to spend (scripts: every one that moves credits).
+    pub const AVAILABLE: &str = "available";
+    pub const RESERVED: &str = "reserved";
+    pub const SPENT: &str = "spent";
+    pub const GRANTED: &str = "granted";
+    /// Written by `create_account.lua`, read by the accounts store.
+    pub const EMAIL: &str = "email";
+    pub const CREATED: &str = "created";
+    /// The argon2 hash of the dashboard password ('' = none): `create_account.lua` writes it,
+    /// the accounts store checks and replaces it.
+    pub const PASSWORD: &str = "password";
+    /// The low-balance threshold `commit.lua` compares with (0 = off); the accounts settings
+    /// write it.
+    pub const TOPUP_THRESHOLD: &str = "topup_threshold";
+
+    /// Every shared field and the script that names it.
+    #[cfg(test)]
+    pub(super) const IN_SCRIPTS: &[(&str, &str)] = &[
+        (AVAILABLE, include_str!("scripts/commit.lua")),
+        (RESERVED, include_str!("scripts/reserve.lua")),
+        (SPENT, include_str!("scripts/commit.lua")),
+        (GRANTED, include_str!("scripts/grant.lua")),
+        (EMAIL, include_str!("scripts/create_account.lua")),
+        (CREATED, include_str!("scripts/create_account.lua")),
+        (PASSWORD, include_str!("scripts/create_account.lua")),
+        (TOPUP_THRESHOLD, include_str!("scripts/commit.lua")),
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +221,15 @@ mod tests {
             seen.insert(s);
         }
         assert!(seen.len() > 200, "only {} shards used", seen.len());
+    }
+
+    #[test]
+    fn shared_fields_are_the_ones_the_scripts_name() {
+        for (field, script) in account_field::IN_SCRIPTS {
+            assert!(
+                script.contains(&format!("'{field}'")),
+                "no script literal '{field}' where the Rust side expects it"
+            );
+        }
     }
 }

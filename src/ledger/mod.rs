@@ -194,6 +194,24 @@ pub enum Op {
 }
 
 impl Op {
+    /// The grant of a paid order's credits: applied at most once per order, however often its
+    /// webhook arrives or `payments reconcile` meets it (the order is the grant's reference).
+    pub fn order_grant(
+        account: &str,
+        order_id: &str,
+        amount: i64,
+        kind: TxKind,
+        description: String,
+    ) -> Op {
+        Op::Grant {
+            account: account.to_string(),
+            amount,
+            kind,
+            description,
+            reference: Some(keys::order_reference(order_id)),
+        }
+    }
+
     /// Label for metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {

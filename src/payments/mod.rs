@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::{Config, PackConfig};
-use crate::ledger::keys::order_reference;
 use crate::ledger::{Ledger, LedgerError, Op, Outcome, TxKind};
 use crate::live::Live;
 use crate::telemetry::events::WebhookResult;
@@ -119,7 +118,7 @@ impl Payments {
     pub fn on_live(live: Live<Config>) -> Result<Payments, String> {
         let config = live.get();
         let p = &config.payments;
-        let polar = match p.api_base() {
+        let polar = match polar::api_base(p) {
             Some(base) if !p.polar_access_token.is_empty() => Some(Polar::new(
                 base,
                 p.polar_access_token.clone(),
@@ -297,13 +296,13 @@ impl Payments {
             (TxKind::Purchase, "Purchased")
         };
         let outcome = ledger
-            .run(Op::Grant {
-                account: account.to_string(),
-                amount: pack.credits,
+            .run(Op::order_grant(
+                account,
+                &order.id,
+                pack.credits,
                 kind,
-                description: format!("{what}: {} pack ({} credits)", pack.name, pack.credits),
-                reference: Some(order_reference(&order.id)),
-            })
+                format!("{what}: {} pack ({} credits)", pack.name, pack.credits),
+            ))
             .await?;
         Ok(match outcome {
             Outcome::Granted { .. } => Handled::Credited {

@@ -6,6 +6,28 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::{PaymentsConfig, PolarServer};
+
+/// Polar's API: its sandbox and production servers.
+const SANDBOX_API: &str = "https://sandbox-api.polar.sh";
+const PRODUCTION_API: &str = "https://api.polar.sh";
+
+/// The base URL of Polar's API for these settings (`payments.polar_api_url` when set, else the
+/// server's own), or `None` when payments are off (whatever the URL says).
+pub fn api_base(config: &PaymentsConfig) -> Option<String> {
+    if config.polar_server == PolarServer::Off {
+        return None;
+    }
+    if !config.polar_api_url.is_empty() {
+        return Some(config.polar_api_url.trim_end_matches('/').to_string());
+    }
+    match config.polar_server {
+        PolarServer::Off => None,
+        PolarServer::Sandbox => Some(SANDBOX_API.into()),
+        PolarServer::Production => Some(PRODUCTION_API.into()),
+    }
+}
+
 /// A checkout to create for one pack.
 pub struct CheckoutRequest<'a> {
     pub product_id: &'a str,

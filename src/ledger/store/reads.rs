@@ -3,7 +3,7 @@
 
 use redis::aio::ConnectionLike;
 
-use crate::ledger::keys::AccountKeys;
+use crate::ledger::keys::{account_field, AccountKeys};
 use crate::ledger::{Balance, LedgerError, Transaction, TxKind};
 
 /// An account's counters (one `HMGET`).
@@ -14,7 +14,12 @@ pub async fn balance<C: ConnectionLike>(
     let k = AccountKeys::new(account);
     let values: Vec<Option<i64>> = redis::cmd("HMGET")
         .arg(k.account())
-        .arg(&["available", "reserved", "spent", "granted"])
+        .arg(&[
+            account_field::AVAILABLE,
+            account_field::RESERVED,
+            account_field::SPENT,
+            account_field::GRANTED,
+        ])
         .query_async(conn)
         .await?;
     Ok(balance_of(&values))
