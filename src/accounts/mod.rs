@@ -7,8 +7,8 @@
 //! ledger actor; everything else here touches no credit.
 
 pub mod secrets;
-pub mod settings;
-pub mod store;
+pub(crate) mod settings;
+pub(crate) mod store;
 
 pub use settings::AutoTopup;
 pub use store::{Account, AccountError, Accounts, ApiKeyInfo, Principal};

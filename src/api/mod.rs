@@ -16,21 +16,21 @@
 //! - `state` ([`ApiState`]), `request_id` ([`answer`] and the `x-request-id`), `route_metrics`
 //!   ([`http_metrics`]), `recovery` (rejections as JSON errors): what every route shares.
 
-pub mod auth;
-pub mod auto_topup;
-pub mod billing;
-pub mod credits;
-pub mod csrf;
-pub mod dashboard;
-pub mod errors;
-pub mod json;
-pub mod keys;
+pub(crate) mod auth;
+pub(crate) mod auto_topup;
+pub(crate) mod billing;
+pub(crate) mod credits;
+pub(crate) mod csrf;
+pub(crate) mod dashboard;
+pub(crate) mod errors;
+pub(crate) mod json;
+pub(crate) mod keys;
 pub mod options;
-pub mod payments;
-pub mod probes;
-pub mod rate_limit;
-pub mod screenshot;
-pub mod server;
+pub(crate) mod payments;
+pub(crate) mod probes;
+pub(crate) mod rate_limit;
+pub(crate) mod screenshot;
+pub(crate) mod server;
 
 mod recovery;
 mod request_id;

@@ -16,7 +16,7 @@
 
 pub mod netns;
 pub mod policy;
-pub mod proxy;
+pub(crate) mod proxy;
 
 pub use policy::{EgressPolicy, UrlBlocked};
 pub use proxy::EgressProxy;

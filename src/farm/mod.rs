@@ -12,14 +12,14 @@
 //! - [`encode`]: PNG recompression, tile stitching and encoding in Rust.
 //! - [`proc_tree`]: memory of a browser's process tree.
 
-pub mod browser;
-pub mod capture;
+pub(crate) mod browser;
+pub(crate) mod capture;
 pub mod encode;
 pub mod job;
-pub mod messages;
+pub(crate) mod messages;
 pub mod proc_tree;
 pub mod process;
-pub mod supervisor;
+pub(crate) mod supervisor;
 pub mod tab;
 
 use std::sync::atomic::AtomicUsize;

@@ -16,10 +16,10 @@
 //! resolves exactly once; a hold whose holder died is expired by the sweeper and its credit
 //! comes back. Every operation is one Lua script, atomic on the Redis every host shares.
 
-pub mod actor;
+pub(crate) mod actor;
 pub mod audit;
 pub mod connection;
-pub mod hold;
+pub(crate) mod hold;
 pub mod keys;
 pub mod store;
 pub mod sweeper;

@@ -11,8 +11,8 @@
 //! take their new share (Polar reports the cumulative amount). A refund that arrives before
 //! its order's payment is answered 409 and applied on Polar's retry.
 
-pub mod polar;
-pub mod webhook;
+pub(crate) mod polar;
+pub(crate) mod webhook;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -290,7 +290,7 @@ impl Payments {
             Ok(placed) => placed,
             Err(why) => return Ok(Handled::Ignored(format!("order {}: {why}", order.id))),
         };
-        let (kind, what) = if order.from_auto_topup() {
+        let (kind, what) = if order.is_auto_topup() {
             (TxKind::AutoTopup, "Auto top-up")
         } else {
             (TxKind::Purchase, "Purchased")

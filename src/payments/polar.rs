@@ -69,8 +69,6 @@ pub struct OrderPage {
 
 #[derive(Debug, Deserialize)]
 pub struct Pagination {
-    #[serde(default)]
-    pub total_count: u64,
     pub max_page: u32,
 }
 
@@ -226,7 +224,7 @@ impl Order {
     }
 
     /// Whether the checkout was started from the low-balance (auto top-up) prompt.
-    pub fn from_auto_topup(&self) -> bool {
+    pub fn is_auto_topup(&self) -> bool {
         match self.metadata.get("auto_topup") {
             Some(Value::Bool(b)) => *b,
             Some(Value::String(s)) => s == "true",

@@ -2,7 +2,7 @@
 //! instrumentation events that write a log line and its metrics together ([`events`]).
 //! Metric names follow `shotfarm_<name>_<unit>[_total]`; label values come from closed sets.
 
-pub mod events;
+pub(crate) mod events;
 pub mod logging;
 pub mod metrics;
 

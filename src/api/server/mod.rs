@@ -57,7 +57,7 @@ use connection::Connection;
 use refuse::{refusal, refuse, MAX_REFUSING};
 use tracker::Tracker;
 
-pub use guarded_io::{GuardedIo, RequestBody};
+pub use guarded_io::RequestBody;
 
 /// Header lines a request head may have (hyper's own default limit is 100 headers).
 pub const MAX_HEADERS: usize = 100;
