@@ -9,6 +9,7 @@ mod navigate;
 mod page_js;
 mod page_moves;
 mod prepare;
+mod region;
 mod shoot;
 mod tiles;
 

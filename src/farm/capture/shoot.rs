@@ -2,7 +2,7 @@
 //! Chromium or tiles.
 
 use chromiumoxide::cdp::browser_protocol::page::{
-    CaptureScreenshotFormat, CaptureScreenshotParams, GetLayoutMetricsParams, Viewport,
+    CaptureScreenshotFormat, CaptureScreenshotParams, GetLayoutMetricsParams,
 };
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use chromiumoxide::Page;
 
 use super::finish::finish;
 use super::page_js::{evaluate, js_string, wait_for_element};
+use super::region::{decode_base64, viewport, Region};
 use super::tiles::tiled;
 use super::{CaptureSettings, Rendered, Result, SELECTOR_REPORT_RESERVE};
 use crate::config::PngEncoder;
@@ -18,15 +19,6 @@ use crate::farm::job::{CaptureError, CaptureSpec, ImageFormat};
 /// Largest canvas stitched in memory, in device pixels (256 MB of RGBA; a 1280-px-wide page at
 /// scale 1 up to 50,000 px tall). Taller captures are cut and flagged as truncated.
 const MAX_STITCH_PIXELS: u64 = 64_000_000;
-
-/// A region of the page in CSS pixels.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Region {
-    pub(super) x: f64,
-    pub(super) y: f64,
-    pub(super) width: f64,
-    pub(super) height: f64,
-}
 
 /// Paints what the capture asks for: the viewport, an element, or the full page.
 pub(super) async fn shoot(
@@ -134,21 +126,4 @@ async fn screenshot(
     };
     let data = page.execute(params).await?.result.data;
     decode_base64(data.as_ref())
-}
-
-pub(super) fn viewport(region: Region) -> Viewport {
-    Viewport {
-        x: region.x,
-        y: region.y,
-        width: region.width,
-        height: region.height,
-        scale: 1.0,
-    }
-}
-
-pub(super) fn decode_base64(data: &str) -> Result<Vec<u8>> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| CaptureError::Internal(format!("bad screenshot data: {e}")).into())
 }

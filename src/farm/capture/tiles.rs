@@ -9,7 +9,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use chromiumoxide::Page;
 
 use super::finish::blocking;
-use super::shoot::{decode_base64, viewport, Region};
+use super::region::{decode_base64, viewport, Region};
 use super::{Rendered, Result};
 use crate::farm::encode;
 use crate::farm::job::{CaptureSpec, ImageFormat, Phases};
