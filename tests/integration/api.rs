@@ -50,12 +50,8 @@ async fn invalid_options_get_400_naming_the_field() {
         (format!("url={url}&bogus=1"), "bogus"),
         (String::new(), "url"),
     ] {
-        let response = client
-            .get(daemon.url(&format!("/api/v1/screenshot?{query}")))
-            .send()
-            .await
-            .expect("get");
-        let (status, body) = error_of(response).await;
+        let shot = daemon.url(&format!("/api/v1/screenshot?{query}"));
+        let (status, body) = sent(client.get(shot)).await;
         assert_eq!(status, 400, "{query}");
         assert_eq!(body["error"]["code"], "invalid_parameter");
         assert_eq!(body["error"]["field"], field, "{query}: {body}");
@@ -162,12 +158,8 @@ async fn page_failures_have_their_own_codes() {
         ),
     ];
     for (query, want_status, want_code) in cases {
-        let response = client
-            .get(daemon.url(&format!("/api/v1/screenshot?{query}")))
-            .send()
-            .await
-            .expect("get");
-        let (status, body) = error_of(response).await;
+        let shot = daemon.url(&format!("/api/v1/screenshot?{query}"));
+        let (status, body) = sent(client.get(shot)).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (want_status, Some(want_code)),
