@@ -865,6 +865,7 @@ function playgroundOptions() {
     height: int('pg-height', 800),
     full_page: $('#pg-full-page').checked,
     dark_mode: $('#pg-dark-mode').checked,
+    allow_http_errors: $('#pg-allow-http-errors').checked,
     delay: int('pg-delay', 0),
     wait_until: $('#pg-wait-until').value,
   };
@@ -886,6 +887,7 @@ function curlCommand(options) {
   ];
   if (options.full_page) params.push(['full_page', 'true']);
   if (options.dark_mode) params.push(['dark_mode', 'true']);
+  if (options.allow_http_errors) params.push(['allow_http_errors', 'true']);
   if (options.delay > 0) params.push(['delay', options.delay]);
   if (options.wait_until !== 'load') params.push(['wait_until', options.wait_until]);
   if (options.selector) params.push(['selector', options.selector]);

@@ -24,6 +24,8 @@ pub struct ApiError {
     pub message: String,
     pub retry_after: Option<Duration>,
     pub details: Vec<FieldError>,
+    /// The HTTP status the captured page answered with (`target_http_error`).
+    pub target_status: Option<u16>,
 }
 
 #[derive(Serialize)]
@@ -40,6 +42,8 @@ struct Inner<'a> {
     field: Option<&'a str>,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     details: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_status: Option<u16>,
 }
 
 impl ApiError {
@@ -50,6 +54,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             details: Vec::new(),
+            target_status: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl ApiError {
             message,
             retry_after: None,
             details,
+            target_status: None,
         }
     }
 
@@ -82,6 +88,7 @@ impl ApiError {
                 } else {
                     &[]
                 },
+                target_status: self.target_status,
             },
             request_id,
         };
@@ -134,7 +141,9 @@ impl From<CaptureError> for ApiError {
         let status = match &e {
             CaptureError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             CaptureError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            CaptureError::NavigationFailed(_) => StatusCode::BAD_GATEWAY,
+            CaptureError::NavigationFailed(_)
+            | CaptureError::TargetHttpError(_)
+            | CaptureError::EmptyPage => StatusCode::BAD_GATEWAY,
             CaptureError::SelectorNotFound(_) => StatusCode::NOT_FOUND,
             CaptureError::OutputTooLarge { .. } | CaptureError::PageCrashed => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -167,6 +176,10 @@ impl From<CaptureError> for ApiError {
             message,
             retry_after,
             details: Vec::new(),
+            target_status: match e {
+                CaptureError::TargetHttpError(status) => Some(status),
+                _ => None,
+            },
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct CaptureSpec {
     pub cookies: Vec<CookieSpec>,
     pub omit_background: bool,
     pub scroll_to_load: bool,
+    /// Capture the page even when its main document answered with an HTTP error (≥ 400):
+    /// charged like any image. Off: such a page fails as `target_http_error`, free.
+    pub allow_http_errors: bool,
 }
 
 /// A finished capture.
@@ -143,6 +146,10 @@ pub enum CaptureError {
     Timeout,
     #[error("navigation failed: {0}")]
     NavigationFailed(String),
+    #[error("the page answered HTTP {0}: an error page is not captured (set allow_http_errors=true to capture it anyway)")]
+    TargetHttpError(u16),
+    #[error("the page answered with an empty document: there is nothing to capture")]
+    EmptyPage,
     #[error("no element matches the selector `{0}`")]
     SelectorNotFound(String),
     #[error("`{0}` is not a valid CSS selector")]
@@ -170,10 +177,12 @@ pub enum CaptureError {
 impl CaptureError {
     /// Every [`CaptureError::code`], so each `outcome` series of `shotfarm_captures_total` can
     /// exist (at zero) before its first event.
-    pub const CODES: [&'static str; 13] = [
+    pub const CODES: [&'static str; 15] = [
         "queue_full",
         "timeout",
         "navigation_failed",
+        "target_http_error",
+        "empty_page",
         "selector_not_found",
         "invalid_selector",
         "output_too_large",
@@ -192,6 +201,8 @@ impl CaptureError {
             CaptureError::QueueFull { .. } => "queue_full",
             CaptureError::Timeout => "timeout",
             CaptureError::NavigationFailed(_) => "navigation_failed",
+            CaptureError::TargetHttpError(_) => "target_http_error",
+            CaptureError::EmptyPage => "empty_page",
             CaptureError::SelectorNotFound(_) => "selector_not_found",
             CaptureError::InvalidSelector(_) => "invalid_selector",
             CaptureError::OutputTooLarge { .. } => "output_too_large",
@@ -295,6 +306,8 @@ mod tests {
             },
             CaptureError::Timeout,
             CaptureError::NavigationFailed(String::new()),
+            CaptureError::TargetHttpError(404),
+            CaptureError::EmptyPage,
             CaptureError::SelectorNotFound(String::new()),
             CaptureError::InvalidSelector(String::new()),
             CaptureError::OutputTooLarge { bytes: 2, limit: 1 },

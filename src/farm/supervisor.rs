@@ -646,6 +646,7 @@ mod tests {
             cookies: Vec::new(),
             omit_background: false,
             scroll_to_load: false,
+            allow_http_errors: false,
         }
     }
 

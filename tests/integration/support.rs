@@ -226,8 +226,23 @@ fn fixture_routes(
              </body></html>"
         ))
     });
+    // A styled page answered with HTTP status `code`: an error page with a body.
+    let status = warp::path!("status" / u16).map(|code: u16| {
+        let mut response = html(format!(
+            "<!doctype html><html><head>{RESET}</head><body style='background:rgb(255,0,0)'><h1>Error {code}</h1></body></html>"
+        ));
+        *response.status_mut() = warp::http::StatusCode::from_u16(code)
+            .unwrap_or(warp::http::StatusCode::IM_A_TEAPOT);
+        response
+    });
+    // 200 with an empty body.
+    let empty = warp::path!("empty").map(|| html(String::new()));
     plain
         .or(tall)
+        .unify()
+        .or(status)
+        .unify()
+        .or(empty)
         .unify()
         .or(element)
         .unify()

@@ -113,6 +113,7 @@ pub fn parse(
         );
     }
     let scroll_to_load = r.bool("scroll_to_load").unwrap_or(false);
+    let allow_http_errors = r.bool("allow_http_errors").unwrap_or(false);
     let response_type = match r
         .string("response_type")
         .map(|s| s.to_ascii_lowercase())
@@ -155,6 +156,7 @@ pub fn parse(
                 cookies,
                 omit_background,
                 scroll_to_load,
+                allow_http_errors,
             },
             timeout: Duration::from_millis(timeout),
             response_type,

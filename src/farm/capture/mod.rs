@@ -22,7 +22,7 @@ use chromiumoxide::Page;
 use super::job::{CaptureError, CaptureSpec, Phases};
 use crate::config::PngEncoder;
 use emulate::emulate;
-use navigate::{ensure_not_error_page, main_frame, navigate};
+use navigate::{ensure_not_error_page, ensure_worth_capturing, main_frame, navigate};
 use page_moves::PageMoves;
 use prepare::prepare_page;
 use shoot::shoot;
@@ -119,6 +119,8 @@ pub async fn run(
         tokio::time::sleep(spec.delay).await;
     }
     moves.settle_if_moved(page, spec, &main).await?;
+    // The document the shot will show: an HTTP error or an empty page is a free failure.
+    ensure_worth_capturing(page, spec).await?;
     let prepared = start.elapsed();
     progress.set(false);
     let mut rendered = match shoot(page, spec, settings, deadline).await {

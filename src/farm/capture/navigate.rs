@@ -12,6 +12,7 @@ use chromiumoxide::error::CdpError;
 use chromiumoxide::Page;
 use futures::StreamExt;
 
+use super::page_js::evaluate;
 use super::{Failure, Result};
 use crate::farm::job::{CaptureError, CaptureSpec, WaitUntil};
 
@@ -167,6 +168,34 @@ pub(super) async fn ensure_not_error_page(page: &Page) -> Result<()> {
             "the page ended on an error page (a navigation refused by the egress policy or unreachable)".into(),
         )
         .into());
+    }
+    Ok(())
+}
+
+/// What the main document's navigation entry says: its HTTP status and body size, and whether
+/// the document holds anything at all. One evaluation, read by value.
+const DOCUMENT_STATE: &str = r#"(() => {
+  const n = performance.getEntriesByType('navigation')[0];
+  const b = document.body;
+  return [n ? n.responseStatus || 0 : 0, n ? n.decodedBodySize : -1,
+          (b ? b.childNodes.length : 0) + (document.head ? document.head.childNodes.length : 0)];
+})()"#;
+
+/// Fails a page that is not worth a credit: its main document answered with an HTTP error
+/// (≥ 400; `target_http_error`, unless `allow_http_errors`), or with an empty 2xx document
+/// that shows nothing (`empty_page`). Both are free, like every failure.
+pub(super) async fn ensure_worth_capturing(page: &Page, spec: &CaptureSpec) -> Result<()> {
+    let state = evaluate(page, DOCUMENT_STATE.to_string(), false).await?;
+    let number = |i: usize| state.get(i).and_then(serde_json::Value::as_i64);
+    let status = number(0).unwrap_or(0);
+    if status >= 400 && !spec.allow_http_errors {
+        let status = u16::try_from(status).unwrap_or(u16::MAX);
+        return Err(CaptureError::TargetHttpError(status).into());
+    }
+    let empty_body = number(1) == Some(0);
+    let no_nodes = number(2) == Some(0);
+    if (200..300).contains(&status) && empty_body && no_nodes {
+        return Err(CaptureError::EmptyPage.into());
     }
     Ok(())
 }
