@@ -39,6 +39,14 @@ else
     labels+=("redis-server/redis-cli")
 fi
 
+# The `timezone` capture option checks names against the host's time zone database.
+if [[ -f /usr/share/zoneinfo/Europe/Berlin ]]; then
+    log "found tzdata: /usr/share/zoneinfo"
+else
+    missing+=("tzdata")
+    labels+=("tzdata")
+fi
+
 # The tests run the credits contract's curl and Python snippets.
 if command -v curl >/dev/null 2>&1; then
     log "found curl: $(command -v curl)"

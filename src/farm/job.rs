@@ -95,6 +95,45 @@ pub struct CaptureSpec {
     /// Capture the page even when its main document answered with an HTTP error (≥ 400):
     /// charged like any image. Off: such a page fails as `target_http_error`, free.
     pub allow_http_errors: bool,
+    /// A mobile layout (a device preset): the viewport meta tag counts, scrollbars overlay.
+    pub mobile: bool,
+    /// Touch events and `(pointer: coarse)`, as on a phone or tablet.
+    pub touch: bool,
+    /// An IANA time zone for the page's clock (`Europe/Berlin`).
+    pub timezone: Option<String>,
+    /// A BCP 47 locale: `navigator.language`, `Intl` and `Accept-Language`.
+    pub locale: Option<String>,
+    /// Where the page's geolocation API says it is (the permission is granted to its origin).
+    pub geolocation: Option<Geolocation>,
+    /// `prefers-reduced-motion: reduce`.
+    pub reduced_motion: bool,
+    /// The CSS media type the page is rendered for (`None`: Chromium's, screen).
+    pub media: Option<Media>,
+}
+
+/// A position for the page's geolocation API.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geolocation {
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Metres.
+    pub accuracy: f64,
+}
+
+/// The CSS media type a page is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    Screen,
+    Print,
+}
+
+impl Media {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Media::Screen => "screen",
+            Media::Print => "print",
+        }
+    }
 }
 
 /// A finished capture.

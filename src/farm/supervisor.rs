@@ -647,6 +647,13 @@ mod tests {
             omit_background: false,
             scroll_to_load: false,
             allow_http_errors: false,
+            mobile: false,
+            touch: false,
+            timezone: None,
+            locale: None,
+            geolocation: None,
+            reduced_motion: false,
+            media: None,
         }
     }
 

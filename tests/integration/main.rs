@@ -7,6 +7,7 @@ mod cluster;
 mod credits;
 mod dashboard;
 mod egress;
+mod emulation;
 mod error_pages;
 mod hardening_http;
 mod hold;

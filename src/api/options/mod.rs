@@ -7,6 +7,7 @@
 //! - `headers`, `cookies`: the readers of the two structured options.
 
 mod cookies;
+mod devices;
 mod headers;
 mod reader;
 mod table;

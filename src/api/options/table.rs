@@ -6,11 +6,12 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::devices;
 use super::reader::{Reader, MAX_SELECTOR};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
-use crate::farm::job::{ImageFormat, WaitUntil};
+use crate::farm::job::{Geolocation, ImageFormat, Media, WaitUntil};
 use crate::farm::CaptureSpec;
 
 const MAX_URL: usize = 4096;
@@ -48,13 +49,25 @@ pub fn parse(
     if quality.is_some() && format == ImageFormat::Png {
         r.error("quality", "applies to jpeg and webp only");
     }
+    let device = r.string("device").and_then(|name| {
+        let found = devices::find(&name);
+        if found.is_none() {
+            r.error("device", &format!("must be one of {}", devices::names()));
+        }
+        found
+    });
+    // A device preset's size, scale and user agent, unless the request gives its own.
     let width = r
         .uint("width", 1, u64::from(caps.max_width))
-        .map_or(caps.default_width, |v| v as u32);
+        .map_or(device.map_or(caps.default_width, |d| d.width), |v| v as u32);
     let height = r
         .uint("height", 1, u64::from(caps.max_height))
-        .map_or(caps.default_height, |v| v as u32);
-    let device_scale_factor = r.float("device_scale_factor", 1.0, 3.0).unwrap_or(1.0);
+        .map_or(device.map_or(caps.default_height, |d| d.height), |v| {
+            v as u32
+        });
+    let device_scale_factor = r
+        .float("device_scale_factor", 1.0, 3.0)
+        .unwrap_or(device.map_or(1.0, |d| d.scale));
     let full_page = r.bool("full_page").unwrap_or(false);
     let selector = r.selector("selector");
     if full_page && selector.is_some() {
@@ -97,7 +110,9 @@ pub fn parse(
     }
     let css = r.script("css", caps.max_script_bytes);
     let js = r.script("js", caps.max_script_bytes);
-    let user_agent = r.string("user_agent");
+    let user_agent = r
+        .string("user_agent")
+        .or_else(|| device.and_then(|d| d.user_agent).map(str::to_string));
     if let Some(ua) = &user_agent {
         if ua.is_empty() || ua.len() > 512 || ua.chars().any(char::is_control) {
             r.error("user_agent", "must be 1 to 512 printable characters");
@@ -114,6 +129,42 @@ pub fn parse(
     }
     let scroll_to_load = r.bool("scroll_to_load").unwrap_or(false);
     let allow_http_errors = r.bool("allow_http_errors").unwrap_or(false);
+    let timezone = r
+        .string("timezone")
+        .and_then(|tz| r.check("timezone", check_timezone(&tz).map(|()| tz)));
+    let locale = r
+        .string("locale")
+        .and_then(|l| r.check("locale", check_locale(&l).map(|()| l)));
+    let latitude = r.float("geolocation_latitude", -90.0, 90.0);
+    let longitude = r.float("geolocation_longitude", -180.0, 180.0);
+    let accuracy = r.float("geolocation_accuracy", 0.0, 100_000.0);
+    let geolocation = match (latitude, longitude) {
+        (Some(latitude), Some(longitude)) => Some(Geolocation {
+            latitude,
+            longitude,
+            accuracy: accuracy.unwrap_or(100.0),
+        }),
+        (None, None) if accuracy.is_none() => None,
+        _ => {
+            if !r.has_error("geolocation_latitude") && !r.has_error("geolocation_longitude") {
+                r.error(
+                    "geolocation_latitude",
+                    "geolocation needs both geolocation_latitude and geolocation_longitude",
+                );
+            }
+            None
+        }
+    };
+    let reduced_motion = r.bool("reduced_motion").unwrap_or(false);
+    let media = match r.string("media").map(|s| s.to_ascii_lowercase()).as_deref() {
+        None => None,
+        Some("screen") => Some(Media::Screen),
+        Some("print") => Some(Media::Print),
+        Some(_) => {
+            r.error("media", "must be screen or print");
+            None
+        }
+    };
     let response_type = match r
         .string("response_type")
         .map(|s| s.to_ascii_lowercase())
@@ -157,6 +208,13 @@ pub fn parse(
                 omit_background,
                 scroll_to_load,
                 allow_http_errors,
+                mobile: device.is_some_and(|d| d.mobile),
+                touch: device.is_some_and(|d| d.touch),
+                timezone,
+                locale,
+                geolocation,
+                reduced_motion,
+                media,
             },
             timeout: Duration::from_millis(timeout),
             response_type,
@@ -177,4 +235,44 @@ fn parse_url(raw: &str) -> Result<Url, String> {
         return Err("must have a host".into());
     }
     Ok(url)
+}
+
+/// Where the host keeps its time zone database (Debian's `tzdata`).
+const ZONEINFO: &str = "/usr/share/zoneinfo";
+
+/// An IANA time zone name the host knows (`Europe/Berlin`, `UTC`).
+fn check_timezone(tz: &str) -> Result<(), String> {
+    let shaped = !tz.is_empty()
+        && tz.len() <= 64
+        && !tz.starts_with('/')
+        && tz
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if shaped && std::path::Path::new(ZONEINFO).join(tz).is_file() {
+        Ok(())
+    } else {
+        Err("must be an IANA time zone name, such as Europe/Berlin or UTC".into())
+    }
+}
+
+/// A BCP 47 language tag: a 2–3 letter language, then up to three 2–8 character subtags
+/// (`de`, `de-DE`, `zh-Hant-TW`).
+fn check_locale(locale: &str) -> Result<(), String> {
+    let mut parts = locale.split('-');
+    let language = parts.next().unwrap_or_default();
+    let language_ok =
+        (2..=3).contains(&language.len()) && language.chars().all(|c| c.is_ascii_alphabetic());
+    let rest: Vec<&str> = parts.collect();
+    let rest_ok = rest.len() <= 3
+        && rest
+            .iter()
+            .all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if language_ok && rest_ok {
+        Ok(())
+    } else {
+        Err("must be a BCP 47 language tag, such as en-US or de-DE".into())
+    }
 }

@@ -124,7 +124,7 @@ impl CaptureTask {
         let spec = job.spec.clone();
         let progress = capture::Progress::default();
         let ended = tokio::select! {
-            result = tokio::time::timeout_at(deadline, capture::run(&tab.page, tab.viewport, &spec, self.settings, deadline, &progress)) => match result {
+            result = tokio::time::timeout_at(deadline, capture::run(&tab.page, &tab.context_id, tab.viewport, &spec, self.settings, deadline, &progress)) => match result {
                 Ok(Ok(mut rendered)) => {
                     rendered.phases.context = context;
                     Ended::Done(Ok(rendered))

@@ -16,6 +16,7 @@ mod tiles;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::error::CdpError;
 use chromiumoxide::Page;
 
@@ -95,6 +96,7 @@ impl Progress {
 /// Runs the capture. The caller bounds it with the job's deadline.
 pub async fn run(
     page: &Page,
+    context: &BrowserContextId,
     preset: Option<(u32, u32)>,
     spec: &CaptureSpec,
     settings: CaptureSettings,
@@ -102,7 +104,7 @@ pub async fn run(
     progress: &Progress,
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
-    emulate(page, preset, spec).await?;
+    emulate(page, context, preset, spec).await?;
     let emulated = start.elapsed();
     let main = main_frame(page).await?;
     progress.set(true);
