@@ -145,6 +145,7 @@ impl From<CaptureError> for ApiError {
             | CaptureError::TargetHttpError(_)
             | CaptureError::EmptyPage => StatusCode::BAD_GATEWAY,
             CaptureError::SelectorNotFound(_) => StatusCode::NOT_FOUND,
+            CaptureError::FunctionTimeout => StatusCode::UNPROCESSABLE_ENTITY,
             CaptureError::OutputTooLarge { .. } | CaptureError::PageCrashed => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

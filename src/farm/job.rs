@@ -109,6 +109,24 @@ pub struct CaptureSpec {
     pub reduced_motion: bool,
     /// The CSS media type the page is rendered for (`None`: Chromium's, screen).
     pub media: Option<Media>,
+    /// Elements clicked, in order, before the shot (CSS selectors).
+    pub click: Vec<String>,
+    /// An element scrolled to the top of the viewport before the shot.
+    pub scroll_to: Option<String>,
+    /// A JavaScript expression waited on until it is truthy.
+    pub wait_for_function: Option<String>,
+    /// The part of the page to capture, in CSS pixels of the document (with `full_page`, of the
+    /// whole page; else of the page as laid out in the viewport).
+    pub clip: Option<Clip>,
+}
+
+/// A rectangle of the page, CSS pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clip {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
 }
 
 /// A position for the page's geolocation API.
@@ -191,6 +209,8 @@ pub enum CaptureError {
     EmptyPage,
     #[error("no element matches the selector `{0}`")]
     SelectorNotFound(String),
+    #[error("wait_for_function never became truthy before the timeout")]
+    FunctionTimeout,
     #[error("`{0}` is not a valid CSS selector")]
     InvalidSelector(String),
     #[error("the image is {bytes} bytes, more than the limit of {limit}: capture a smaller area, or use jpeg or webp")]
@@ -216,13 +236,14 @@ pub enum CaptureError {
 impl CaptureError {
     /// Every [`CaptureError::code`], so each `outcome` series of `shotfarm_captures_total` can
     /// exist (at zero) before its first event.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 16] = [
         "queue_full",
         "timeout",
         "navigation_failed",
         "target_http_error",
         "empty_page",
         "selector_not_found",
+        "function_timeout",
         "invalid_selector",
         "output_too_large",
         "browser_crashed",
@@ -243,6 +264,7 @@ impl CaptureError {
             CaptureError::TargetHttpError(_) => "target_http_error",
             CaptureError::EmptyPage => "empty_page",
             CaptureError::SelectorNotFound(_) => "selector_not_found",
+            CaptureError::FunctionTimeout => "function_timeout",
             CaptureError::InvalidSelector(_) => "invalid_selector",
             CaptureError::OutputTooLarge { .. } => "output_too_large",
             CaptureError::BrowserCrashed => "browser_crashed",
@@ -348,6 +370,7 @@ mod tests {
             CaptureError::TargetHttpError(404),
             CaptureError::EmptyPage,
             CaptureError::SelectorNotFound(String::new()),
+            CaptureError::FunctionTimeout,
             CaptureError::InvalidSelector(String::new()),
             CaptureError::OutputTooLarge { bytes: 2, limit: 1 },
             CaptureError::BrowserCrashed,

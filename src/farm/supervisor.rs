@@ -654,6 +654,10 @@ mod tests {
             geolocation: None,
             reduced_motion: false,
             media: None,
+            click: Vec::new(),
+            scroll_to: None,
+            wait_for_function: None,
+            clip: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod error_pages;
 mod hardening_http;
 mod hold;
 mod hostile_pages;
+mod interaction;
 mod isolation;
 mod ledger;
 mod lifecycle;

@@ -237,12 +237,24 @@ fn fixture_routes(
     });
     // 200 with an empty body.
     let empty = warp::path!("empty").map(|| html(String::new()));
+    // Red until #go is clicked (then green), and #more, once clicked, turns the box blue: two
+    // clicks in order make it blue; the other order leaves it green.
+    let clickme = warp::path!("clickme").map(|| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}</head><body style='background:rgb(255,0,0)'>
+               <button id=go onclick=\"document.body.style.background='rgb(0,255,0)'; this.dataset.done=1\">go</button>
+               <button id=more onclick=\"if (document.getElementById('go').dataset.done) document.body.style.background='rgb(0,0,255)'\">more</button>
+             </body></html>"
+        ))
+    });
     plain
         .or(tall)
         .unify()
         .or(status)
         .unify()
         .or(empty)
+        .unify()
+        .or(clickme)
         .unify()
         .or(element)
         .unify()

@@ -11,10 +11,13 @@ use super::reader::{Reader, MAX_SELECTOR};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
-use crate::farm::job::{Geolocation, ImageFormat, Media, WaitUntil};
+use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, WaitUntil};
 use crate::farm::CaptureSpec;
 
 const MAX_URL: usize = 4096;
+
+/// Most elements one capture may click.
+const MAX_CLICKS: usize = 10;
 
 /// Validates options against the configured caps.
 pub fn parse(
@@ -70,6 +73,10 @@ pub fn parse(
         .unwrap_or(device.map_or(1.0, |d| d.scale));
     let full_page = r.bool("full_page").unwrap_or(false);
     let selector = r.selector("selector");
+    let clip = read_clip(&mut r, caps);
+    if clip.is_some() && selector.is_some() {
+        r.error("clip_width", "cannot be combined with selector");
+    }
     if full_page && selector.is_some() {
         r.error("selector", "cannot be combined with full_page");
     }
@@ -156,6 +163,18 @@ pub fn parse(
         }
     };
     let reduced_motion = r.bool("reduced_motion").unwrap_or(false);
+    let click = r.string_list("click");
+    if click.len() > MAX_CLICKS {
+        r.error("click", &format!("at most {MAX_CLICKS} selectors"));
+    }
+    if click.iter().any(|s| s.is_empty() || s.len() > MAX_SELECTOR) {
+        r.error(
+            "click",
+            "each entry must be a CSS selector of 1 to 1024 characters",
+        );
+    }
+    let scroll_to = r.selector("scroll_to");
+    let wait_for_function = r.script("wait_for_function", caps.max_script_bytes);
     let media = match r.string("media").map(|s| s.to_ascii_lowercase()).as_deref() {
         None => None,
         Some("screen") => Some(Media::Screen),
@@ -215,6 +234,10 @@ pub fn parse(
                 geolocation,
                 reduced_motion,
                 media,
+                click,
+                scroll_to,
+                wait_for_function,
+                clip,
             },
             timeout: Duration::from_millis(timeout),
             response_type,
@@ -274,5 +297,28 @@ fn check_locale(locale: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("must be a BCP 47 language tag, such as en-US or de-DE".into())
+    }
+}
+
+/// `clip_x`, `clip_y` (default 0), `clip_width`, `clip_height`: all or none of the size.
+fn read_clip(r: &mut Reader, caps: &CaptureConfig) -> Option<Clip> {
+    let x = r.float("clip_x", 0.0, f64::from(caps.max_width));
+    let y = r.float("clip_y", 0.0, f64::from(caps.max_full_page_height));
+    let width = r.float("clip_width", 1.0, f64::from(caps.max_width));
+    let height = r.float("clip_height", 1.0, f64::from(caps.max_full_page_height));
+    match (width, height) {
+        (Some(width), Some(height)) => Some(Clip {
+            x: x.unwrap_or(0.0),
+            y: y.unwrap_or(0.0),
+            width,
+            height,
+        }),
+        (None, None) if x.is_none() && y.is_none() => None,
+        _ => {
+            if !r.has_error("clip_width") && !r.has_error("clip_height") {
+                r.error("clip_width", "a clip needs both clip_width and clip_height");
+            }
+            None
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Page tweaks before the shot: waiting for `wait_for_selector`, scrolling to load lazy content,
-//! hiding selectors and adding CSS, running the customer's script.
+//! Page tweaks before the shot, in this order: waiting for `wait_for_selector` and
+//! `wait_for_function`, scrolling to load lazy content, clicking (`click`), hiding selectors and
+//! adding CSS, running the customer's script, scrolling an element into view (`scroll_to`).
 
 use chromiumoxide::cdp::browser_protocol::page::FrameId;
 use chromiumoxide::Page;
@@ -25,6 +26,27 @@ pub(super) async fn prepare_page(
         let budget = remaining.saturating_sub(SELECTOR_REPORT_RESERVE);
         if !wait_for_element(page, selector, budget).await? {
             return Err(CaptureError::SelectorNotFound(selector.clone()).into());
+        }
+    }
+    if let Some(expression) = &spec.wait_for_function {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let budget = remaining.saturating_sub(SELECTOR_REPORT_RESERVE);
+        // Evaluated by the page's own `eval`, so a syntax error is a thrown `script_error`,
+        // polled every 100 ms until truthy or out of time.
+        let script = format!(
+            r#"(async () => {{
+                const until = Date.now() + {ms};
+                for (;;) {{
+                    if (await (0, eval)({expression})) return true;
+                    if (Date.now() >= until) return false;
+                    await new Promise(r => setTimeout(r, 100));
+                }}
+            }})()"#,
+            ms = budget.as_millis(),
+            expression = js_string(expression),
+        );
+        if evaluate(page, script, true).await? != serde_json::Value::Bool(true) {
+            return Err(CaptureError::FunctionTimeout.into());
         }
     }
     if spec.scroll_to_load {
@@ -55,6 +77,33 @@ pub(super) async fn prepare_page(
         );
         evaluate(page, script, true).await?;
     }
+    for selector in &spec.click {
+        let script = format!(
+            r#"(async () => {{
+                const el = document.querySelector({sel});
+                if (!el) return false;
+                el.scrollIntoView({{ block: 'center' }});
+                el.click();
+                await new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)));
+                return true;
+            }})()"#,
+            sel = js_string(selector)
+        );
+        // A click may navigate the page: then the capture is of where it went.
+        match evaluate(page, script, true).await {
+            Ok(serde_json::Value::Bool(true)) => moves.settle_if_moved(page, spec, main).await?,
+            Ok(_) => return Err(CaptureError::SelectorNotFound(selector.clone()).into()),
+            Err(Failure::Capture(CaptureError::ScriptFailed(_))) => {
+                return Err(CaptureError::InvalidSelector(selector.clone()).into())
+            }
+            Err(Failure::Cdp(e)) if navigated_away(&e) => {
+                moves.main_frame_moved(main);
+                settle_after_navigation(&mut moves.lifecycle, spec, main).await?;
+                ensure_not_error_page(page).await?;
+            }
+            Err(other) => return Err(other),
+        }
+    }
     let mut css = String::new();
     for selector in &spec.hide_selectors {
         // One rule per selector: an invalid one must not void the others.
@@ -84,6 +133,25 @@ pub(super) async fn prepare_page(
                 other?;
                 moves.settle_if_moved(page, spec, main).await?;
             }
+        }
+    }
+    if let Some(selector) = &spec.scroll_to {
+        let script = format!(
+            r#"(() => {{
+                const el = document.querySelector({sel});
+                if (!el) return false;
+                el.scrollIntoView({{ block: 'start' }});
+                return true;
+            }})()"#,
+            sel = js_string(selector)
+        );
+        match evaluate(page, script, false).await {
+            Ok(serde_json::Value::Bool(true)) => {}
+            Ok(_) => return Err(CaptureError::SelectorNotFound(selector.clone()).into()),
+            Err(Failure::Capture(CaptureError::ScriptFailed(_))) => {
+                return Err(CaptureError::InvalidSelector(selector.clone()).into())
+            }
+            Err(other) => return Err(other),
         }
     }
     Ok(())

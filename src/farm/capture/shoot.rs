@@ -34,6 +34,14 @@ pub(super) async fn shoot(
             .saturating_sub(SELECTOR_REPORT_RESERVE)
             .min(settings.element_wait);
         Some(element_region(page, selector, budget).await?)
+    } else if let Some(clip) = spec.clip {
+        // Page coordinates, whatever the viewport shows: cut and tiled like any region.
+        Some(Region {
+            x: clip.x,
+            y: clip.y,
+            width: clip.width,
+            height: clip.height,
+        })
     } else if spec.full_page {
         let metrics = page
             .execute(GetLayoutMetricsParams::default())
