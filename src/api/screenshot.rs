@@ -400,6 +400,7 @@ fn success(
                     "render_ms": ms(output.timings.render),
                     "total_ms": ms(total),
                 },
+                "page": output.page,
             });
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             let mut r = Response::new(body.clone().into());

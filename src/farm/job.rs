@@ -118,6 +118,20 @@ pub struct CaptureSpec {
     /// The part of the page to capture, in CSS pixels of the document (with `full_page`, of the
     /// whole page; else of the page as laid out in the viewport).
     pub clip: Option<Clip>,
+    /// Report what the page said ([`PageInfo`]) with the image (`response_type=json`).
+    pub page_info: bool,
+}
+
+/// What the captured page said about itself, read just before the shot.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PageInfo {
+    pub title: String,
+    /// Where the page ended up, after redirects and its own navigations.
+    pub url: String,
+    /// The HTTP status of its main document (0 when Chromium does not say).
+    pub status: u16,
+    /// Its Open Graph (`og:…`) and Twitter card (`twitter:…`) metadata, first value of each.
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// A rectangle of the page, CSS pixels.
@@ -164,6 +178,8 @@ pub struct CaptureOutput {
     /// True when a full-page capture was cut at the configured or format maximum.
     pub truncated: bool,
     pub timings: Timings,
+    /// What the page said, when the capture asked (`response_type=json`).
+    pub page: Option<PageInfo>,
 }
 
 /// Where a job's time went.

@@ -658,6 +658,7 @@ mod tests {
             scroll_to: None,
             wait_for_function: None,
             clip: None,
+            page_info: false,
         }
     }
 

@@ -259,3 +259,26 @@ async fn json_response_carries_image_and_metadata() {
     assert!(v["timings"]["render_ms"].as_f64().is_some());
     assert!(v["timings"]["queue_ms"].as_f64().is_some());
 }
+
+#[tokio::test]
+async fn json_response_says_what_the_page_said_title_final_url_status_and_card_metadata() {
+    let url = enc(&page("/to-meta"));
+    let response = shot(&format!("url={url}&response_type=json")).await;
+    assert_eq!(response.status(), 200);
+    let v: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(v["page"]["title"], "Meta page", "{}", v["page"]);
+    assert_eq!(v["page"]["url"], page("/meta"), "after the redirect");
+    assert_eq!(v["page"]["status"], 200);
+    assert_eq!(
+        v["page"]["meta"],
+        json!({
+            "og:title": "The OG title",
+            "og:image": "https://example.com/card.png",
+            "twitter:card": "summary_large_image",
+        })
+    );
+    // A binary response has no room for it, and does not gather it.
+    let response = shot(&format!("url={url}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+}

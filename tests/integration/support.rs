@@ -239,6 +239,21 @@ fn fixture_routes(
     let empty = warp::path!("empty").map(|| html(String::new()));
     // Red until #go is clicked (then green), and #more, once clicked, turns the box blue: two
     // clicks in order make it blue; the other order leaves it green.
+    // A page with a title and Open Graph / Twitter card metadata, and a redirect to it.
+    let meta = warp::path!("meta").map(|| {
+        html(format!(
+            "<!doctype html><html><head>{RESET}<title>Meta page</title>
+               <meta property='og:title' content='The OG title'>
+               <meta property='og:image' content='https://example.com/card.png'>
+               <meta name='twitter:card' content='summary_large_image'>
+               <meta name='description' content='not reported'>
+             </head><body><h1>meta</h1></body></html>"
+        ))
+    });
+    let to_meta = warp::path!("to-meta").map(|| {
+        use warp::Reply;
+        warp::redirect::found(warp::http::Uri::from_static("/meta")).into_response()
+    });
     let clickme = warp::path!("clickme").map(|| {
         html(format!(
             "<!doctype html><html><head>{RESET}</head><body style='background:rgb(255,0,0)'>
@@ -255,6 +270,10 @@ fn fixture_routes(
         .or(empty)
         .unify()
         .or(clickme)
+        .unify()
+        .or(meta)
+        .unify()
+        .or(to_meta)
         .unify()
         .or(element)
         .unify()

@@ -238,6 +238,7 @@ pub fn parse(
                 scroll_to,
                 wait_for_function,
                 clip,
+                page_info: response_type == ResponseType::Json,
             },
             timeout: Duration::from_millis(timeout),
             response_type,

@@ -190,6 +190,7 @@ impl CaptureTask {
                         render,
                         phases: rendered.phases,
                     },
+                    page: rendered.page,
                 };
                 job.finish(Ok(output));
                 SlotOutcome::Success

@@ -38,6 +38,7 @@ pub(super) async fn finish(
             encode: encoding,
             ..Phases::default()
         },
+        page: None,
     })
 }
 

@@ -20,7 +20,7 @@ use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::error::CdpError;
 use chromiumoxide::Page;
 
-use super::job::{CaptureError, CaptureSpec, Phases};
+use super::job::{CaptureError, CaptureSpec, PageInfo, Phases};
 use crate::config::PngEncoder;
 use emulate::emulate;
 use navigate::{ensure_not_error_page, ensure_worth_capturing, main_frame, navigate};
@@ -51,6 +51,8 @@ pub struct Rendered {
     pub truncated: bool,
     /// Where the time went (`context` is the caller's to fill).
     pub phases: Phases,
+    /// What the page said about itself, when asked.
+    pub page: Option<PageInfo>,
 }
 
 /// How a capture failed inside the page.
@@ -122,7 +124,7 @@ pub async fn run(
     }
     moves.settle_if_moved(page, spec, &main).await?;
     // The document the shot will show: an HTTP error or an empty page is a free failure.
-    ensure_worth_capturing(page, spec).await?;
+    let info = ensure_worth_capturing(page, spec).await?;
     let prepared = start.elapsed();
     progress.set(false);
     let mut rendered = match shoot(page, spec, settings, deadline).await {
@@ -144,5 +146,6 @@ pub async fn run(
         capture: shot.saturating_sub(rendered.phases.encode),
         encode: rendered.phases.encode,
     };
+    rendered.page = info;
     Ok(rendered)
 }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use super::page_js::evaluate;
 use super::{Failure, Result};
-use crate::farm::job::{CaptureError, CaptureSpec, WaitUntil};
+use crate::farm::job::{CaptureError, CaptureSpec, PageInfo, WaitUntil};
 
 /// The lifecycle event a capture waits for.
 fn wanted_event(spec: &CaptureSpec) -> &'static str {
@@ -172,20 +172,44 @@ pub(super) async fn ensure_not_error_page(page: &Page) -> Result<()> {
     Ok(())
 }
 
-/// What the main document's navigation entry says: its HTTP status and body size, and whether
-/// the document holds anything at all. One evaluation, read by value.
-const DOCUMENT_STATE: &str = r#"(() => {
+/// What the main document's navigation entry says (its HTTP status and body size) and whether
+/// the document holds anything at all; with `INFO`, also its title, URL and Open Graph / Twitter
+/// card metadata. One evaluation, read by value.
+fn document_state(info: bool) -> String {
+    format!(
+        r#"(() => {{
   const n = performance.getEntriesByType('navigation')[0];
   const b = document.body;
-  return [n ? n.responseStatus || 0 : 0, n ? n.decodedBodySize : -1,
-          (b ? b.childNodes.length : 0) + (document.head ? document.head.childNodes.length : 0)];
-})()"#;
+  const state = [n ? n.responseStatus || 0 : 0, n ? n.decodedBodySize : -1,
+                 (b ? b.childNodes.length : 0) + (document.head ? document.head.childNodes.length : 0)];
+  if (!{info}) return state;
+  const cut = (s) => String(s || '').slice(0, {max});
+  const meta = {{}};
+  for (const m of document.querySelectorAll('meta[property^="og:"], meta[name^="og:"], meta[name^="twitter:"], meta[property^="twitter:"]')) {{
+    const key = cut(m.getAttribute('property') || m.getAttribute('name'));
+    if (!(key in meta) && Object.keys(meta).length < {entries}) meta[key] = cut(m.getAttribute('content'));
+  }}
+  return state.concat([cut(document.title), cut(location.href), meta]);
+}})()"#,
+        max = MAX_INFO_CHARS,
+        entries = MAX_META_ENTRIES,
+    )
+}
+
+/// Longest title, URL or metadata value reported, in characters.
+const MAX_INFO_CHARS: usize = 2048;
+/// Most metadata entries reported.
+const MAX_META_ENTRIES: usize = 64;
 
 /// Fails a page that is not worth a credit: its main document answered with an HTTP error
 /// (≥ 400; `target_http_error`, unless `allow_http_errors`), or with an empty 2xx document
-/// that shows nothing (`empty_page`). Both are free, like every failure.
-pub(super) async fn ensure_worth_capturing(page: &Page, spec: &CaptureSpec) -> Result<()> {
-    let state = evaluate(page, DOCUMENT_STATE.to_string(), false).await?;
+/// that shows nothing (`empty_page`). Both are free, like every failure. Returns what the page
+/// said about itself when the capture asked for it.
+pub(super) async fn ensure_worth_capturing(
+    page: &Page,
+    spec: &CaptureSpec,
+) -> Result<Option<PageInfo>> {
+    let state = evaluate(page, document_state(spec.page_info), false).await?;
     let number = |i: usize| state.get(i).and_then(serde_json::Value::as_i64);
     let status = number(0).unwrap_or(0);
     if status >= 400 && !spec.allow_http_errors {
@@ -197,5 +221,29 @@ pub(super) async fn ensure_worth_capturing(page: &Page, spec: &CaptureSpec) -> R
     if (200..300).contains(&status) && empty_body && no_nodes {
         return Err(CaptureError::EmptyPage.into());
     }
-    Ok(())
+    if !spec.page_info {
+        return Ok(None);
+    }
+    let text = |i: usize| {
+        state
+            .get(i)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let meta = state
+        .get(5)
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(PageInfo {
+        title: text(3),
+        url: text(4),
+        status: u16::try_from(status).unwrap_or(0),
+        meta,
+    }))
 }

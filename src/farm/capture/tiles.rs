@@ -70,5 +70,6 @@ pub(super) async fn tiled(
             encode: encoding,
             ..Phases::default()
         },
+        page: None,
     })
 }
