@@ -120,6 +120,54 @@ pub struct CaptureSpec {
     pub clip: Option<Clip>,
     /// Report what the page said ([`PageInfo`]) with the image (`response_type=json`).
     pub page_info: bool,
+    /// Kinds of request the page may not make (`block_resources`).
+    pub block_resources: Vec<ResourceKind>,
+    /// URL patterns the page may not request (`*` any run, `?` one character).
+    pub block_urls: Vec<String>,
+}
+
+/// A kind of request a capture can block (every kind but the page's own document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Stylesheet,
+    Image,
+    Media,
+    Font,
+    Script,
+    TextTrack,
+    Xhr,
+    Fetch,
+    EventSource,
+    WebSocket,
+    Manifest,
+    Other,
+}
+
+impl ResourceKind {
+    /// Every kind, by its `block_resources` name.
+    pub const NAMES: [(&'static str, ResourceKind); 12] = [
+        ("stylesheet", ResourceKind::Stylesheet),
+        ("image", ResourceKind::Image),
+        ("media", ResourceKind::Media),
+        ("font", ResourceKind::Font),
+        ("script", ResourceKind::Script),
+        ("texttrack", ResourceKind::TextTrack),
+        ("xhr", ResourceKind::Xhr),
+        ("fetch", ResourceKind::Fetch),
+        ("eventsource", ResourceKind::EventSource),
+        ("websocket", ResourceKind::WebSocket),
+        ("manifest", ResourceKind::Manifest),
+        ("other", ResourceKind::Other),
+    ];
+
+    /// The kind named `name` (case-insensitive).
+    pub fn named(name: &str) -> Option<ResourceKind> {
+        let name = name.trim().to_ascii_lowercase();
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, kind)| *kind)
+    }
 }
 
 /// What the captured page said about itself, read just before the shot.

@@ -659,6 +659,8 @@ mod tests {
             wait_for_function: None,
             clip: None,
             page_info: false,
+            block_resources: Vec::new(),
+            block_urls: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon, real Chromium, and a fixture site on 127.0.0.1:0.
 
 mod api;
+mod blocking;
 mod capture;
 mod chaos;
 mod cluster;

@@ -11,13 +11,16 @@ use super::reader::{Reader, MAX_SELECTOR};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
-use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, WaitUntil};
+use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil};
 use crate::farm::CaptureSpec;
 
 const MAX_URL: usize = 4096;
 
 /// Most elements one capture may click.
 const MAX_CLICKS: usize = 10;
+
+/// Most URL patterns one capture may block.
+const MAX_BLOCK_URLS: usize = 50;
 
 /// Validates options against the configured caps.
 pub fn parse(
@@ -174,6 +177,34 @@ pub fn parse(
         );
     }
     let scroll_to = r.selector("scroll_to");
+    let mut block_resources = Vec::new();
+    for name in r.string_list("block_resources") {
+        match ResourceKind::named(&name) {
+            Some(kind) if !block_resources.contains(&kind) => block_resources.push(kind),
+            Some(_) => {}
+            None => {
+                let names: Vec<&str> = ResourceKind::NAMES.iter().map(|(n, _)| *n).collect();
+                r.error(
+                    "block_resources",
+                    &format!("each entry must be one of {}", names.join(", ")),
+                );
+                break;
+            }
+        }
+    }
+    let block_urls = r.string_list("block_urls");
+    if block_urls.len() > MAX_BLOCK_URLS {
+        r.error("block_urls", &format!("at most {MAX_BLOCK_URLS} patterns"));
+    }
+    if block_urls
+        .iter()
+        .any(|p| p.is_empty() || p.len() > 512 || p.chars().any(char::is_control))
+    {
+        r.error(
+            "block_urls",
+            "each entry must be a URL pattern of 1 to 512 printable characters",
+        );
+    }
     let wait_for_function = r.script("wait_for_function", caps.max_script_bytes);
     let media = match r.string("media").map(|s| s.to_ascii_lowercase()).as_deref() {
         None => None,
@@ -239,6 +270,8 @@ pub fn parse(
                 wait_for_function,
                 clip,
                 page_info: response_type == ResponseType::Json,
+                block_resources,
+                block_urls,
             },
             timeout: Duration::from_millis(timeout),
             response_type,

@@ -3,6 +3,7 @@
 //! one go). Every CDP call here is bounded by the caller's deadline; this module knows nothing of
 //! queues, browsers' lifecycles or HTTP.
 
+mod blocking;
 mod emulate;
 mod finish;
 mod navigate;
@@ -107,6 +108,7 @@ pub async fn run(
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
     emulate(page, context, preset, spec).await?;
+    blocking::block_requests(page, spec).await?;
     let emulated = start.elapsed();
     let main = main_frame(page).await?;
     progress.set(true);
