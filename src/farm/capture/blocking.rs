@@ -30,8 +30,13 @@ fn resource_type(kind: ResourceKind) -> ResourceType {
     }
 }
 
-/// Starts blocking what the capture asks to block; nothing when it asks for nothing.
-pub(super) async fn block_requests(page: &Page, spec: &CaptureSpec) -> Result<()> {
+/// Starts blocking what the capture asks to block; nothing when it asks for nothing. The
+/// blocking task ends with the page, and at the latest at the capture's deadline.
+pub(super) async fn block_requests(
+    page: &Page,
+    spec: &CaptureSpec,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     if spec.block_resources.is_empty() && spec.block_urls.is_empty() {
         return Ok(());
     }
@@ -52,7 +57,7 @@ pub(super) async fn block_requests(page: &Page, spec: &CaptureSpec) -> Result<()
     // Listening first, so no paused request is missed.
     let mut paused = page.event_listener::<EventRequestPaused>().await?;
     let failing = page.clone();
-    tokio::spawn(async move {
+    tokio::spawn(tokio::time::timeout_at(deadline, async move {
         while let Some(event) = paused.next().await {
             let fail =
                 FailRequestParams::new(event.request_id.clone(), ErrorReason::BlockedByClient);
@@ -61,7 +66,7 @@ pub(super) async fn block_requests(page: &Page, spec: &CaptureSpec) -> Result<()
                 break;
             }
         }
-    });
+    }));
     page.execute(FetchEnableParams {
         patterns: Some(patterns),
         handle_auth_requests: None,

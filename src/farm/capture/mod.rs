@@ -108,7 +108,7 @@ pub async fn run(
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
     emulate(page, context, preset, spec).await?;
-    blocking::block_requests(page, spec).await?;
+    blocking::block_requests(page, spec, deadline).await?;
     let emulated = start.elapsed();
     let main = main_frame(page).await?;
     progress.set(true);
