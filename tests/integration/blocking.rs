@@ -4,10 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 use warp::Filter;
 
-use crate::support::{client_with_key, decode, enc, provision, ready_shared, rgb, serve_site};
+use crate::support::{assert_refused_options, captured_once_done, decode, rgb, serve_site};
 
 const PAGE: &str = r#"<!doctype html><html><head>
 <style>html,body{margin:0;background:rgb(255,255,255)}</style>
@@ -48,21 +47,8 @@ fn site() -> (String, Arc<Mutex<Vec<String>>>) {
 /// Captures the page with `options`: what the site was asked for, and two pixels (the image's
 /// corner, the page's background).
 async fn capture(options: &str) -> (Vec<String>, [u8; 3], [u8; 3]) {
-    let daemon = ready_shared().await;
-    let funded = provision(1);
     let (url, log) = site();
-    let r = client_with_key(&funded.key)
-        .get(daemon.url(&format!(
-            "/api/v1/screenshot?url={}&wait_for_selector=%23done{options}",
-            enc(&url)
-        )))
-        .send()
-        .await
-        .expect("capture");
-    let status = r.status();
-    let body = r.bytes().await.expect("body");
-    assert_eq!(status, 200, "{options}: {}", String::from_utf8_lossy(&body));
-    let image = decode(&body);
+    let image = decode(&captured_once_done(&url, options).await);
     let requested = log.lock().expect("log").clone();
     (requested, rgb(&image, 50, 50), rgb(&image, 600, 400))
 }
@@ -118,25 +104,11 @@ async fn blocked_resources_and_urls_never_reach_the_site_and_everything_else_loa
 
 #[tokio::test]
 async fn bad_blocking_options_are_400s_naming_the_field() {
-    let daemon = ready_shared().await;
-    let funded = provision(1);
-    let key = client_with_key(&funded.key);
     let too_many: String = (0..51).map(|i| format!("&block_urls=*x{i}*")).collect();
-    for (query, field) in [
+    assert_refused_options(&[
         ("&block_resources=document".to_string(), "block_resources"),
         ("&block_resources=pictures".to_string(), "block_resources"),
         (too_many, "block_urls"),
-    ] {
-        let r = key
-            .get(daemon.url(&format!(
-                "/api/v1/screenshot?url={}{query}",
-                enc(&crate::support::page("/plain"))
-            )))
-            .send()
-            .await
-            .expect("capture");
-        assert_eq!(r.status(), 400, "{query}");
-        let body: Value = r.json().await.expect("json");
-        assert_eq!(body["error"]["field"], field, "{query}: {body}");
-    }
+    ])
+    .await;
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use warp::Filter;
 
-use crate::support::{client_with_key, enc, provision, ready_shared, serve_site};
+use crate::support::{assert_refused_options, captured_once_done, serve_site};
 
 /// What the probe page reported, and the `Accept-Language` its request carried.
 #[derive(Default)]
@@ -80,19 +80,7 @@ async fn seen_with(options: &str) -> (Value, String) {
 
 /// Captures the probe at `url` with `options` and returns what the page reported.
 async fn seen_on(url: &str, reports: &Mutex<Reports>, options: &str) -> (Value, String) {
-    let daemon = ready_shared().await;
-    let funded = provision(1);
-    let r = client_with_key(&funded.key)
-        .get(daemon.url(&format!(
-            "/api/v1/screenshot?url={}&wait_for_selector=%23done{options}",
-            enc(url)
-        )))
-        .send()
-        .await
-        .expect("capture");
-    let status = r.status();
-    let body = r.bytes().await.expect("body");
-    assert_eq!(status, 200, "{options}: {}", String::from_utf8_lossy(&body));
+    captured_once_done(url, options).await;
     let r = reports.lock().expect("reports");
     let seen = r.seen.last().cloned().expect("the page reported");
     let language = r.accept_language.last().cloned().unwrap_or_default();
@@ -172,10 +160,7 @@ async fn timezone_locale_geolocation_reduced_motion_and_print_are_what_the_page_
 
 #[tokio::test]
 async fn bad_emulation_options_are_400s_naming_the_field() {
-    let daemon = ready_shared().await;
-    let funded = provision(1);
-    let key = client_with_key(&funded.key);
-    for (query, field) in [
+    let cases = [
         ("device=nokia_3310", "device"),
         ("timezone=Mars/Olympus", "timezone"),
         ("timezone=../../etc/passwd", "timezone"),
@@ -187,17 +172,7 @@ async fn bad_emulation_options_are_400s_naming_the_field() {
         ("geolocation_latitude=10", "geolocation_latitude"),
         ("media=tv", "media"),
         ("reduced_motion=sometimes", "reduced_motion"),
-    ] {
-        let r = key
-            .get(daemon.url(&format!(
-                "/api/v1/screenshot?url={}&{query}",
-                enc(&crate::support::page("/plain"))
-            )))
-            .send()
-            .await
-            .expect("capture");
-        assert_eq!(r.status(), 400, "{query}");
-        let body: Value = r.json().await.expect("json");
-        assert_eq!(body["error"]["field"], field, "{query}: {body}");
-    }
+    ];
+    let cases: Vec<(String, &str)> = cases.iter().map(|(q, f)| (format!("&{q}"), *f)).collect();
+    assert_refused_options(&cases).await;
 }

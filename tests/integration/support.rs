@@ -60,6 +60,46 @@ pub fn amounts_of(
         .collect()
 }
 
+/// The image of `url` captured by a fresh one-credit account with `options`, once the page has
+/// added its `#done` element (asserting a 200).
+pub async fn captured_once_done(url: &str, options: &str) -> Vec<u8> {
+    let daemon = ready_shared().await;
+    let funded = provision(1);
+    let r = client_with_key(&funded.key)
+        .get(daemon.url(&format!(
+            "/api/v1/screenshot?url={}&wait_for_selector=%23done{options}",
+            enc(url)
+        )))
+        .send()
+        .await
+        .expect("capture");
+    let status = r.status();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(status, 200, "{options}: {}", String::from_utf8_lossy(&body));
+    body.to_vec()
+}
+
+/// Asserts that each of `cases` (options appended to a capture of `/plain`, and the option the
+/// 400 must name) is refused before any hold, naming that field.
+pub async fn assert_refused_options(cases: &[(String, &str)]) {
+    let daemon = ready_shared().await;
+    let funded = provision(1);
+    let key = client_with_key(&funded.key);
+    for (query, field) in cases {
+        let r = key
+            .get(daemon.url(&format!(
+                "/api/v1/screenshot?url={}{query}",
+                enc(&page("/plain"))
+            )))
+            .send()
+            .await
+            .expect("capture");
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["field"], *field, "{query}: {body}");
+    }
+}
+
 /// The account most tests capture with (plenty of credits).
 pub fn shared_funded() -> &'static Funded {
     static FUNDED: OnceLock<Funded> = OnceLock::new();
