@@ -31,19 +31,20 @@ pub(super) async fn prepare_page(
     if let Some(expression) = &spec.wait_for_function {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let budget = remaining.saturating_sub(SELECTOR_REPORT_RESERVE);
-        // Evaluated by the page's own `eval`, so a syntax error is a thrown `script_error`,
-        // polled every 100 ms until truthy or out of time.
+        // The customer's expression as code of its own function (like `js`, not through the
+        // page's `eval`, which its CSP may forbid): a syntax error is a `script_error`. Polled
+        // every 100 ms until truthy or out of time.
         let script = format!(
-            r#"(async () => {{
-                const until = Date.now() + {ms};
-                for (;;) {{
-                    if (await (0, eval)({expression})) return true;
-                    if (Date.now() >= until) return false;
-                    await new Promise(r => setTimeout(r, 100));
-                }}
-            }})()"#,
+            "(async () => {{\n\
+             const check = async () => (\n{expression}\n);\n\
+             const until = Date.now() + {ms};\n\
+             for (;;) {{\n\
+               if (await check()) return true;\n\
+               if (Date.now() >= until) return false;\n\
+               await new Promise(r => setTimeout(r, 100));\n\
+             }}\n\
+             }})()",
             ms = budget.as_millis(),
-            expression = js_string(expression),
         );
         if evaluate(page, script, true).await? != serde_json::Value::Bool(true) {
             return Err(CaptureError::FunctionTimeout.into());
