@@ -5,7 +5,7 @@
 //! A new configuration that does not validate is refused whole: the running one stays.
 
 use crate::config::Config;
-pub use crate::live::Live;
+use crate::live::Live;
 
 /// The running configuration with the reloadable parts of `new` applied, and the sections of
 /// `new` that differ but need a restart.

@@ -3,7 +3,7 @@
 //! deadline → farm → commit the hold (image) or release it (error). `x-credits-remaining` reports the balance after
 //! the request settled.
 
-use crate::telemetry::events::{CaptureFailed, CaptureSucceeded, InternalEvent};
+use crate::telemetry::events::{register_captures, CaptureFailed, CaptureSucceeded, InternalEvent};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -33,7 +33,7 @@ pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     // Every outcome's series exists, at zero, before its first capture.
-    CaptureSucceeded::register(&state.metrics, &CaptureError::CODES);
+    register_captures(&state.metrics, &CaptureError::CODES);
     let max_body = usize::try_from(state.config.get().server.max_body_bytes).unwrap_or(usize::MAX);
     let with_state = warp::any().map(move || state.clone());
     let get = warp::path!("api" / "v1" / "screenshot")

@@ -9,9 +9,9 @@ use crate::egress::EgressPolicy;
 use crate::farm::Farm;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
+use crate::live::Live;
 use crate::notifications::Notifier;
 use crate::payments::Payments;
-use crate::reload::Live;
 use crate::telemetry::Metrics;
 
 /// What every handler may use.

@@ -6,8 +6,9 @@ use std::time::Duration;
 use super::InternalEvent;
 use crate::telemetry::Metrics;
 
-/// `shotfarm_captures_total{outcome}`: `success` and every error code, at zero.
-pub fn register(metrics: &Metrics, codes: &[&'static str]) {
+/// `shotfarm_captures_total{outcome}`: `success` and every error code, at zero (the family
+/// both capture events count in).
+pub fn register_captures(metrics: &Metrics, codes: &[&'static str]) {
     let captures = &metrics.captures_total;
     captures.with_label_values(&["success"]);
     for code in codes {
@@ -24,12 +25,6 @@ pub struct CaptureSucceeded {
     pub navigate: Duration,
     pub capture: Duration,
     pub encode: Duration,
-}
-
-impl CaptureSucceeded {
-    pub fn register(metrics: &Metrics, codes: &[&'static str]) {
-        register(metrics, codes)
-    }
 }
 
 impl InternalEvent for CaptureSucceeded {

@@ -6,19 +6,6 @@ use std::time::Duration;
 use super::InternalEvent;
 use crate::telemetry::Metrics;
 
-/// `shotfarm_ledger_operations_total{operation,outcome}` and
-/// `shotfarm_ledger_operation_seconds{operation}` for these pairs, at zero.
-pub fn register(metrics: &Metrics, pairs: &[(&'static str, &'static str)]) {
-    for (operation, outcome) in pairs {
-        metrics
-            .ledger_operations_total
-            .with_label_values(&[operation, outcome]);
-        metrics
-            .ledger_operation_seconds
-            .with_label_values(&[operation]);
-    }
-}
-
 /// Redis answered `operation` with `outcome` (both names from the ledger's `Op` and `Outcome`).
 pub struct LedgerOperationDone {
     pub operation: &'static str,
@@ -27,8 +14,17 @@ pub struct LedgerOperationDone {
 }
 
 impl LedgerOperationDone {
+    /// `shotfarm_ledger_operations_total{operation,outcome}` and
+    /// `shotfarm_ledger_operation_seconds{operation}` for these pairs, at zero.
     pub fn register(metrics: &Metrics, pairs: &[(&'static str, &'static str)]) {
-        register(metrics, pairs)
+        for (operation, outcome) in pairs {
+            metrics
+                .ledger_operations_total
+                .with_label_values(&[operation, outcome]);
+            metrics
+                .ledger_operation_seconds
+                .with_label_values(&[operation]);
+        }
     }
 }
 

@@ -16,7 +16,7 @@ mod notification;
 mod webhook;
 
 pub use browser::BrowserRestarted;
-pub use capture::{CaptureFailed, CaptureSucceeded};
+pub use capture::{register_captures, CaptureFailed, CaptureSucceeded};
 pub use connection::ConnectionClosed;
 pub use egress::{EgressKind, EgressOutcome, EgressRequest};
 pub use ledger::{LedgerOperationDone, LedgerOperationFailed};

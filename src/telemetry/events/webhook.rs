@@ -57,17 +57,6 @@ labels!(WebhookResult {
     Retry => "retry",
 });
 
-/// `shotfarm_webhooks_total{event,result}` for every pair, at zero.
-pub fn register(metrics: &Metrics) {
-    for event in WebhookEvent::ALL {
-        for result in WebhookResult::ALL {
-            metrics
-                .webhooks_total
-                .with_label_values(&[event.label(), result.label()]);
-        }
-    }
-}
-
 fn count(metrics: &Metrics, event: WebhookEvent, result: WebhookResult) {
     metrics
         .webhooks_total
@@ -84,8 +73,16 @@ pub struct WebhookHandled<'a> {
 }
 
 impl WebhookHandled<'_> {
+    /// `shotfarm_webhooks_total{event,result}` for every pair, at zero (the family both
+    /// webhook events count in).
     pub fn register(metrics: &Metrics) {
-        register(metrics)
+        for event in WebhookEvent::ALL {
+            for result in WebhookResult::ALL {
+                metrics
+                    .webhooks_total
+                    .with_label_values(&[event.label(), result.label()]);
+            }
+        }
     }
 }
 
