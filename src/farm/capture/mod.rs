@@ -25,7 +25,7 @@ use super::job::{CaptureError, CaptureSpec, PageInfo, Phases};
 use crate::config::PngEncoder;
 use emulate::emulate;
 use navigate::{ensure_not_error_page, ensure_worth_capturing, main_frame, navigate};
-use page_moves::PageMoves;
+use page_moves::{navigated_away, PageMoves};
 use prepare::prepare_page;
 use shoot::shoot;
 
@@ -40,6 +40,10 @@ pub struct CaptureSettings {
     /// The viewport spare tabs are prepared with (the configured default size, scale 1).
     pub default_viewport: (u32, u32),
 }
+
+/// How long the document's state is awaited before the capture checks whether the page moved
+/// under the read (an answer normally takes a millisecond or two).
+const DOCUMENT_READ_GRACE: Duration = Duration::from_secs(2);
 
 /// Time kept back from `wait_for_selector` to answer `selector_not_found` before the deadline.
 const SELECTOR_REPORT_RESERVE: Duration = Duration::from_millis(300);
@@ -125,8 +129,24 @@ pub async fn run(
         tokio::time::sleep(spec.delay).await;
     }
     moves.settle_if_moved(page, spec, &main).await?;
-    // The document the shot will show: an HTTP error or an empty page is a free failure.
-    let info = ensure_worth_capturing(page, spec).await?;
+    // The document the shot will show: an HTTP error or an empty page is a free failure. The
+    // page may move on while it is read (a meta refresh, a timer), and a read sent to a document
+    // being replaced can go unanswered: when no answer comes soon, or the document went away,
+    // the move is waited out and checked for an error page, and the new document is read.
+    let read = tokio::time::timeout(DOCUMENT_READ_GRACE, ensure_worth_capturing(page, spec)).await;
+    let info = match read {
+        Ok(Err(Failure::Cdp(e))) if navigated_away(&e) => None,
+        Ok(read) => Some(read?),
+        Err(_) => None,
+    };
+    let info = match info {
+        Some(info) => info,
+        None => {
+            moves.settle_if_moved(page, spec, &main).await?;
+            ensure_not_error_page(page).await?;
+            ensure_worth_capturing(page, spec).await?
+        }
+    };
     let prepared = start.elapsed();
     progress.set(false);
     let mut rendered = match shoot(page, spec, settings, deadline).await {
