@@ -3,12 +3,13 @@
 
 use serde_json::{Map, Value};
 
-use super::reader::{Reader, MAX_LIST};
+use super::reader::{Access, Reader, MAX_LIST};
 use crate::farm::job::CookieSpec;
 
-impl Reader {
+impl Reader<'_> {
     /// `[{"name", "value", "domain"?, "path"?, "secure"?, "httpOnly"?}]`, or `name=value` strings.
-    pub(super) fn cookies(&mut self, field: &str) -> Vec<CookieSpec> {
+    pub(super) fn cookies(&mut self, field: &'static str) -> Vec<CookieSpec> {
+        self.note(field, Access::Cookies);
         let items = match self.take(field) {
             None => return Vec::new(),
             Some(Value::Array(items)) => items,

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::reader::{Reader, MAX_LIST};
+use super::reader::{Access, Reader, MAX_LIST};
 
 const MAX_HEADER_VALUE: usize = 4096;
 /// Headers a capture may not set: they would break the request Chromium makes.
@@ -19,9 +19,10 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
-impl Reader {
+impl Reader<'_> {
     /// `{"Name": "value"}`, or `Name: value` strings (repeated query parameters).
-    pub(super) fn headers(&mut self, field: &str) -> Vec<(String, String)> {
+    pub(super) fn headers(&mut self, field: &'static str) -> Vec<(String, String)> {
+        self.note(field, Access::Headers);
         let pairs: Vec<(String, String)> = match self.take(field) {
             None => return Vec::new(),
             Some(Value::Object(map)) => {

@@ -10,6 +10,7 @@ mod cookies;
 mod devices;
 mod headers;
 mod reader;
+pub mod spec;
 mod table;
 
 use std::time::Duration;

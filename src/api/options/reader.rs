@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value};
 
+use super::spec::{self, Kind};
 use crate::api::errors::FieldError;
+use crate::config::CaptureConfig;
 
 /// Longest CSS selector, in characters.
 pub(super) const MAX_SELECTOR: usize = 1024;
@@ -32,13 +34,56 @@ pub fn query_to_map(query: &str) -> Map<String, Value> {
     map
 }
 
-/// Takes fields out of the option map, recording one error per bad field.
-pub(super) struct Reader {
-    pub(super) map: Map<String, Value>,
-    pub(super) errors: Vec<FieldError>,
+/// How a field was read: the JSON type its reader takes (checked against `spec` by its tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    Text,
+    Bool,
+    Integer,
+    Number,
+    List,
+    Headers,
+    Cookies,
 }
 
-impl Reader {
+/// Takes fields out of the option map, recording one error per bad field. Numbers' bounds and
+/// scripts' size caps come from the options' description (`spec`), under the operator's caps.
+pub(super) struct Reader<'c> {
+    pub(super) map: Map<String, Value>,
+    pub(super) errors: Vec<FieldError>,
+    caps: &'c CaptureConfig,
+    /// Every field read, with the first reader that read it, in order.
+    pub(super) read: Vec<(&'static str, Access)>,
+}
+
+impl<'c> Reader<'c> {
+    pub(super) fn new(map: Map<String, Value>, caps: &'c CaptureConfig) -> Self {
+        Reader {
+            map,
+            errors: Vec::new(),
+            caps,
+            read: Vec::new(),
+        }
+    }
+
+    /// Records that `field` was read as `access` (the first reader of a field wins).
+    pub(super) fn note(&mut self, field: &'static str, access: Access) {
+        if !self.read.iter().any(|(f, _)| *f == field) {
+            self.read.push((field, access));
+        }
+    }
+
+    /// The documented bounds of a number option. An option missing from `spec` has none: it is
+    /// not taken, so it is refused as unknown (and `spec`'s tests name it).
+    fn bounds(&self, field: &str) -> Option<(f64, f64)> {
+        match spec::find(field)?.kind {
+            Kind::Integer { min, max } | Kind::Number { min, max } => {
+                Some((min.of(self.caps), max.of(self.caps)))
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn error(&mut self, field: &str, message: &str) {
         self.errors.push(FieldError {
             field: field.to_string(),
@@ -55,14 +100,15 @@ impl Reader {
     }
 
     /// A present value, with `null` treated as absent. Repeated scalar query parameters are an error.
-    pub(super) fn take(&mut self, field: &str) -> Option<Value> {
+    pub(super) fn take(&mut self, field: &'static str) -> Option<Value> {
         match self.map.remove(field) {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
         }
     }
 
-    pub(super) fn string(&mut self, field: &str) -> Option<String> {
+    pub(super) fn string(&mut self, field: &'static str) -> Option<String> {
+        self.note(field, Access::Text);
         match self.take(field)? {
             Value::String(s) => Some(s),
             Value::Number(n) => Some(n.to_string()),
@@ -78,7 +124,8 @@ impl Reader {
         }
     }
 
-    pub(super) fn bool(&mut self, field: &str) -> Option<bool> {
+    pub(super) fn bool(&mut self, field: &'static str) -> Option<bool> {
+        self.note(field, Access::Bool);
         let value = self.take(field)?;
         let parsed = match &value {
             Value::Bool(b) => Some(*b),
@@ -100,7 +147,11 @@ impl Reader {
         parsed
     }
 
-    pub(super) fn uint(&mut self, field: &str, min: u64, max: u64) -> Option<u64> {
+    /// A whole number within the documented bounds.
+    pub(super) fn uint(&mut self, field: &'static str) -> Option<u64> {
+        self.note(field, Access::Integer);
+        let (min, max) = self.bounds(field)?;
+        let (min, max) = (min as u64, max as u64);
         let value = self.take(field)?;
         let parsed = match &value {
             Value::Number(n) => n.as_u64(),
@@ -116,7 +167,10 @@ impl Reader {
         }
     }
 
-    pub(super) fn float(&mut self, field: &str, min: f64, max: f64) -> Option<f64> {
+    /// A number within the documented bounds.
+    pub(super) fn float(&mut self, field: &'static str) -> Option<f64> {
+        self.note(field, Access::Number);
+        let (min, max) = self.bounds(field)?;
         let value = self.take(field)?;
         let parsed = match &value {
             Value::Number(n) => n.as_f64(),
@@ -132,7 +186,7 @@ impl Reader {
         }
     }
 
-    pub(super) fn selector(&mut self, field: &str) -> Option<String> {
+    pub(super) fn selector(&mut self, field: &'static str) -> Option<String> {
         let s = self.string(field)?;
         if s.trim().is_empty() || s.len() > MAX_SELECTOR {
             self.error(field, "must be a CSS selector of 1 to 1024 characters");
@@ -141,7 +195,13 @@ impl Reader {
         Some(s)
     }
 
-    pub(super) fn script(&mut self, field: &str, max: usize) -> Option<String> {
+    /// A script or stylesheet of at most the documented size.
+    pub(super) fn script(&mut self, field: &'static str) -> Option<String> {
+        self.note(field, Access::Text);
+        let max = match spec::find(field)?.kind {
+            Kind::Text { max_len, .. } => max_len.of(self.caps) as usize,
+            _ => return None,
+        };
         let s = self.string(field)?;
         if s.len() > max {
             self.error(field, &format!("must be at most {max} bytes"));
@@ -151,7 +211,8 @@ impl Reader {
     }
 
     /// An array of strings, or one string (a single query parameter).
-    pub(super) fn string_list(&mut self, field: &str) -> Vec<String> {
+    pub(super) fn string_list(&mut self, field: &'static str) -> Vec<String> {
+        self.note(field, Access::List);
         let Some(value) = self.take(field) else {
             return Vec::new();
         };

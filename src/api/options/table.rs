@@ -8,30 +8,27 @@ use url::Url;
 
 use super::devices;
 use super::reader::{Reader, MAX_SELECTOR};
+use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_URL};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
 use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil};
 use crate::farm::CaptureSpec;
 
-const MAX_URL: usize = 4096;
-
-/// Most elements one capture may click.
-const MAX_CLICKS: usize = 10;
-
-/// Most URL patterns one capture may block.
-const MAX_BLOCK_URLS: usize = 50;
-
-/// Validates options against the configured caps.
+/// Validates options against the configured caps. Each option, its type and its bounds are
+/// described in `spec` (numbers' bounds and scripts' caps are read from there).
 pub fn parse(
     map: Map<String, Value>,
     caps: &CaptureConfig,
 ) -> Result<CaptureRequest, Vec<FieldError>> {
-    let mut r = Reader {
-        map,
-        errors: Vec::new(),
-    };
+    read(&mut Reader::new(map, caps), caps)
+}
 
+/// [`parse`] with the caller's reader, which keeps the record of the fields read.
+pub(super) fn read(
+    r: &mut Reader,
+    caps: &CaptureConfig,
+) -> Result<CaptureRequest, Vec<FieldError>> {
     let url = r
         .string("url")
         .and_then(|raw| r.check("url", parse_url(&raw)));
@@ -51,7 +48,7 @@ pub fn parse(
             ImageFormat::Png
         }
     };
-    let quality = r.uint("quality", 1, 100).map(|q| q as u8);
+    let quality = r.uint("quality").map(|q| q as u8);
     if quality.is_some() && format == ImageFormat::Png {
         r.error("quality", "applies to jpeg and webp only");
     }
@@ -64,19 +61,19 @@ pub fn parse(
     });
     // A device preset's size, scale and user agent, unless the request gives its own.
     let width = r
-        .uint("width", 1, u64::from(caps.max_width))
+        .uint("width")
         .map_or(device.map_or(caps.default_width, |d| d.width), |v| v as u32);
     let height = r
-        .uint("height", 1, u64::from(caps.max_height))
+        .uint("height")
         .map_or(device.map_or(caps.default_height, |d| d.height), |v| {
             v as u32
         });
     let device_scale_factor = r
-        .float("device_scale_factor", 1.0, 3.0)
+        .float("device_scale_factor")
         .unwrap_or(device.map_or(1.0, |d| d.scale));
     let full_page = r.bool("full_page").unwrap_or(false);
     let selector = r.selector("selector");
-    let clip = read_clip(&mut r, caps);
+    let clip = read_clip(r);
     if clip.is_some() && selector.is_some() {
         r.error("clip_width", "cannot be combined with selector");
     }
@@ -100,10 +97,8 @@ pub fn parse(
         }
     };
     let wait_for_selector = r.selector("wait_for_selector");
-    let delay = r.uint("delay", 0, caps.max_delay_ms).unwrap_or(0);
-    let timeout = r
-        .uint("timeout", 100, caps.max_timeout_ms)
-        .unwrap_or(caps.default_timeout_ms);
+    let delay = r.uint("delay").unwrap_or(0);
+    let timeout = r.uint("timeout").unwrap_or(caps.default_timeout_ms);
     if delay >= timeout && !r.has_error("delay") && !r.has_error("timeout") {
         r.error("delay", "must be shorter than timeout");
     }
@@ -118,8 +113,8 @@ pub fn parse(
             break;
         }
     }
-    let css = r.script("css", caps.max_script_bytes);
-    let js = r.script("js", caps.max_script_bytes);
+    let css = r.script("css");
+    let js = r.script("js");
     let user_agent = r
         .string("user_agent")
         .or_else(|| device.and_then(|d| d.user_agent).map(str::to_string));
@@ -145,9 +140,9 @@ pub fn parse(
     let locale = r
         .string("locale")
         .and_then(|l| r.check("locale", check_locale(&l).map(|()| l)));
-    let latitude = r.float("geolocation_latitude", -90.0, 90.0);
-    let longitude = r.float("geolocation_longitude", -180.0, 180.0);
-    let accuracy = r.float("geolocation_accuracy", 0.0, 100_000.0);
+    let latitude = r.float("geolocation_latitude");
+    let longitude = r.float("geolocation_longitude");
+    let accuracy = r.float("geolocation_accuracy");
     let geolocation = match (latitude, longitude) {
         (Some(latitude), Some(longitude)) => Some(Geolocation {
             latitude,
@@ -205,7 +200,7 @@ pub fn parse(
             "each entry must be a URL pattern of 1 to 512 printable characters",
         );
     }
-    let wait_for_function = r.script("wait_for_function", caps.max_script_bytes);
+    let wait_for_function = r.script("wait_for_function");
     let media = match r.string("media").map(|s| s.to_ascii_lowercase()).as_deref() {
         None => None,
         Some("screen") => Some(Media::Screen),
@@ -276,7 +271,7 @@ pub fn parse(
             timeout: Duration::from_millis(timeout),
             response_type,
         }),
-        _ => Err(r.errors),
+        _ => Err(std::mem::take(&mut r.errors)),
     }
 }
 
@@ -335,11 +330,11 @@ fn check_locale(locale: &str) -> Result<(), String> {
 }
 
 /// `clip_x`, `clip_y` (default 0), `clip_width`, `clip_height`: all or none of the size.
-fn read_clip(r: &mut Reader, caps: &CaptureConfig) -> Option<Clip> {
-    let x = r.float("clip_x", 0.0, f64::from(caps.max_width));
-    let y = r.float("clip_y", 0.0, f64::from(caps.max_full_page_height));
-    let width = r.float("clip_width", 1.0, f64::from(caps.max_width));
-    let height = r.float("clip_height", 1.0, f64::from(caps.max_full_page_height));
+fn read_clip(r: &mut Reader) -> Option<Clip> {
+    let x = r.float("clip_x");
+    let y = r.float("clip_y");
+    let width = r.float("clip_width");
+    let height = r.float("clip_height");
     match (width, height) {
         (Some(width), Some(height)) => Some(Clip {
             x: x.unwrap_or(0.0),
