@@ -10,6 +10,58 @@ use warp::reply::Response;
 
 use crate::farm::CaptureError;
 
+/// Every stable `code` the API layer answers with, beside the capture errors'
+/// ([`CaptureError::CODES`]); the OpenAPI document's `ErrorCode` enum is [`all_codes`]. A test
+/// finds every code the source gives an [`ApiError`] and checks it is listed here.
+pub const API_CODES: &[&str] = &[
+    "bad_request",
+    "cross_site_request",
+    "email_taken",
+    "headers_too_large",
+    "idempotency_in_flight",
+    "idempotency_key_reused",
+    "idempotency_result_unavailable",
+    "insufficient_credits",
+    "internal",
+    "invalid_api_key",
+    "invalid_body",
+    "invalid_credentials",
+    "invalid_idempotency_key",
+    "invalid_parameter",
+    "invalid_signature",
+    "ledger_unavailable",
+    "length_required",
+    "method_not_allowed",
+    "navigation_failed",
+    "not_found",
+    "order_not_credited",
+    "payload_too_large",
+    "payment_provider_error",
+    "payments_not_configured",
+    "rate_limited",
+    "server_busy",
+    "session_expired",
+    "signup_disabled",
+    "too_many_connections",
+    "too_many_in_flight",
+    "unauthorized",
+    "unknown_pack",
+    "uri_too_long",
+    "url_not_allowed",
+];
+
+/// Every stable error `code`, sorted, each once: the API's and the captures'.
+pub fn all_codes() -> Vec<&'static str> {
+    let mut codes: Vec<&'static str> = API_CODES
+        .iter()
+        .chain(CaptureError::CODES.iter())
+        .copied()
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
 /// One invalid option.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldError {
@@ -195,4 +247,84 @@ pub fn ledger_unavailable(e: impl std::fmt::Display) -> ApiError {
     );
     error.retry_after = Some(std::time::Duration::from_secs(1));
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rs_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// `(file:line, code)` of every error code given in the crate's source (outside tests):
+    /// the first string literal of each `ApiError::new(…)`, and each `code: "…"` / `"code": "…"`.
+    fn codes_in_source() -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rs_files(&root, &mut files);
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read a source file");
+            let code_part = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let rel = file
+                .strip_prefix(&root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            let line_of = |at: usize| code_part[..at].matches('\n').count() + 1;
+            let literal_after = |from: usize| -> Option<String> {
+                let start = from + code_part[from..].find('"')? + 1;
+                let end = start + code_part[start..].find('"')?;
+                Some(code_part[start..end].to_string())
+            };
+            for marker in ["ApiError::new(", "code: \"", "\"code\": \""] {
+                for (at, _) in code_part.match_indices(marker) {
+                    // `ApiError::new(` gives its status first, then the code.
+                    let from = if marker.ends_with('"') {
+                        at + marker.len() - 1
+                    } else {
+                        at
+                    };
+                    if let Some(code) = literal_after(from) {
+                        found.push((format!("src/{rel}:{}", line_of(at)), code));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_code_the_source_gives_is_listed_and_every_listed_code_is_given() {
+        let listed = all_codes();
+        let found = codes_in_source();
+        assert!(found.len() > 20, "the scan found too few codes: {found:?}");
+        for (place, code) in &found {
+            assert!(
+                listed.contains(&code.as_str()),
+                "error code `{code}` ({place}) is not in API_CODES (src/api/errors.rs): add it, \
+                 so the OpenAPI document's ErrorCode enum lists it"
+            );
+        }
+        for code in API_CODES {
+            assert!(
+                found.iter().any(|(_, c)| c == code),
+                "`{code}` is in API_CODES but no code in src/ gives it: remove it"
+            );
+        }
+        let mut sorted = API_CODES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, API_CODES, "API_CODES: sorted, each once");
+    }
 }

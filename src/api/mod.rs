@@ -12,6 +12,7 @@
 //! - [`dashboard`]: the customer dashboard's embedded files at `/dashboard`.
 //! - [`csrf`]: strict origin checking of state-changing browser requests.
 //! - [`payments`], [`auto_topup`]: buying credits and the low-balance settings.
+//! - [`openapi`]: the OpenAPI document of all of it, at `/api/v1/openapi.json`.
 //! - [`server`]: the listeners' accept loop: connection caps, header and idle timeouts, head size.
 //! - `state` ([`ApiState`]), `request_id` ([`answer`] and the `x-request-id`), `route_metrics`
 //!   ([`http_metrics`]), `recovery` (rejections as JSON errors): what every route shares.
@@ -25,6 +26,7 @@ pub(crate) mod dashboard;
 pub(crate) mod errors;
 pub(crate) mod json;
 pub(crate) mod keys;
+pub(crate) mod openapi;
 pub mod options;
 pub(crate) mod payments;
 pub(crate) mod probes;
@@ -97,6 +99,8 @@ pub fn routes(
         .or(payments::routes(state.clone()))
         .unify()
         .or(auto_topup::routes(state.clone()))
+        .unify()
+        .or(openapi::routes(state.clone()))
         .unify()
         .or(probes::routes(
             state.farm.clone(),
