@@ -62,6 +62,15 @@ else
     labels+=("python3-requests")
 fi
 
+# The OpenAPI test runs schemathesis (from PyPI) in a venv of its own: Debian's python is
+# externally managed, so pip installs nothing system-wide.
+if /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    log "found python3-venv"
+else
+    missing+=("python3-venv")
+    labels+=("python3-venv")
+fi
+
 if command -v cc >/dev/null 2>&1; then
     log "found C toolchain: $(command -v cc)"
 else
@@ -113,6 +122,28 @@ if ((${#missing[@]} > 0)); then
         "${SUDO[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
         log "disabled the prometheus service the package enabled (only promtool is used)"
     fi
+fi
+
+# schemathesis, pinned, in its own venv (tests/integration/openapi.rs runs it from there).
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=/opt/shotfarm-schemathesis
+if [[ -x $SCHEMATHESIS_VENV/bin/schemathesis ]] \
+    && [[ $("$SCHEMATHESIS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null) == "$SCHEMATHESIS_VERSION" ]]; then
+    log "found schemathesis $SCHEMATHESIS_VERSION: $SCHEMATHESIS_VENV/bin/schemathesis"
+else
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "need root to install schemathesis into $SCHEMATHESIS_VENV"
+        SUDO=(sudo -n)
+    else
+        SUDO=()
+    fi
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV (from PyPI)"
+    "${SUDO[@]}" /usr/bin/python3 -m venv "$SCHEMATHESIS_VENV"
+    "${SUDO[@]}" "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION" </dev/null >/dev/null
+    [[ -x $SCHEMATHESIS_VENV/bin/schemathesis ]] \
+        || die "the schemathesis install did not produce $SCHEMATHESIS_VENV/bin/schemathesis"
+    log "installed schemathesis $SCHEMATHESIS_VERSION"
 fi
 
 if command -v cargo >/dev/null 2>&1; then
