@@ -20,12 +20,9 @@ fn resource_type(kind: ResourceKind) -> ResourceType {
         ResourceKind::Media => ResourceType::Media,
         ResourceKind::Font => ResourceType::Font,
         ResourceKind::Script => ResourceType::Script,
-        ResourceKind::TextTrack => ResourceType::TextTrack,
         ResourceKind::Xhr => ResourceType::Xhr,
         ResourceKind::Fetch => ResourceType::Fetch,
         ResourceKind::EventSource => ResourceType::EventSource,
-        ResourceKind::WebSocket => ResourceType::WebSocket,
-        ResourceKind::Manifest => ResourceType::Manifest,
         ResourceKind::Other => ResourceType::Other,
     }
 }
