@@ -19,6 +19,7 @@ mod ledger;
 mod lifecycle;
 mod notifications;
 mod observability;
+mod openapi;
 mod payments;
 mod readme;
 mod redis_server;
