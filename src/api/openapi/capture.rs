@@ -4,7 +4,10 @@
 use serde_json::{json, Map, Value};
 
 use super::{error_response, headers, ref_schema, Responses};
-use crate::api::options::spec::{DefaultValue, Item, Kind, OptionSpec, OPTIONS};
+use crate::api::options::spec::{
+    DefaultValue, Item, Kind, OptionSpec, COOKIE_LINE, COOKIE_NAME, COOKIE_VALUE, HEADER_LINE,
+    HEADER_NAME, HEADER_VALUE, OPTIONS,
+};
 use crate::config::CaptureConfig;
 
 /// Where an option is written: it takes the same names in both, with their own shapes for the
@@ -30,10 +33,14 @@ fn schema(o: &OptionSpec, caps: &CaptureConfig, place: Place) -> Value {
             min_len,
             max_len,
             format,
+            pattern,
         } => {
             let mut s = json!({"type": "string", "minLength": min_len, "maxLength": max_len.of(caps) as u64});
             if let Some(format) = format {
                 s["format"] = json!(format);
+            }
+            if let Some(pattern) = pattern {
+                s["pattern"] = json!(pattern);
             }
             s
         }
@@ -55,8 +62,12 @@ fn schema(o: &OptionSpec, caps: &CaptureConfig, place: Place) -> Value {
         }
         Kind::List { max_items, item } => {
             let item = match item {
-                Item::Text { max_len } => {
-                    json!({"type": "string", "minLength": 1, "maxLength": max_len})
+                Item::Text { max_len, pattern } => {
+                    let mut s = json!({"type": "string", "minLength": 1, "maxLength": max_len});
+                    if let Some(pattern) = pattern {
+                        s["pattern"] = json!(pattern);
+                    }
+                    s
                 }
                 Item::OneOf(values) => json!({"type": "string", "enum": values()}),
             };
@@ -66,25 +77,26 @@ fn schema(o: &OptionSpec, caps: &CaptureConfig, place: Place) -> Value {
             Place::Query => json!({
                 "type": "array",
                 "maxItems": max_items,
-                "items": {"type": "string", "description": "`Name: value`"},
+                "items": {"type": "string", "description": "`Name: value`", "pattern": HEADER_LINE},
             }),
             Place::Body => json!({
                 "type": "object",
                 "maxProperties": max_items,
-                "additionalProperties": {"type": "string", "maxLength": 4096},
+                "propertyNames": {"pattern": HEADER_NAME},
+                "additionalProperties": {"type": "string", "maxLength": 4096, "pattern": HEADER_VALUE},
             }),
         },
         Kind::Cookies { max_items } => match place {
             Place::Query => json!({
                 "type": "array",
                 "maxItems": max_items,
-                "items": {"type": "string", "description": "`name=value`"},
+                "items": {"type": "string", "description": "`name=value`", "pattern": COOKIE_LINE},
             }),
             Place::Body => json!({
                 "type": "array",
                 "maxItems": max_items,
                 "items": {"oneOf": [
-                    {"type": "string", "description": "`name=value`"},
+                    {"type": "string", "description": "`name=value`", "pattern": COOKIE_LINE},
                     ref_schema("Cookie"),
                 ]},
             }),
@@ -150,10 +162,10 @@ pub(super) fn cookie_schema() -> Value {
         "required": ["name", "value"],
         "additionalProperties": false,
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 256},
-            "value": {"type": "string", "maxLength": 4096},
-            "domain": {"type": "string", "maxLength": 253},
-            "path": {"type": "string", "maxLength": 1024},
+            "name": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": COOKIE_NAME},
+            "value": {"type": "string", "maxLength": 4096, "pattern": COOKIE_VALUE},
+            "domain": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": "^[A-Za-z0-9.-]+$"},
+            "path": {"type": "string", "maxLength": 1024, "pattern": "^/[^;\\x00-\\x1f\\x7f-\\x9f]*$"},
             "secure": {"type": "boolean"},
             "httpOnly": {"type": "boolean"},
             "http_only": {"type": "boolean"},

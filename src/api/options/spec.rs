@@ -39,8 +39,11 @@ pub type Names = fn() -> Vec<&'static str>;
 /// One entry of a list option.
 #[derive(Clone, Copy)]
 pub enum Item {
-    /// A string of 1 to `max_len` bytes.
-    Text { max_len: usize },
+    /// A string of 1 to `max_len` bytes, matching `pattern` when there is one.
+    Text {
+        max_len: usize,
+        pattern: Option<&'static str>,
+    },
     /// One of these names.
     OneOf(Names),
 }
@@ -48,11 +51,13 @@ pub enum Item {
 /// What an option's value is.
 #[derive(Clone, Copy)]
 pub enum Kind {
-    /// A string of `min_len` to `max_len` bytes; `format` as OpenAPI names it (`uri`).
+    /// A string of `min_len` to `max_len` bytes; `format` as OpenAPI names it (`uri`); every
+    /// value the parser accepts matches `pattern` (an ECMA-262 regular expression).
     Text {
         min_len: usize,
         max_len: Limit,
         format: Option<&'static str>,
+        pattern: Option<&'static str>,
     },
     Boolean,
     /// A whole number from `min` to `max`.
@@ -110,12 +115,32 @@ pub fn find(name: &str) -> Option<&'static OptionSpec> {
 }
 
 const fn text(max_len: usize) -> Kind {
+    text_matching(max_len, None)
+}
+
+const fn text_matching(max_len: usize, pattern: Option<&'static str>) -> Kind {
     Kind::Text {
         min_len: 1,
         max_len: Limit::Fixed(max_len as f64),
         format: None,
+        pattern,
     }
 }
+
+/// No control characters (what `char::is_control` finds: Unicode's Cc).
+pub const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+/// An HTTP header name (a token).
+pub const HEADER_NAME: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// A header value: no control characters but tab.
+pub const HEADER_VALUE: &str = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]*$";
+/// `Name: value`, as the `headers` query parameter takes it.
+pub const HEADER_LINE: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]*$";
+/// A cookie's name.
+pub const COOKIE_NAME: &str = "^[^;=, \\x00-\\x1f\\x7f-\\x9f]+$";
+/// A cookie's value.
+pub const COOKIE_VALUE: &str = "^[^;\\x00-\\x1f\\x7f-\\x9f]*$";
+/// `name=value`, as the `cookies` query parameter takes it.
+pub const COOKIE_LINE: &str = "^[^;=, \\x00-\\x1f\\x7f-\\x9f]+=[^;\\x00-\\x1f\\x7f-\\x9f]*$";
 
 const fn int(min: f64, max: Limit) -> Kind {
     Kind::Integer {
@@ -137,6 +162,7 @@ const SCRIPT: Kind = Kind::Text {
     min_len: 0,
     max_len: Limit::Cap(|c| c.max_script_bytes as f64),
     format: None,
+    pattern: None,
 };
 
 const fn option(
@@ -170,6 +196,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             min_len: 1,
             max_len: Limit::Fixed(MAX_URL as f64),
             format: Some("uri"),
+            pattern: None,
         },
         D::None,
         "Required. The http or https page to capture; it (and every address the page loads) must pass the egress policy.",
@@ -282,6 +309,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             max_items: MAX_LIST,
             item: Item::Text {
                 max_len: MAX_SELECTOR,
+                pattern: Some("^[^{}]+$"),
             },
         },
         D::None,
@@ -301,7 +329,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     ),
     option(
         "user_agent",
-        text(512),
+        text_matching(512, Some(PRINTABLE)),
         D::None,
         "User agent override, 1 to 512 printable characters (default: the device's, else Chromium's).",
     ),
@@ -311,7 +339,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             max_items: MAX_LIST,
         },
         D::None,
-        "Extra request headers sent with every request the page makes.",
+        "Extra request headers sent with every request the page makes (not Host, Content-Length, Connection, Transfer-Encoding, Upgrade, TE, Trailer, Keep-Alive or Proxy-Connection).",
     ),
     option(
         "cookies",
@@ -319,7 +347,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             max_items: MAX_LIST,
         },
         D::None,
-        "Cookies for the page (default scope: the URL).",
+        "Cookies for the page (default scope: the URL); a name and value of at most 4096 bytes together; `__Secure-` and `__Host-` names follow their prefix rules.",
     ),
     option(
         "omit_background",
@@ -344,13 +372,13 @@ pub const OPTIONS: &[OptionSpec] = &[
     ),
     option(
         "timezone",
-        text(64),
+        text_matching(64, Some("^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")),
         D::None,
         "IANA time zone of the page's clock (Europe/Berlin, UTC); default: the host's.",
     ),
     option(
         "locale",
-        text(30),
+        text_matching(30, Some("^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")),
         D::None,
         "BCP 47 language tag for navigator.language, Intl and Accept-Language (de-DE).",
     ),
@@ -393,6 +421,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             max_items: MAX_CLICKS,
             item: Item::Text {
                 max_len: MAX_SELECTOR,
+                pattern: None,
             },
         },
         D::None,
@@ -423,7 +452,10 @@ pub const OPTIONS: &[OptionSpec] = &[
         "block_urls",
         Kind::List {
             max_items: MAX_BLOCK_URLS,
-            item: Item::Text { max_len: 512 },
+            item: Item::Text {
+                max_len: 512,
+                pattern: Some(PRINTABLE),
+            },
         },
         D::None,
         "URL patterns (`*` any run, `?` one character) whose requests fail in the page.",
@@ -668,7 +700,7 @@ mod tests {
                     }
                     Kind::List { max_items, item } => {
                         let entry = match item {
-                            Item::Text { max_len } => {
+                            Item::Text { max_len, .. } => {
                                 refused(o.name, json!(["a".repeat(max_len + 1)]), &caps);
                                 "a".to_string()
                             }
@@ -693,6 +725,114 @@ mod tests {
                     }
                     Kind::Boolean | Kind::OneOf { .. } => {}
                 }
+            }
+        }
+    }
+
+    /// Strings the pattern checks below try, as each option's value (or list entry).
+    const PROBES: &[&str] = &[
+        "",
+        " ",
+        "a",
+        "x",
+        "1a",
+        "de",
+        "de-DE",
+        "zh-Hant-TW",
+        "en-US-x",
+        "toolongtag-DE",
+        "Europe/Berlin",
+        "UTC",
+        "Etc/GMT+1",
+        "a/b",
+        "/etc",
+        "a//b",
+        "..",
+        "Mozilla/5.0 (X11)",
+        "a{b}",
+        "a}",
+        "#box",
+        ".ad",
+        "tab\there",
+        "ctl\u{1}x",
+        "c1\u{85}x",
+        "é",
+        "日本",
+        "X-Test: yes",
+        "X-Test:",
+        "Bad Name: v",
+        "X-A:b\u{7}",
+        "k=v",
+        "k=",
+        "=v",
+        "a b=c",
+        "k=v;x",
+        "a,b=c",
+        "*://ads.example.com/*",
+        "*/tracker/*",
+    ];
+
+    /// Every value of the corpus the parser accepts matches the documented pattern, and every
+    /// value that matches it is accepted (but a time zone must also exist on the host).
+    #[test]
+    fn documented_patterns_agree_with_the_parser() {
+        let caps = CaptureConfig::default();
+        let one = |s: &str| json!(s);
+        let listed = |s: &str| json!([s]);
+        for o in OPTIONS {
+            let (pattern, wrap): (&str, &dyn Fn(&str) -> Value) = match o.kind {
+                Kind::Text {
+                    pattern: Some(p), ..
+                } => (p, &one),
+                Kind::List {
+                    item:
+                        Item::Text {
+                            pattern: Some(p), ..
+                        },
+                    ..
+                } => (p, &listed),
+                Kind::Headers { .. } => (HEADER_LINE, &listed),
+                Kind::Cookies { .. } => (COOKIE_LINE, &listed),
+                _ => continue,
+            };
+            let re = regex::Regex::new(pattern).expect("a valid pattern");
+            for probe in PROBES {
+                let (errors, _) = run(with(o.name, wrap(probe), &caps), &caps);
+                let accepted = errors.iter().all(|e| e.field != o.name);
+                let matches = re.is_match(probe);
+                assert!(
+                    !accepted || matches,
+                    "`{}` accepts {probe:?}, which its pattern {pattern} in {HERE} refuses",
+                    o.name
+                );
+                assert!(
+                    accepted || !matches || o.name == "timezone",
+                    "`{}` refuses {probe:?}, which its pattern {pattern} in {HERE} admits: {errors:?}",
+                    o.name
+                );
+            }
+        }
+        // `headers` as a JSON object: each name a token, each value without controls.
+        let (name_re, value_re) = (
+            regex::Regex::new(HEADER_NAME).expect("a valid pattern"),
+            regex::Regex::new(HEADER_VALUE).expect("a valid pattern"),
+        );
+        for probe in PROBES {
+            for (name, value, re) in [(*probe, "v", &name_re), ("X-A", *probe, &value_re)] {
+                let mut headers = Map::new();
+                headers.insert(name.to_string(), json!(value));
+                let (errors, _) = run(with("headers", Value::Object(headers), &caps), &caps);
+                let checked = if re.as_str() == HEADER_NAME {
+                    name
+                } else {
+                    value
+                };
+                assert_eq!(
+                    errors.is_empty(),
+                    re.is_match(checked),
+                    "headers {{{name:?}: {value:?}}}: the parser and the pattern {} disagree: {errors:?}",
+                    re.as_str()
+                );
             }
         }
     }
