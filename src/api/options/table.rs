@@ -310,19 +310,32 @@ fn check_timezone(tz: &str) -> Result<(), String> {
     }
 }
 
-/// A BCP 47 language tag: a 2–3 letter language, then up to three 2–8 character subtags
-/// (`de`, `de-DE`, `zh-Hant-TW`).
+/// A BCP 47 language tag as ICU (and so Chromium's locale override) takes it: a 2–3 letter
+/// language, then optionally a 4-letter script, a region (2 letters or 3 digits) and a variant
+/// (5–8 letters or digits, or a digit and 3 more), in that order (`de`, `de-DE`, `zh-Hant-TW`,
+/// `es-419`, `de-DE-1996`). Other shapes (`en-q0`, `en-abc`) made Chromium fail the capture.
 fn check_locale(locale: &str) -> Result<(), String> {
-    let mut parts = locale.split('-');
-    let language = parts.next().unwrap_or_default();
-    let language_ok =
-        (2..=3).contains(&language.len()) && language.chars().all(|c| c.is_ascii_alphabetic());
-    let rest: Vec<&str> = parts.collect();
-    let rest_ok = rest.len() <= 3
-        && rest
-            .iter()
-            .all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
-    if language_ok && rest_ok {
+    let alpha = |s: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphabetic())
+    };
+    let mut parts = locale.split('-').peekable();
+    let mut ok = parts.next().is_some_and(|l| alpha(l, 2..=3));
+    if parts.peek().is_some_and(|p| alpha(p, 4..=4)) {
+        parts.next();
+    }
+    if parts
+        .peek()
+        .is_some_and(|p| alpha(p, 2..=2) || (p.len() == 3 && p.chars().all(|c| c.is_ascii_digit())))
+    {
+        parts.next();
+    }
+    if let Some(variant) = parts.next() {
+        let alnum = variant.chars().all(|c| c.is_ascii_alphanumeric());
+        ok &= alnum
+            && ((5..=8).contains(&variant.len())
+                || (variant.len() == 4 && variant.starts_with(|c: char| c.is_ascii_digit())));
+    }
+    if ok && parts.next().is_none() {
         Ok(())
     } else {
         Err("must be a BCP 47 language tag, such as en-US or de-DE".into())
