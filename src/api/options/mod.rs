@@ -141,6 +141,24 @@ mod tests {
                 "omit_background",
             ),
             (json!({"url": "https://e.com", "colour": "red"}), "colour"),
+            // Found by schemathesis: these passed validation and failed in Chromium.
+            (json!({"url": "https://e.com", "locale": "en-q0"}), "locale"),
+            (
+                json!({"url": "https://e.com", "locale": "en-abc"}),
+                "locale",
+            ),
+            (
+                json!({"url": "https://e.com", "timezone": "posix/Europe/Berlin"}),
+                "timezone",
+            ),
+            (
+                json!({"url": "https://e.com", "timezone": "leapseconds"}),
+                "timezone",
+            ),
+            (
+                json!({"url": "https://e.com", "timezone": "posixrules"}),
+                "timezone",
+            ),
         ];
         for (input, field) in cases {
             let got = fields(parse_json(input.clone()));

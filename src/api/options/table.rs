@@ -292,7 +292,9 @@ fn parse_url(raw: &str) -> Result<Url, String> {
 /// Where the host keeps its time zone database (Debian's `tzdata`).
 const ZONEINFO: &str = "/usr/share/zoneinfo";
 
-/// An IANA time zone name the host knows (`Europe/Berlin`, `UTC`).
+/// An IANA time zone name the host knows (`Europe/Berlin`, `UTC`): a zone file of its database
+/// (TZif), outside the `posix/` and `right/` copies and `posixrules`, which Chromium's time zone
+/// override does not take (they failed the capture on both browsers with 503 `browser_error`).
 fn check_timezone(tz: &str) -> Result<(), String> {
     let shaped = !tz.is_empty()
         && tz.len() <= 64
@@ -303,11 +305,21 @@ fn check_timezone(tz: &str) -> Result<(), String> {
         && tz
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-    if shaped && std::path::Path::new(ZONEINFO).join(tz).is_file() {
+    let not_a_zone = tz == "posixrules" || tz.starts_with("posix/") || tz.starts_with("right/");
+    if shaped && !not_a_zone && is_zone_file(&std::path::Path::new(ZONEINFO).join(tz)) {
         Ok(())
     } else {
         Err("must be an IANA time zone name, such as Europe/Berlin or UTC".into())
     }
+}
+
+/// A compiled zone file (it starts with `TZif`), not one of the database's text files.
+fn is_zone_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"TZif")
 }
 
 /// A BCP 47 language tag as ICU (and so Chromium's locale override) takes it: a 2–3 letter
