@@ -293,8 +293,9 @@ fn parse_url(raw: &str) -> Result<Url, String> {
 const ZONEINFO: &str = "/usr/share/zoneinfo";
 
 /// An IANA time zone name the host knows (`Europe/Berlin`, `UTC`): a zone file of its database
-/// (TZif), outside the `posix/` and `right/` copies and `posixrules`, which Chromium's time zone
-/// override does not take (they failed the capture on both browsers with 503 `browser_error`).
+/// (TZif), outside the `posix/` and `right/` copies, `posixrules` and `localtime` (the host's
+/// own setting), which Chromium's time zone override does not take (they failed the capture on
+/// both browsers with 503 `browser_error`). Every other zone of Debian's tzdata was captured.
 fn check_timezone(tz: &str) -> Result<(), String> {
     let shaped = !tz.is_empty()
         && tz.len() <= 64
@@ -305,7 +306,9 @@ fn check_timezone(tz: &str) -> Result<(), String> {
         && tz
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-    let not_a_zone = tz == "posixrules" || tz.starts_with("posix/") || tz.starts_with("right/");
+    let not_a_zone = matches!(tz, "posixrules" | "localtime")
+        || tz.starts_with("posix/")
+        || tz.starts_with("right/");
     if shaped && !not_a_zone && is_zone_file(&std::path::Path::new(ZONEINFO).join(tz)) {
         Ok(())
     } else {
