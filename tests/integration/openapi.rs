@@ -112,8 +112,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
             &format!("x-api-key: {}", funded.key),
             "--max-examples",
             "20",
+            // One worker: with two, hypothesis's lambda-source cache failed once in five runs
+            // with an internal error ("AST constructor recursion depth mismatch"), a fault of
+            // the tool, not of the daemon. One takes 35–45 s here.
             "--workers",
-            "2",
+            "1",
             "--request-timeout",
             "30",
             "--generation-database",
