@@ -160,6 +160,15 @@ impl Config {
             !packs.is_empty(),
             "credits.packs: must list at least one pack",
         );
+        for (setting, path) in self.filters.lists() {
+            if let Err(e) = std::fs::File::open(path) {
+                problems.push(format!(
+                    "{setting}: cannot read {}: {e} (EasyList and EasyPrivacy come with Debian's \
+                     webext-ublock-origin-chromium package; or list other files, or none)",
+                    path.display()
+                ));
+            }
+        }
         for raw in &self.egress.allow {
             if let Err(e) = parse_allow_entry(raw) {
                 problems.push(format!("egress.allow: {e}"));

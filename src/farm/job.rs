@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use url::Url;
 
+use crate::content_filters::Wanted;
+
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -124,6 +126,8 @@ pub struct CaptureSpec {
     pub block_resources: Vec<ResourceKind>,
     /// URL patterns the page may not request (`*` any run, `?` one character).
     pub block_urls: Vec<String>,
+    /// The filter lists applied (`block_ads`, `block_trackers`, `block_cookie_banners`).
+    pub filters: Wanted,
 }
 
 /// A kind of request a capture can block (every kind but the page's own document).

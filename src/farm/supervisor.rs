@@ -661,6 +661,7 @@ mod tests {
             page_info: false,
             block_resources: Vec::new(),
             block_urls: Vec::new(),
+            filters: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use super::reader::{Reader, MAX_SELECTOR};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
+use crate::content_filters::Wanted;
 use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil};
 use crate::farm::CaptureSpec;
 
@@ -205,6 +206,11 @@ pub fn parse(
             "each entry must be a URL pattern of 1 to 512 printable characters",
         );
     }
+    let filters = Wanted {
+        ads: r.bool("block_ads").unwrap_or(false),
+        trackers: r.bool("block_trackers").unwrap_or(false),
+        cookie_banners: r.bool("block_cookie_banners").unwrap_or(false),
+    };
     let wait_for_function = r.script("wait_for_function", caps.max_script_bytes);
     let media = match r.string("media").map(|s| s.to_ascii_lowercase()).as_deref() {
         None => None,
@@ -272,6 +278,7 @@ pub fn parse(
                 page_info: response_type == ResponseType::Json,
                 block_resources,
                 block_urls,
+                filters,
             },
             timeout: Duration::from_millis(timeout),
             response_type,

@@ -15,6 +15,7 @@ mod shoot;
 mod tiles;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
@@ -23,6 +24,7 @@ use chromiumoxide::Page;
 
 use super::job::{CaptureError, CaptureSpec, PageInfo, Phases};
 use crate::config::PngEncoder;
+use crate::content_filters::FilterEngines;
 use emulate::emulate;
 use navigate::{ensure_not_error_page, ensure_worth_capturing, main_frame, navigate};
 use page_moves::{navigated_away, PageMoves};
@@ -100,21 +102,24 @@ impl Progress {
     }
 }
 
-/// Runs the capture. The caller bounds it with the job's deadline.
+/// Runs the capture. The caller bounds it with the job's deadline; `lists` are the filter
+/// engines when the capture applies filter lists.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     page: &Page,
     context: &BrowserContextId,
     preset: Option<(u32, u32)>,
     spec: &CaptureSpec,
     settings: CaptureSettings,
+    lists: Option<Arc<FilterEngines>>,
     deadline: tokio::time::Instant,
     progress: &Progress,
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
     emulate(page, context, preset, spec).await?;
-    blocking::block_requests(page, spec, deadline).await?;
-    let emulated = start.elapsed();
     let main = main_frame(page).await?;
+    blocking::block_requests(page, spec, lists.clone(), &main, deadline).await?;
+    let emulated = start.elapsed();
     progress.set(true);
     // The page may navigate itself (a script, a refresh, even before it finished loading):
     // watch for it, so the capture is of where it went and never races a document being
@@ -124,7 +129,7 @@ pub async fn run(
     ensure_not_error_page(page).await?;
     moves.forget_first_document();
     let navigated = start.elapsed();
-    prepare_page(page, spec, &main, deadline, &mut moves).await?;
+    prepare_page(page, spec, lists.as_deref(), &main, deadline, &mut moves).await?;
     if !spec.delay.is_zero() {
         tokio::time::sleep(spec.delay).await;
     }
