@@ -1,6 +1,6 @@
 //! One capture on a prepared tab: emulation, navigation and its waits, page tweaks, and the
 //! screenshot itself (viewport, element, or full page, tiled when taller than Chromium paints in
-//! one go). Every CDP call here is bounded by the caller's deadline; this module knows nothing of
+//! one go) or the page printed to PDF. Every CDP call here is bounded by the caller's deadline; this module knows nothing of
 //! queues, browsers' lifecycles or HTTP.
 
 mod blocking;
@@ -10,6 +10,7 @@ mod navigate;
 mod page_js;
 mod page_moves;
 mod prepare;
+mod print;
 mod region;
 mod shoot;
 mod tiles;
@@ -112,9 +113,9 @@ pub async fn run(
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
     emulate(page, context, preset, spec).await?;
-    blocking::block_requests(page, spec, deadline).await?;
-    let emulated = start.elapsed();
     let main = main_frame(page).await?;
+    blocking::block_requests(page, spec, &main, deadline).await?;
+    let emulated = start.elapsed();
     progress.set(true);
     // The page may navigate itself (a script, a refresh, even before it finished loading):
     // watch for it, so the capture is of where it went and never races a document being
@@ -149,7 +150,13 @@ pub async fn run(
     };
     let prepared = start.elapsed();
     progress.set(false);
-    let mut rendered = match shoot(page, spec, settings, deadline).await {
+    let output = async {
+        match &spec.pdf {
+            Some(pdf) => print::print(page, pdf).await,
+            None => shoot(page, spec, settings, deadline).await,
+        }
+    };
+    let mut rendered = match output.await {
         // A page that navigated under the shot (to an error page, say) is the page's doing.
         Err(Failure::Cdp(e)) => {
             ensure_not_error_page(page).await?;
