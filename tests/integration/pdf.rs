@@ -210,3 +210,35 @@ async fn pdf_options_are_checked_and_image_options_refused_naming_the_field() {
     .collect();
     assert_refused_options(&cases).await;
 }
+
+#[tokio::test]
+async fn a_pdf_is_printed_for_print_media_unless_media_says_screen() {
+    let daemon = ready_shared().await;
+    let funded = provision(3);
+    let key = client_with_key(&funded.key);
+    // Three extra pages exist only in print: 4 pages for print media, 1 for screen.
+    let html = "<!doctype html><html><head><style>.print { display: none; } \
+                @media print { .print { display: block; break-before: page; } }</style></head>\
+                <body><p>always</p><div class=print>1</div><div class=print>2</div>\
+                <div class=print>3</div></body></html>";
+    for (media, want) in [(None, 4), (Some("print"), 4), (Some("screen"), 1)] {
+        let mut options = serde_json::json!({"html": html, "format": "pdf"});
+        if let Some(media) = media {
+            options["media"] = media.into();
+        }
+        let r = key
+            .post(daemon.url("/api/v1/screenshot"))
+            .json(&options)
+            .send()
+            .await
+            .expect("capture");
+        assert_eq!(r.status(), 200, "{media:?}");
+        assert_eq!(
+            pdf_pages(&r.bytes().await.expect("body")).0,
+            want,
+            "{media:?}"
+        );
+    }
+    let s = audited(&funded.account).await;
+    assert_eq!((s.balance.available, s.balance.spent), (0, 3));
+}
