@@ -19,6 +19,8 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("capture.max_tile_height", 256, Some(16_384)),
     ("capture.max_output_bytes", 1024, None),
     ("capture.max_script_bytes", 1, None),
+    ("capture.max_pdf_pages", 1, Some(10_000)),
+    ("capture.max_html_bytes", 1, None),
     ("redis.connect_timeout_ms", 10, None),
     ("redis.response_timeout_ms", 10, None),
     ("ledger.sweep_interval_ms", 10, Some(60_000)),

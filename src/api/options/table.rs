@@ -7,12 +7,15 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::devices;
+use super::pdf;
 use super::reader::{Reader, MAX_SELECTOR};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
 use crate::content_filters::Wanted;
-use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil};
+use crate::farm::job::{
+    Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil, HTML_DOCUMENT_URL,
+};
 use crate::farm::CaptureSpec;
 
 const MAX_URL: usize = 4096;
@@ -36,9 +39,19 @@ pub fn parse(
     let url = r
         .string("url")
         .and_then(|raw| r.check("url", parse_url(&raw)));
-    if url.is_none() && !r.has_error("url") {
-        r.error("url", "is required");
+    let html = r
+        .string("html")
+        .and_then(|markup| r.check("html", check_html(markup, caps.max_html_bytes)));
+    if html.is_some() && (url.is_some() || r.has_error("url")) {
+        r.error("html", "cannot be combined with url: give one of them");
     }
+    if url.is_none() && html.is_none() && !r.has_error("url") && !r.has_error("html") {
+        r.error("url", "is required (or html, markup to render instead)");
+    }
+    let url = match html {
+        Some(_) => Url::parse(HTML_DOCUMENT_URL).ok(),
+        None => url,
+    };
     let format = match r
         .string("format")
         .map(|s| s.to_ascii_lowercase())
@@ -47,11 +60,25 @@ pub fn parse(
         None | Some("png") => ImageFormat::Png,
         Some("jpeg") | Some("jpg") => ImageFormat::Jpeg,
         Some("webp") => ImageFormat::Webp,
+        Some("pdf") => ImageFormat::Pdf,
         Some(_) => {
-            r.error("format", "must be one of png, jpeg, webp");
+            r.error("format", "must be one of png, jpeg, webp, pdf");
             ImageFormat::Png
         }
     };
+    // Options of the other kind of output: named, then set aside.
+    let (refused, why) = if format == ImageFormat::Pdf {
+        (&pdf::NOT_WITH_PDF[..], "does not apply to format=pdf")
+    } else {
+        (&pdf::PDF_OPTIONS[..], "applies to format=pdf only")
+    };
+    for field in refused {
+        if pdf::given(&r.map, field) {
+            r.error(field, why);
+        }
+        r.map.remove(*field);
+    }
+    let pdf = (format == ImageFormat::Pdf).then(|| pdf::read(&mut r, caps.max_pdf_pages));
     let quality = r.uint("quality", 1, 100).map(|q| q as u8);
     if quality.is_some() && format == ImageFormat::Png {
         r.error("quality", "applies to jpeg and webp only");
@@ -242,6 +269,8 @@ pub fn parse(
         (Some(url), true) => Ok(CaptureRequest {
             spec: CaptureSpec {
                 url,
+                html,
+                pdf,
                 format,
                 quality,
                 width,
@@ -299,6 +328,20 @@ fn parse_url(raw: &str) -> Result<Url, String> {
         return Err("must have a host".into());
     }
     Ok(url)
+}
+
+/// Markup to render: not blank, at most `max` bytes.
+fn check_html(markup: String, max: usize) -> Result<String, String> {
+    if markup.len() > max {
+        return Err(format!(
+            "must be at most {max} bytes (capture.max_html_bytes); it is {}",
+            markup.len()
+        ));
+    }
+    if markup.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(markup)
 }
 
 /// Where the host keeps its time zone database (Debian's `tzdata`).

@@ -1,12 +1,19 @@
-//! Request blocking: `block_resources` (by type), `block_urls` (by pattern), and the filter lists
-//! (`block_ads`, `block_trackers`, `block_cookie_banners`). Requests are paused by Chromium's
-//! Fetch domain and answered on a task that lives as long as the page (at most until the
-//! capture's deadline). Without filter lists Chromium pauses only the requests that match, and
-//! every paused one is refused; with them every request is paused and judged here, so the
-//! page's own document always goes on. A refused frame gets an empty document (not Chromium's
-//! error page, which would show in the shot); anything else fails as blocked by the client.
+//! Requests the capture answers itself: `block_resources` (by type), `block_urls` (by
+//! pattern), the filter lists (`block_ads`, `block_trackers`, `block_cookie_banners`), and an
+//! `html` capture's own document. Requests are paused by Chromium's Fetch domain and answered on
+//! a task that lives as long as the page (at most until the capture's deadline).
+//!
+//! - Without filter lists Chromium pauses only the requests that match a block pattern (and the
+//!   html origin's); with them every request is paused and judged here, and the page's own
+//!   document always goes on.
+//! - A refused frame gets an empty document (not Chromium's error page, which would show in the
+//!   shot); any other refused request fails as blocked by the client.
+//! - The main frame's request for [`HTML_DOCUMENT_URL`] is answered with the markup; any other
+//!   request to that origin is refused (none of them ever leaves the browser).
 
 use std::sync::Arc;
+
+use base64::Engine as _;
 
 use chromiumoxide::cdp::browser_protocol::fetch::{
     ContinueRequestParams, EnableParams as FetchEnableParams, EventRequestPaused,
@@ -19,7 +26,7 @@ use futures::StreamExt;
 
 use super::Result;
 use crate::content_filters::{FilterEngines, Wanted};
-use crate::farm::job::{CaptureSpec, ResourceKind};
+use crate::farm::job::{CaptureSpec, ResourceKind, HTML_DOCUMENT_URL};
 
 /// The CDP resource type of a blockable kind.
 fn resource_type(kind: ResourceKind) -> ResourceType {
@@ -135,8 +142,19 @@ impl Judge {
     }
 }
 
-/// Starts blocking what the capture asks to block; nothing when it asks for nothing. The
-/// blocking task ends with the page, and at the latest at the capture's deadline.
+/// How a paused request is answered.
+enum Answer {
+    GoOn,
+    Refuse,
+    /// A refused frame: an empty document, so it stays blank instead of showing Chromium's
+    /// error page in the shot.
+    Blank,
+    /// The html capture's document (the markup, base64).
+    Serve(Arc<str>),
+}
+
+/// Starts answering what the capture asks to block, and its `html` document; nothing when it
+/// asks for neither. The task ends with the page, and at the latest at the capture's deadline.
 pub(super) async fn block_requests(
     page: &Page,
     spec: &CaptureSpec,
@@ -145,10 +163,14 @@ pub(super) async fn block_requests(
     deadline: tokio::time::Instant,
 ) -> Result<()> {
     let lists = lists.filter(|_| spec.filters.any());
-    if spec.block_resources.is_empty() && spec.block_urls.is_empty() && lists.is_none() {
+    if spec.block_resources.is_empty()
+        && spec.block_urls.is_empty()
+        && lists.is_none()
+        && spec.html.is_none()
+    {
         return Ok(());
     }
-    let patterns: Vec<RequestPattern> = match lists {
+    let mut patterns: Vec<RequestPattern> = match lists {
         Some(_) => vec![pattern(Some("*".into()), None)],
         None => spec
             .block_resources
@@ -161,6 +183,15 @@ pub(super) async fn block_requests(
             )
             .collect(),
     };
+    // The html document's origin, every request to it (placed first: a request that matches
+    // several patterns is paused once).
+    let html: Option<Arc<str>> = spec.html.as_ref().map(|markup| {
+        patterns.insert(0, pattern(Some(format!("{HTML_DOCUMENT_URL}*")), None));
+        base64::engine::general_purpose::STANDARD
+            .encode(markup.as_bytes())
+            .into()
+    });
+    let main = main.clone();
     let mut judge = lists.map(|lists| Judge {
         kinds: spec
             .block_resources
@@ -178,12 +209,28 @@ pub(super) async fn block_requests(
     let answering = page.clone();
     tokio::spawn(tokio::time::timeout_at(deadline, async move {
         while let Some(event) = paused.next().await {
-            let refused = judge.as_mut().is_none_or(|judge| judge.refuses(&event));
+            let verdict = match &html {
+                Some(markup) if event.request.url.starts_with(HTML_DOCUMENT_URL) => {
+                    let document = event.resource_type == ResourceType::Document
+                        && event.frame_id == main
+                        && event.request.url == HTML_DOCUMENT_URL;
+                    match document {
+                        true => Answer::Serve(markup.clone()),
+                        false => Answer::Refuse,
+                    }
+                }
+                // Without lists, Chromium paused only what a block pattern matched.
+                _ if judge.as_mut().is_some_and(|judge| !judge.refuses(&event)) => Answer::GoOn,
+                _ if event.resource_type == ResourceType::Document && event.frame_id != main => {
+                    Answer::Blank
+                }
+                _ => Answer::Refuse,
+            };
             // Answered concurrently: a request never waits for the answer to another.
             let page = answering.clone();
             tokio::spawn(async move {
                 // An error means the page is gone (the capture ended): so is every request.
-                let _ = answer(&page, &event, refused).await;
+                let _ = answer(&page, &event, verdict).await;
             });
         }
     }));
@@ -203,28 +250,31 @@ fn pattern(url_pattern: Option<String>, resource_type: Option<ResourceType>) -> 
     }
 }
 
-/// Lets a paused request go on, or refuses it.
+/// Lets a paused request go on, refuses it, or serves the html capture's document.
 async fn answer(
     page: &Page,
     event: &EventRequestPaused,
-    refused: bool,
+    verdict: Answer,
 ) -> std::result::Result<(), chromiumoxide::error::CdpError> {
     let id = event.request_id.clone();
-    if !refused {
-        page.execute(ContinueRequestParams::new(id)).await?;
-    } else if event.resource_type == ResourceType::Document {
-        // A refused frame stays blank instead of showing Chromium's error page.
-        let mut empty = FulfillRequestParams::new(id, 200);
-        empty.response_headers = Some(vec![HeaderEntry::new(
-            "Content-Type",
-            "text/html; charset=utf-8",
-        )]);
-        page.execute(empty).await?;
-    } else {
-        page.execute(FailRequestParams::new(id, ErrorReason::BlockedByClient))
-            .await?;
+    let document = |body: Option<&str>| {
+        let mut answer = FulfillRequestParams::new(id.clone(), 200);
+        answer.response_headers = Some(vec![
+            HeaderEntry::new("Content-Type", "text/html; charset=utf-8"),
+            HeaderEntry::new("Cache-Control", "no-store"),
+        ]);
+        answer.body = body.map(|b| b.to_string().into());
+        answer
+    };
+    match verdict {
+        Answer::GoOn => page.execute(ContinueRequestParams::new(id)).await.map(drop),
+        Answer::Serve(markup) => page.execute(document(Some(&markup))).await.map(drop),
+        Answer::Blank => page.execute(document(None)).await.map(drop),
+        Answer::Refuse => page
+            .execute(FailRequestParams::new(id, ErrorReason::BlockedByClient))
+            .await
+            .map(drop),
     }
-    Ok(())
 }
 
 #[cfg(test)]

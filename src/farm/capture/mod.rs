@@ -1,6 +1,6 @@
 //! One capture on a prepared tab: emulation, navigation and its waits, page tweaks, and the
 //! screenshot itself (viewport, element, or full page, tiled when taller than Chromium paints in
-//! one go). Every CDP call here is bounded by the caller's deadline; this module knows nothing of
+//! one go) or the page printed to PDF. Every CDP call here is bounded by the caller's deadline; this module knows nothing of
 //! queues, browsers' lifecycles or HTTP.
 
 mod blocking;
@@ -10,6 +10,7 @@ mod navigate;
 mod page_js;
 mod page_moves;
 mod prepare;
+mod print;
 mod region;
 mod shoot;
 mod tiles;
@@ -154,7 +155,13 @@ pub async fn run(
     };
     let prepared = start.elapsed();
     progress.set(false);
-    let mut rendered = match shoot(page, spec, settings, deadline).await {
+    let output = async {
+        match &spec.pdf {
+            Some(pdf) => print::print(page, pdf).await,
+            None => shoot(page, spec, settings, deadline).await,
+        }
+    };
+    let mut rendered = match output.await {
         // A page that navigated under the shot (to an error page, say) is the page's doing.
         Err(Failure::Cdp(e)) => {
             ensure_not_error_page(page).await?;

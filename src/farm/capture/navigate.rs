@@ -218,7 +218,10 @@ pub(super) async fn ensure_worth_capturing(
     }
     let empty_body = number(1) == Some(0);
     let no_nodes = number(2) == Some(0);
-    if (200..300).contains(&status) && empty_body && no_nodes {
+    // Supplied markup always has a body (it is not blank): the document holding nothing
+    // (`<html></html>`) is what makes it empty.
+    let empty = no_nodes && (empty_body || spec.html.is_some());
+    if (200..300).contains(&status) && empty {
         return Err(CaptureError::EmptyPage.into());
     }
     if !spec.page_info {
