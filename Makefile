@@ -12,7 +12,7 @@ CONFIG       ?= config/shotfarm.toml
 REDIS_URL    ?= redis://127.0.0.1:6379/0
 TEST_THREADS ?= 2
 # The integration tests that also run on the other engine (test-name filters).
-OTHER_ENGINE_TESTS := capture:: isolation:: hostile_pages:: egress:: lifecycle:: error_pages:: emulation:: interaction:: blocking:: pdf:: html::
+OTHER_ENGINE_TESTS := capture:: isolation:: hostile_pages:: egress:: lifecycle:: error_pages:: emulation:: interaction:: blocking:: filter_lists:: pdf:: html::
 BIN          := ./target/release/shotfarm
 REDIS_PIDFILE := var/redis/redis.pid
 

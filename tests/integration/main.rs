@@ -10,6 +10,7 @@ mod dashboard;
 mod egress;
 mod emulation;
 mod error_pages;
+mod filter_lists;
 mod hardening_http;
 mod hold;
 mod hostile_pages;
