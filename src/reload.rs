@@ -121,7 +121,12 @@ mod tests {
         new.limits.requests_per_minute = 5;
         new.log.level = "debug".into();
         new.auth.login_attempts_per_minute = 3;
+        new.filters.ad_lists.clear();
         let (applied, restart) = merge(&running, &new);
+        assert!(
+            applied.filters.ad_lists.is_empty(),
+            "the filter lists apply"
+        );
         assert_eq!(applied.credits.packs[0].price_cents, 700);
         assert_eq!(applied.limits.requests_per_minute, 5);
         assert_eq!(applied.log.level, "debug");

@@ -71,3 +71,45 @@ impl ContentFilters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rebuild_replaces_the_engines_and_captures_keep_the_old_ones_until_then() {
+        let dir = tempfile::tempdir().expect("dir");
+        let list = dir.path().join("ads.txt");
+        std::fs::write(&list, "||first.example^\n").expect("write");
+        let config = FiltersConfig {
+            ad_lists: vec![list.clone()],
+            tracker_lists: Vec::new(),
+            cookie_banner_lists: Vec::new(),
+        };
+        let ads = Wanted {
+            ads: true,
+            ..Wanted::default()
+        };
+        let page = "https://news.example/";
+        let filters = ContentFilters::start(&config);
+        let first = filters.ready().await;
+        assert!(first.refuses(ads, "https://first.example/a.js", page, "script"));
+        assert!(!first.refuses(ads, "https://second.example/a.js", page, "script"));
+
+        std::fs::write(&list, "||second.example^\n").expect("write");
+        filters.rebuild(&config);
+        let mut rebuilt = false;
+        for _ in 0..200 {
+            let now = filters.ready().await;
+            if now.refuses(ads, "https://second.example/a.js", page, "script") {
+                assert!(!now.refuses(ads, "https://first.example/a.js", page, "script"));
+                rebuilt = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(rebuilt, "the rebuilt engines replace the old ones");
+        // A capture holding the old engines keeps judging by them.
+        assert!(first.refuses(ads, "https://first.example/a.js", page, "script"));
+    }
+}
