@@ -12,6 +12,19 @@ use super::{Failure, Result, SELECTOR_REPORT_RESERVE};
 use crate::content_filters::{FilterEngines, MAX_NAMES};
 use crate::farm::job::{CaptureError, CaptureSpec};
 
+/// Whether the capture has page options to apply (else [`prepare_page`] does nothing).
+pub(super) fn has_work(spec: &CaptureSpec) -> bool {
+    spec.wait_for_selector.is_some()
+        || spec.wait_for_function.is_some()
+        || spec.scroll_to_load
+        || !spec.click.is_empty()
+        || !spec.hide_selectors.is_empty()
+        || spec.css.is_some()
+        || spec.js.is_some()
+        || spec.scroll_to.is_some()
+        || spec.filters.any()
+}
+
 /// Applies the capture's page options, in order; a script that navigates the page is waited
 /// out (the caller's deadline bounds every wait).
 pub(super) async fn prepare_page(
