@@ -12,7 +12,7 @@ CONFIG       ?= config/shotfarm.toml
 REDIS_URL    ?= redis://127.0.0.1:6379/0
 TEST_THREADS ?= 2
 # The integration tests that also run on the other engine (test-name filters).
-OTHER_ENGINE_TESTS := capture:: isolation:: hostile_pages:: egress:: lifecycle:: error_pages:: emulation:: interaction:: blocking::
+OTHER_ENGINE_TESTS := capture:: isolation:: hostile_pages:: egress:: lifecycle:: error_pages:: emulation:: interaction:: blocking:: filter_lists:: pdf:: html::
 BIN          := ./target/release/shotfarm
 REDIS_PIDFILE := var/redis/redis.pid
 
@@ -92,6 +92,7 @@ bench: deps
 	$(CARGO) bench --bench capture_load
 	$(CARGO) bench --bench png_encoding
 	$(CARGO) bench --bench ledger
+	$(CARGO) bench --bench blocking
 
 # Throughput with 1, 2 and 3 daemons (the same browsers in all) sharing one Redis, then a
 # three-primary Redis Cluster; audits the ledger at the end. About 6 minutes on 2 cores; knobs

@@ -47,6 +47,16 @@ else
     labels+=("tzdata")
 fi
 
+# block_ads and block_trackers: EasyList and EasyPrivacy, as Debian's uBlock Origin package
+# ships them (filters.ad_lists / filters.tracker_lists point there by default).
+EASYLIST_DIR=/usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist
+if [[ -f $EASYLIST_DIR/easylist.txt && -f $EASYLIST_DIR/easyprivacy.txt ]]; then
+    log "found EasyList and EasyPrivacy: $EASYLIST_DIR"
+else
+    missing+=("--no-install-recommends webext-ublock-origin-chromium")
+    labels+=("EasyList/EasyPrivacy (webext-ublock-origin-chromium)")
+fi
+
 # The tests run the credits contract's curl and Python snippets.
 if command -v curl >/dev/null 2>&1; then
     log "found curl: $(command -v curl)"

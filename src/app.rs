@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::accounts::Accounts;
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::content_filters::ContentFilters;
 use crate::egress::netns::Namespace;
 use crate::egress::{EgressPolicy, EgressProxy};
 use crate::farm::{Farm, Placement};
@@ -101,7 +102,11 @@ where
         Duration::from_secs(config.auth.session_ttl_secs),
         config.auth.signup_bonus,
     );
-    let egress = Arc::new(EgressPolicy::new(&config.egress.allow).map_err(anyhow::Error::msg)?);
+    let egress = Arc::new(
+        EgressPolicy::new(&config.egress.allow)
+            .map_err(anyhow::Error::msg)?
+            .with_hosts(&config.egress.hosts),
+    );
     // The browsers' own network, whose only way out is the egress proxy.
     let namespace = if config.chromium.network_isolation {
         let namespace = Namespace::create().context(
@@ -129,11 +134,14 @@ where
         sandbox = placement.sandbox,
         "browsers' placement"
     );
+    // The filter lists' engines, built in the background (a capture that wants them first waits).
+    let filters = ContentFilters::start(&config.filters);
     let farm = Farm::start(
         &config,
         metrics.clone(),
         egress_proxy.chromium_flags(),
         placement,
+        filters.clone(),
     );
     let notifier = Notifier::new(
         &config,
@@ -154,7 +162,7 @@ where
         payments: payments.clone(),
         notifier,
     };
-    let reloader = tokio::spawn(crate::reload::on_sighup(live));
+    let reloader = tokio::spawn(crate::reload::on_sighup(live, filters));
 
     // One signal stops both listeners from accepting; in-flight requests finish.
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -23,6 +23,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub(crate) mod content_filters;
 pub mod egress;
 pub mod farm;
 pub mod ledger;

@@ -1,10 +1,12 @@
 //! Reloading the configuration on SIGHUP (systemd's `ExecReload`). What can change in place
-//! without a restart: the credit packs, the rate limits and the log level. Everything else
+//! without a restart: the credit packs, the rate limits, the log level and the filter lists
+//! (read again and rebuilt into new engines in the background). Everything else
 //! (listeners, Redis, the fleet, Chromium, egress, payments credentials) is read once at start;
 //! a reload that changes it logs which sections need a restart and keeps the running values.
 //! A new configuration that does not validate is refused whole: the running one stays.
 
 use crate::config::Config;
+use crate::content_filters::ContentFilters;
 use crate::live::Live;
 
 /// The running configuration with the reloadable parts of `new` applied, and the sections of
@@ -16,6 +18,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<&'static str>) {
     applied.auth.login_attempts_per_minute = new.auth.login_attempts_per_minute;
     applied.auth.attempts_per_address_per_minute = new.auth.attempts_per_address_per_minute;
     applied.log.level = new.log.level.clone();
+    applied.filters = new.filters.clone();
     let (now, wanted) = (section_values(&applied), section_values(new));
     let restart = now
         .iter()
@@ -42,6 +45,7 @@ fn section_values(c: &Config) -> Vec<(&'static str, serde_json::Value)> {
         ("auth", v(&c.auth)),
         ("credits", v(&c.credits)),
         ("egress", v(&c.egress)),
+        ("filters", v(&c.filters)),
         ("limits", v(&c.limits)),
         ("payments", v(&c.payments)),
         ("notifications", v(&c.notifications)),
@@ -90,7 +94,7 @@ pub fn reload(live: &Live<Config>) {
 }
 
 /// Reloads on every SIGHUP until the daemon stops.
-pub async fn on_sighup(live: Live<Config>) {
+pub async fn on_sighup(live: Live<Config>, filters: ContentFilters) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
@@ -99,6 +103,9 @@ pub async fn on_sighup(live: Live<Config>) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
         reload(&live);
+        // The lists are read again (their files may have changed, e.g. a package upgrade):
+        // new engines, built off the request path; captures keep the old ones until then.
+        filters.rebuild(&live.get().filters);
     }
 }
 
@@ -114,7 +121,12 @@ mod tests {
         new.limits.requests_per_minute = 5;
         new.log.level = "debug".into();
         new.auth.login_attempts_per_minute = 3;
+        new.filters.ad_lists.clear();
         let (applied, restart) = merge(&running, &new);
+        assert!(
+            applied.filters.ad_lists.is_empty(),
+            "the filter lists apply"
+        );
         assert_eq!(applied.credits.packs[0].price_cents, 700);
         assert_eq!(applied.limits.requests_per_minute, 5);
         assert_eq!(applied.log.level, "debug");

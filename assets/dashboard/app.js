@@ -830,7 +830,10 @@ async function createKey(event) {
 const PG_FIELDS = {
   url: 'pg-url', format: 'pg-format', width: 'pg-width', height: 'pg-height', full_page: 'pg-full-page',
   dark_mode: 'pg-dark-mode', delay: 'pg-delay', wait_until: 'pg-wait-until', selector: 'pg-selector',
+  html: 'pg-html',
 };
+// The "More options" fields name their option themselves (`data-option`, `data-kind`).
+for (const el of document.querySelectorAll('#pg-form [data-option]')) PG_FIELDS[el.dataset.option] = el.id;
 
 function initPlayground() {
   const form = $('#pg-form');
@@ -871,6 +874,27 @@ function playgroundOptions() {
   };
   const selector = $('#pg-selector').value.trim();
   if (selector) options.selector = selector;
+  // "More options": only what was set is sent.
+  for (const el of document.querySelectorAll('#pg-form [data-option]')) {
+    const name = el.dataset.option;
+    const raw = el.type === 'checkbox' ? null : el.value.trim();
+    switch (el.dataset.kind) {
+      case 'bool': if (el.checked) options[name] = true; break;
+      case 'int': if (raw !== '') options[name] = Number.parseInt(raw, 10); break;
+      case 'float': if (raw !== '') options[name] = Number.parseFloat(raw); break;
+      case 'list': {
+        const items = raw.split('\n').map((s) => s.trim()).filter(Boolean);
+        if (items.length) options[name] = items;
+        break;
+      }
+      default: if (raw !== '') options[name] = raw;
+    }
+  }
+  const html = $('#pg-html').value;
+  if (html.trim()) {
+    options.html = html;
+    delete options.url;
+  }
   return options;
 }
 
@@ -879,6 +903,17 @@ const encodeParam = (value) =>
   encodeURIComponent(String(value)).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 
 function curlCommand(options) {
+  const ext = options.format === 'jpeg' ? 'jpg' : options.format;
+  if (options.html !== undefined) {
+    // Markup goes in a JSON body (single quotes in it are closed and reopened for the shell).
+    const body = JSON.stringify(options).replace(/'/g, "'\\''");
+    return [
+      `curl "${location.origin}/api/v1/screenshot" \\`,
+      '  -H "x-api-key: YOUR_API_KEY" -H "content-type: application/json" \\',
+      `  -d '${body}' \\`,
+      `  -o screenshot.${ext}`,
+    ].join('\n');
+  }
   const params = [
     ['url', options.url || 'https://example.com'],
     ['format', options.format],
@@ -891,8 +926,12 @@ function curlCommand(options) {
   if (options.delay > 0) params.push(['delay', options.delay]);
   if (options.wait_until !== 'load') params.push(['wait_until', options.wait_until]);
   if (options.selector) params.push(['selector', options.selector]);
+  for (const el of document.querySelectorAll('#pg-form [data-option]')) {
+    const value = options[el.dataset.option];
+    if (value === undefined) continue;
+    for (const item of Array.isArray(value) ? value : [value]) params.push([el.dataset.option, item]);
+  }
   const query = params.map(([key, value]) => `${key}=${encodeParam(value)}`).join('&');
-  const ext = options.format === 'jpeg' ? 'jpg' : options.format;
   return [
     `curl "${location.origin}/api/v1/screenshot?${query}" \\`,
     '  -H "x-api-key: YOUR_API_KEY" \\',
@@ -909,6 +948,8 @@ async function capture(event) {
   const form = event.currentTarget;
   const urlInput = $('#pg-url');
   urlInput.value = normalizeUrl(urlInput.value);
+  // Supplied markup replaces the page URL.
+  urlInput.required = $('#pg-html').value.trim() === '';
   if (!validateForm(form)) return;
   const options = playgroundOptions();
   updateCurl();
@@ -939,10 +980,18 @@ function showCapture(blob, options, remaining) {
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
   state.imageUrl = URL.createObjectURL(blob);
   const image = $('#pg-image');
-  image.src = state.imageUrl;
-  image.alt = `Screenshot of ${options.url}`;
-  image.hidden = false;
-  $('#pg-placeholder').hidden = true;
+  const pdf = blob.type === 'application/pdf';
+  if (pdf) {
+    // A PDF is not shown inline: it is offered for download.
+    image.hidden = true;
+    $('#pg-placeholder').textContent = 'PDF captured: download it below.';
+    $('#pg-placeholder').hidden = false;
+  } else {
+    image.src = state.imageUrl;
+    image.alt = `Screenshot of ${options.url || 'the supplied HTML'}`;
+    image.hidden = false;
+    $('#pg-placeholder').hidden = true;
+  }
   $('#pg-result').classList.add('has-image');
   const download = $('#pg-download');
   download.href = state.imageUrl;

@@ -198,9 +198,9 @@ impl From<CaptureError> for ApiError {
             | CaptureError::EmptyPage => StatusCode::BAD_GATEWAY,
             CaptureError::SelectorNotFound(_) => StatusCode::NOT_FOUND,
             CaptureError::FunctionTimeout => StatusCode::UNPROCESSABLE_ENTITY,
-            CaptureError::OutputTooLarge { .. } | CaptureError::PageCrashed => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            CaptureError::OutputTooLarge { .. }
+            | CaptureError::PageCrashed
+            | CaptureError::PdfNoPages => StatusCode::UNPROCESSABLE_ENTITY,
             CaptureError::InvalidSelector(_) | CaptureError::ScriptFailed(_) => {
                 StatusCode::BAD_REQUEST
             }

@@ -163,7 +163,13 @@ async fn capture(
         .map_err(|e| (ApiError::invalid(e), None))?;
     let deadline = received + request.timeout;
     let response_type = request.response_type;
-    if let Err(blocked) = state.egress.check_url(&request.spec.url).await {
+    // Supplied markup has no URL to check: the capture serves it inside the browser, and
+    // everything it loads goes through the egress proxy like any page's requests.
+    let checked = match request.spec.html {
+        Some(_) => Ok(()),
+        None => state.egress.check_url(&request.spec.url).await,
+    };
+    if let Err(blocked) = checked {
         tracing::info!("refused: {blocked}");
         // A name that does not resolve is not a policy refusal: it is the navigation failing
         // at DNS, found before a credit is held (so nothing is held or charged).
@@ -198,7 +204,7 @@ async fn capture(
             account: who.account.clone(),
             ttl,
             idempotency: idempotency.clone(),
-            description: describe(request.spec.url.as_str()),
+            description: describe(&request.spec),
             max_held: state.config.get().ledger.max_in_flight_per_account,
         },
     )
@@ -300,9 +306,17 @@ async fn low_balance_headers(
 }
 
 /// The transaction description of a capture.
-fn describe(url: &str) -> String {
+fn describe(spec: &crate::farm::CaptureSpec) -> String {
     const MAX: usize = 200;
-    let mut text = format!("Screenshot of {url}");
+    let what = if spec.pdf.is_some() {
+        "PDF"
+    } else {
+        "Screenshot"
+    };
+    let mut text = match &spec.html {
+        Some(html) => format!("{what} of supplied HTML ({} bytes)", html.len()),
+        None => format!("{what} of {}", spec.url),
+    };
     if text.len() > MAX {
         let mut cut = MAX;
         while !text.is_char_boundary(cut) {

@@ -43,6 +43,11 @@ pub struct CaptureConfig {
     /// Largest image a capture may return, in bytes; a larger one fails with
     /// `output_too_large` (and costs nothing).
     pub max_output_bytes: usize,
+    /// Most pages a `format=pdf` capture prints; a longer document is cut after that many
+    /// (counted over the pages `pdf_page_ranges` selects).
+    pub max_pdf_pages: u32,
+    /// Largest `html` option (markup rendered instead of a URL), in bytes.
+    pub max_html_bytes: usize,
 }
 
 impl Default for CaptureConfig {
@@ -61,6 +66,8 @@ impl Default for CaptureConfig {
             png_encoder: PngEncoder::Rust,
             max_script_bytes: 64 * 1024,
             max_output_bytes: 64 * 1024 * 1024,
+            max_pdf_pages: 50,
+            max_html_bytes: 512 * 1024,
         }
     }
 }

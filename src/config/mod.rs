@@ -8,6 +8,7 @@ mod chromium;
 mod credits;
 mod egress;
 mod farm;
+mod filters;
 mod ledger;
 mod limits;
 mod notifications;
@@ -29,6 +30,7 @@ pub use chromium::{running_as_root, ChromiumConfig, Engine, SandboxMode};
 pub use credits::{CreditsConfig, PackConfig};
 pub use egress::{parse_allow_entry, EgressConfig};
 pub use farm::FarmConfig;
+pub use filters::FiltersConfig;
 pub use ledger::{LedgerConfig, RedisConfig};
 pub use limits::LimitsConfig;
 pub use notifications::NotificationsConfig;
@@ -62,6 +64,8 @@ pub struct Config {
     pub credits: CreditsConfig,
     /// Which addresses captures may reach beyond the public internet.
     pub egress: EgressConfig,
+    /// The filter lists behind `block_ads`, `block_trackers` and `block_cookie_banners`.
+    pub filters: FiltersConfig,
     /// Per-caller rate limits.
     pub limits: LimitsConfig,
     /// Buying credits through Polar.

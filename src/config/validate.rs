@@ -19,6 +19,8 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("capture.max_tile_height", 256, Some(16_384)),
     ("capture.max_output_bytes", 1024, None),
     ("capture.max_script_bytes", 1, None),
+    ("capture.max_pdf_pages", 1, Some(10_000)),
+    ("capture.max_html_bytes", 1, None),
     ("redis.connect_timeout_ms", 10, None),
     ("redis.response_timeout_ms", 10, None),
     ("ledger.sweep_interval_ms", 10, Some(60_000)),
@@ -160,6 +162,15 @@ impl Config {
             !packs.is_empty(),
             "credits.packs: must list at least one pack",
         );
+        for (setting, path) in self.filters.lists() {
+            if let Err(e) = std::fs::File::open(path) {
+                problems.push(format!(
+                    "{setting}: cannot read {}: {e} (EasyList and EasyPrivacy come with Debian's \
+                     webext-ublock-origin-chromium package; or list other files, or none)",
+                    path.display()
+                ));
+            }
+        }
         for raw in &self.egress.allow {
             if let Err(e) = parse_allow_entry(raw) {
                 problems.push(format!("egress.allow: {e}"));

@@ -24,6 +24,8 @@ pub enum UrlBlocked {
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     allow: Vec<IpNet>,
+    /// Names answered without DNS (`egress.hosts`), lower case, no trailing dot.
+    hosts: std::collections::HashMap<String, IpAddr>,
 }
 
 /// The kind of a non-public IPv4 address, or `None` when it is public.
@@ -94,7 +96,22 @@ impl EgressPolicy {
             .iter()
             .map(|raw| crate::config::parse_allow_entry(raw))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(EgressPolicy { allow })
+        Ok(EgressPolicy {
+            allow,
+            hosts: Default::default(),
+        })
+    }
+
+    /// The policy with `hosts` answered without DNS (their addresses are still checked).
+    pub fn with_hosts<'a>(
+        mut self,
+        hosts: impl IntoIterator<Item = (&'a String, &'a IpAddr)>,
+    ) -> Self {
+        self.hosts = hosts
+            .into_iter()
+            .map(|(name, ip)| (name.trim_end_matches('.').to_ascii_lowercase(), *ip))
+            .collect();
+        self
     }
 
     /// `None` when captures may reach `ip`, else the kind of address it is.
@@ -140,11 +157,15 @@ impl EgressPolicy {
                 let unresolvable = || UrlBlocked::Unresolvable {
                     host: name.to_string(),
                 };
-                let found: Vec<IpAddr> = tokio::net::lookup_host((name, port))
-                    .await
-                    .map_err(|_| unresolvable())?
-                    .map(|a| a.ip())
-                    .collect();
+                let pinned = self.hosts.get(&name.to_ascii_lowercase()).copied();
+                let found: Vec<IpAddr> = match pinned {
+                    Some(ip) => vec![ip],
+                    None => tokio::net::lookup_host((name, port))
+                        .await
+                        .map_err(|_| unresolvable())?
+                        .map(|a| a.ip())
+                        .collect(),
+                };
                 if found.is_empty() {
                     return Err(unresolvable());
                 }
@@ -252,5 +273,28 @@ mod tests {
         }
         assert!(EgressPolicy::new(&["10.0.0.0/33".into()]).is_err());
         assert!(EgressPolicy::new(&["example.com".into()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn pinned_hosts_skip_dns_but_not_the_policy() {
+        let hosts = [("Ads.Example.".to_string(), "127.0.0.1".parse().expect("ip"))];
+        let pinned = |allow: &[String]| {
+            EgressPolicy::new(allow)
+                .expect("valid")
+                .with_hosts(hosts.iter().map(|(n, ip)| (n, ip)))
+        };
+        // Pinned to loopback, which the default policy refuses: still refused.
+        let verdict = pinned(&[]).check_url(&url("http://ads.example/x.js")).await;
+        assert!(
+            matches!(verdict, Err(UrlBlocked::Resolved { ref host, .. }) if host == "ads.example"),
+            "{verdict:?}"
+        );
+        // With loopback allowed, the pinned name resolves to its address (no DNS asked).
+        let open = pinned(&["127.0.0.0/8".into()]);
+        let addresses = open
+            .resolve(Host::Domain("ADS.example."), 8080)
+            .await
+            .expect("pinned name resolves");
+        assert_eq!(addresses, vec!["127.0.0.1:8080".parse().expect("addr")]);
     }
 }

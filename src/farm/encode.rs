@@ -226,6 +226,9 @@ pub fn encode(
                 .map_err(|e| EncodeError::Encode(e.to_string()))?;
             Ok(out.into_inner())
         }
+        ImageFormat::Pdf => Err(EncodeError::Encode(
+            "a PDF is printed by Chromium, not encoded".into(),
+        )),
     }
 }
 

@@ -7,22 +7,31 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use url::Url;
 
-/// Output image format.
+use crate::content_filters::Wanted;
+
+/// Output format: an image, or a PDF printed by Chromium (`Page.printToPDF`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
     Png,
     Jpeg,
     Webp,
+    Pdf,
 }
 
 impl ImageFormat {
-    pub const ALL: [ImageFormat; 3] = [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp];
+    pub const ALL: [ImageFormat; 4] = [
+        ImageFormat::Png,
+        ImageFormat::Jpeg,
+        ImageFormat::Webp,
+        ImageFormat::Pdf,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ImageFormat::Png => "png",
             ImageFormat::Jpeg => "jpeg",
             ImageFormat::Webp => "webp",
+            ImageFormat::Pdf => "pdf",
         }
     }
 
@@ -31,6 +40,7 @@ impl ImageFormat {
             ImageFormat::Png => "image/png",
             ImageFormat::Jpeg => "image/jpeg",
             ImageFormat::Webp => "image/webp",
+            ImageFormat::Pdf => "application/pdf",
         }
     }
 
@@ -40,6 +50,8 @@ impl ImageFormat {
             ImageFormat::Png => 1 << 24,
             ImageFormat::Jpeg => 65_535,
             ImageFormat::Webp => 16_383,
+            // Not painted as one image: pages.
+            ImageFormat::Pdf => 1 << 24,
         }
     }
 }
@@ -66,7 +78,13 @@ pub struct CookieSpec {
 /// A fully validated capture request; every field is within the configured caps.
 #[derive(Debug, Clone)]
 pub struct CaptureSpec {
+    /// The page navigated to: the customer's URL, or [`HTML_DOCUMENT_URL`] with `html`.
     pub url: Url,
+    /// Markup rendered instead of a URL: served by the capture itself as the document of
+    /// [`HTML_DOCUMENT_URL`] (it never leaves the browser); its subresources load like any page's.
+    pub html: Option<String>,
+    /// Print to PDF instead of a screenshot (`format=pdf`).
+    pub pdf: Option<PdfSpec>,
     pub format: ImageFormat,
     /// JPEG/WebP quality 1–100.
     pub quality: Option<u8>,
@@ -124,6 +142,52 @@ pub struct CaptureSpec {
     pub block_resources: Vec<ResourceKind>,
     /// URL patterns the page may not request (`*` any run, `?` one character).
     pub block_urls: Vec<String>,
+    /// The filter lists applied (`block_ads`, `block_trackers`, `block_cookie_banners`).
+    pub filters: Wanted,
+}
+
+/// The address an `html` capture's document has: a name under `.invalid` (RFC 2606), which
+/// nothing resolves. The capture answers the main frame's request for it with the markup, and
+/// fails every other request to its origin inside the browser.
+pub const HTML_DOCUMENT_URL: &str = "http://html.shotfarm.invalid/";
+
+/// How a `format=pdf` capture is printed (`Page.printToPDF`); lengths in inches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PdfSpec {
+    pub paper_width: f64,
+    pub paper_height: f64,
+    /// Paper turned: Chromium swaps width and height.
+    pub landscape: bool,
+    /// Top, right, bottom, left; `None`: Chromium's default (1 cm each).
+    pub margins: Option<[f64; 4]>,
+    pub print_background: bool,
+    /// 0.1–2.
+    pub scale: f64,
+    /// Pages to print, one-based inclusive ranges, ascending and disjoint, at most `max_pages`
+    /// pages in all; empty: the first `max_pages` pages.
+    pub page_ranges: Vec<(u32, u32)>,
+    /// The cap on printed pages (`capture.max_pdf_pages`).
+    pub max_pages: u32,
+}
+
+impl PdfSpec {
+    /// The `pageRanges` Chromium is asked for: never more than `max_pages` pages.
+    pub fn chromium_page_ranges(&self) -> String {
+        if self.page_ranges.is_empty() {
+            return format!("1-{}", self.max_pages);
+        }
+        self.page_ranges
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// A kind of request a capture can block (every kind but the page's own document) — the kinds
@@ -274,6 +338,8 @@ pub enum CaptureError {
     FunctionTimeout,
     #[error("`{0}` is not a valid CSS selector")]
     InvalidSelector(String),
+    #[error("pdf_page_ranges selects no page of the document (it has fewer pages)")]
+    PdfNoPages,
     #[error("the image is {bytes} bytes, more than the limit of {limit}: capture a smaller area, or use jpeg or webp")]
     OutputTooLarge { bytes: usize, limit: usize },
     #[error("the browser crashed during the capture")]
@@ -297,7 +363,7 @@ pub enum CaptureError {
 impl CaptureError {
     /// Every [`CaptureError::code`], so each `outcome` series of `shotfarm_captures_total` can
     /// exist (at zero) before its first event.
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 17] = [
         "queue_full",
         "timeout",
         "navigation_failed",
@@ -306,6 +372,7 @@ impl CaptureError {
         "selector_not_found",
         "function_timeout",
         "invalid_selector",
+        "pdf_no_pages",
         "output_too_large",
         "browser_crashed",
         "page_crashed",
@@ -327,6 +394,7 @@ impl CaptureError {
             CaptureError::SelectorNotFound(_) => "selector_not_found",
             CaptureError::FunctionTimeout => "function_timeout",
             CaptureError::InvalidSelector(_) => "invalid_selector",
+            CaptureError::PdfNoPages => "pdf_no_pages",
             CaptureError::OutputTooLarge { .. } => "output_too_large",
             CaptureError::BrowserCrashed => "browser_crashed",
             CaptureError::PageCrashed => "page_crashed",
@@ -433,6 +501,7 @@ mod tests {
             CaptureError::SelectorNotFound(String::new()),
             CaptureError::FunctionTimeout,
             CaptureError::InvalidSelector(String::new()),
+            CaptureError::PdfNoPages,
             CaptureError::OutputTooLarge { bytes: 2, limit: 1 },
             CaptureError::BrowserCrashed,
             CaptureError::PageCrashed,

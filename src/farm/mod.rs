@@ -29,6 +29,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::config::Config;
+use crate::content_filters::ContentFilters;
 use crate::telemetry::Metrics;
 use browser::{BrowserActor, BrowserSettings};
 use capture::CaptureSettings;
@@ -52,6 +53,7 @@ impl Farm {
         metrics: Arc<Metrics>,
         network_flags: Vec<String>,
         placement: Placement,
+        filters: ContentFilters,
     ) -> Farm {
         let mut chromium = config.browser();
         chromium.extra_args.extend(network_flags);
@@ -65,6 +67,7 @@ impl Farm {
                 element_wait: Duration::from_millis(config.capture.element_wait_ms),
                 default_viewport: (config.capture.default_width, config.capture.default_height),
             },
+            filters,
             probe_interval: Duration::from_millis(config.farm.probe_interval_ms),
             probe_timeout: Duration::from_millis(config.farm.probe_timeout_ms),
             request_timeout: Duration::from_millis(config.capture.max_timeout_ms)

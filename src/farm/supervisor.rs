@@ -625,6 +625,8 @@ mod tests {
     fn spec() -> CaptureSpec {
         CaptureSpec {
             url: url::Url::parse("http://example.test/").expect("url"),
+            html: None,
+            pdf: None,
             format: ImageFormat::Png,
             quality: None,
             width: 800,
@@ -661,6 +663,7 @@ mod tests {
             page_info: false,
             block_resources: Vec::new(),
             block_urls: Vec::new(),
+            filters: Default::default(),
         }
     }
 

@@ -428,6 +428,15 @@ async fn a_customer_signs_up_captures_buys_and_sees_every_page() {
         "{curl}"
     );
     dash.shot("playground-captured").await;
+    // The less common options are there too, folded away; what is set shows in the command.
+    dash.click("#pg-more summary").await;
+    dash.click("#pg-block-ads").await;
+    dash.fill("#pg-timezone", "Europe/Berlin").await;
+    let curl = dash.text("#pg-curl").await;
+    assert!(curl.contains("block_ads=true"), "{curl}");
+    assert!(curl.contains("timezone=Europe%2FBerlin"), "{curl}");
+    dash.click("#pg-block-ads").await;
+    dash.fill("#pg-timezone", "").await;
 
     // The credits page shows the capture; the type filter narrows the history.
     dash.nav("credits").await;

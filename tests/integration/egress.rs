@@ -387,3 +387,67 @@ async fn a_redirect_chain_into_the_inside_fails_and_costs_nothing() {
     let s = audited(&funded.account).await;
     assert_eq!((s.balance.available, s.holds.len()), (2, 0));
 }
+
+#[tokio::test]
+async fn supplied_html_reaches_only_what_the_policy_allows() {
+    let f = fixture();
+    let inside = Inside::start("127.0.0.1:0");
+    let funded = provision(2);
+    let key = client_with_key(&funded.key);
+    let p = inside.addr.port();
+    // Inward subresources, one allowed control, and a relative one (the markup's own origin,
+    // answered inside the browser); `#done` once every image settled.
+    let html = format!(
+        r#"<!doctype html><html><body style="margin:0;background:rgb(0,128,255)">
+<img src="http://127.0.0.1:{p}/img"><img src="http://localhost:{p}/by-name">
+<iframe src="http://127.0.0.1:{p}/frame"></iframe>
+<img src="{control}"><img src="/relative.png">
+<script>
+  Promise.all([...document.images].map((img) => new Promise((resolve) => {{
+    if (img.complete) return resolve();
+    img.onload = img.onerror = () => resolve();
+  }}))).then(() => fetch('http://127.0.0.1:{p}/fetch', {{mode: 'no-cors'}}).catch(() => {{}}))
+   .then(() => {{
+    const done = document.createElement('div');
+    done.id = 'done';
+    document.body.appendChild(done);
+  }});
+</script></body></html>"#,
+        control = f.site.url("/hit/html-img"),
+    );
+    let controls_before = f.site.hits("/hit/html-img");
+    let r = key
+        .post(f.daemon.url("/api/v1/screenshot"))
+        .json(&serde_json::json!({
+            "html": html, "wait_for_selector": "#done", "width": 400, "height": 300,
+        }))
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(credits_header(&r), Some(1), "charged once");
+    let status = r.status();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let image = super::support::decode(&body);
+    assert_eq!(super::support::rgb(&image, 390, 290), [0, 128, 255]);
+    assert!(
+        f.site.hits("/hit/html-img") > controls_before,
+        "the allowed subresource was fetched"
+    );
+    assert_eq!(inside.accepted(), 0, "nothing reached the inside");
+
+    // The same markup on the shared daemon, whose policy allows loopback, does get inside.
+    let r = key
+        .post(shared().url("/api/v1/screenshot"))
+        .json(&serde_json::json!({"html": html, "wait_for_selector": "#done"}))
+        .send()
+        .await
+        .expect("capture");
+    assert_eq!(r.status(), 200);
+    assert!(
+        inside.accepted() > 0,
+        "with loopback allowed the markup reaches inside"
+    );
+    let s = audited(&funded.account).await;
+    assert_eq!((s.balance.available, s.balance.spent), (0, 2));
+}

@@ -4,11 +4,13 @@
 //!
 //! - `table`: which options exist, their defaults, bounds and combinations ([`parse`]);
 //! - `reader`: the lenient readers of one field (JSON values or their query-string forms);
-//! - `headers`, `cookies`: the readers of the two structured options.
+//! - `headers`, `cookies`: the readers of the two structured options;
+//! - `pdf`: the `format=pdf` options.
 
 mod cookies;
 mod devices;
 mod headers;
+mod pdf;
 mod reader;
 pub mod spec;
 mod table;
@@ -203,6 +205,114 @@ mod tests {
     fn repeated_scalar_query_parameter_is_an_error() {
         let map = query_to_map("url=https://a.com&width=1&width=2");
         assert_eq!(fields(parse(map, &caps())), vec!["width"]);
+    }
+
+    #[test]
+    fn pdf_options_are_read_into_the_print_settings() {
+        let req = parse_json(json!({"url": "https://e.com", "format": "pdf"})).expect("valid");
+        assert_eq!(req.spec.format, ImageFormat::Pdf);
+        let pdf = req.spec.pdf.expect("pdf settings");
+        assert_eq!((pdf.paper_width, pdf.paper_height), (8.5, 11.0), "letter");
+        assert!(pdf.print_background && !pdf.landscape);
+        assert_eq!((pdf.margins, pdf.scale), (None, 1.0));
+        assert_eq!(pdf.chromium_page_ranges(), "1-50", "capture.max_pdf_pages");
+
+        let map = query_to_map(
+            "url=https://e.com&format=PDF&pdf_paper=a4&pdf_landscape=true&pdf_margin_top=1in\
+             &pdf_print_background=false&pdf_scale=0.5&pdf_page_ranges=5,1-3",
+        );
+        let pdf = parse(map, &caps()).expect("valid").spec.pdf.expect("pdf");
+        assert!((pdf.paper_width - 210.0 / 25.4).abs() < 1e-9);
+        assert!(pdf.landscape && !pdf.print_background);
+        assert_eq!(pdf.margins, Some([1.0, 0.0, 0.0, 0.0]));
+        assert_eq!(pdf.scale, 0.5);
+        assert_eq!(pdf.chromium_page_ranges(), "1-3,5");
+
+        let req = parse_json(json!({"url": "https://e.com", "format": "pdf",
+            "pdf_width": "800px", "pdf_height": 480, "pdf_margin": "1cm"}))
+        .expect("valid");
+        let pdf = req.spec.pdf.expect("pdf");
+        assert_eq!((pdf.paper_width, pdf.paper_height), (800.0 / 96.0, 5.0));
+        assert_eq!(pdf.margins, Some([1.0 / 2.54; 4]));
+        let png = parse_json(json!({"url": "https://e.com"})).expect("valid");
+        assert!(png.spec.pdf.is_none());
+    }
+
+    #[test]
+    fn pdf_and_image_options_do_not_mix() {
+        let pdf = |extra: Value| {
+            let mut v = json!({"url": "https://e.com", "format": "pdf"});
+            for (k, x) in extra.as_object().expect("object") {
+                v[k] = x.clone();
+            }
+            fields(parse_json(v))
+        };
+        for field in [
+            "quality",
+            "selector",
+            "clip_x",
+            "full_page",
+            "device_scale_factor",
+            "omit_background",
+            "scroll_to",
+        ] {
+            assert_eq!(pdf(json!({ field: "1" })), vec![field], "{field}");
+        }
+        // null is absent, as everywhere.
+        assert_eq!(pdf(json!({"quality": null})), Vec::<String>::new());
+        assert_eq!(pdf(json!({"pdf_paper": "b5"})), vec!["pdf_paper"]);
+        assert_eq!(pdf(json!({"pdf_width": "1in"})), vec!["pdf_height"]);
+        assert_eq!(
+            pdf(json!({"pdf_paper": "a4", "pdf_height": "1in"})),
+            vec!["pdf_height"]
+        );
+        assert_eq!(
+            pdf(json!({"pdf_width": "0.1in", "pdf_height": "1in"})),
+            vec!["pdf_width"]
+        );
+        assert_eq!(pdf(json!({"pdf_margin": "4.3in"})), vec!["pdf_margin"]);
+        assert_eq!(pdf(json!({"pdf_scale": 2.5})), vec!["pdf_scale"]);
+        assert_eq!(
+            pdf(json!({"pdf_page_ranges": "2-1"})),
+            vec!["pdf_page_ranges"]
+        );
+        assert_eq!(pdf(json!({"pdf_page_ranges": 3})), Vec::<String>::new());
+        for field in [
+            "pdf_paper",
+            "pdf_scale",
+            "pdf_page_ranges",
+            "pdf_margin_left",
+        ] {
+            let got = fields(parse_json(json!({"url": "https://e.com", field: "1"})));
+            assert_eq!(got, vec![field], "{field} on a png");
+        }
+    }
+
+    #[test]
+    fn html_replaces_url_and_is_capped() {
+        let req = parse_json(json!({"html": "<p>hi</p>"})).expect("valid");
+        assert_eq!(req.spec.html.as_deref(), Some("<p>hi</p>"));
+        assert_eq!(req.spec.url.as_str(), crate::farm::job::HTML_DOCUMENT_URL);
+        let map = query_to_map("html=%3Ch1%3Ehi%3C%2Fh1%3E&format=pdf");
+        let req = parse(map, &caps()).expect("valid");
+        assert_eq!(req.spec.html.as_deref(), Some("<h1>hi</h1>"));
+        assert!(req.spec.pdf.is_some());
+        let url = parse_json(json!({"url": "https://e.com"})).expect("valid");
+        assert!(url.spec.html.is_none());
+
+        let max = caps().max_html_bytes;
+        assert!(parse_json(json!({"html": "x".repeat(max)})).is_ok());
+        for (input, field) in [
+            (json!({"html": "x".repeat(max + 1)}), "html"),
+            (json!({"html": " \n\t"}), "html"),
+            (json!({"html": "<p>a</p>", "url": "https://e.com"}), "html"),
+            (json!({"html": "<p>a</p>", "url": "nope"}), "url"),
+            (json!({"html": {"a": 1}}), "html"),
+        ] {
+            let got = fields(parse_json(input.clone()));
+            assert_eq!(got.first().map(String::as_str), Some(field), "{input}");
+        }
+        assert_eq!(fields(parse_json(json!({}))), vec!["url"]);
     }
 
     #[test]

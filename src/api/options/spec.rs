@@ -128,6 +128,11 @@ const fn text_matching(max_len: usize, pattern: Option<&'static str>) -> Kind {
 }
 
 /// No control characters (what `char::is_control` finds: Unicode's Cc).
+/// A PDF length: a number, optionally with a unit.
+pub const PDF_LENGTH: &str = "^\\s*[0-9]*\\.?[0-9]+\\s*(mm|cm|in|px)?\\s*$";
+/// PDF page ranges: numbers and ranges, comma-separated.
+pub const PDF_RANGES: &str =
+    "^\\s*[0-9]+(\\s*-\\s*[0-9]+)?(\\s*,\\s*[0-9]+(\\s*-\\s*[0-9]+)?)*\\s*$";
 pub const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
 /// An HTTP header name (a token).
 pub const HEADER_NAME: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
@@ -199,16 +204,27 @@ pub const OPTIONS: &[OptionSpec] = &[
             pattern: None,
         },
         D::None,
-        "Required. The http or https page to capture; it (and every address the page loads) must pass the egress policy.",
+        "The http or https page to capture (this or `html` is required); it (and every address the page loads) must pass the egress policy.",
+    ),
+    option(
+        "html",
+        Kind::Text {
+            min_len: 1,
+            max_len: Limit::Cap(|c| c.max_html_bytes as f64),
+            format: None,
+            pattern: None,
+        },
+        D::None,
+        "Markup to render instead of `url` (not both); its subresources pass the egress policy like any page's.",
     ),
     option(
         "format",
         Kind::OneOf {
-            values: || vec!["png", "jpeg", "webp"],
+            values: || vec!["png", "jpeg", "webp", "pdf"],
             aliases: &["jpg"],
         },
         D::Text("png"),
-        "Image format (`jpg` is accepted for `jpeg`).",
+        "Output format (`jpg` is accepted for `jpeg`); `pdf` prints the page (the `pdf_*` options).",
     ),
     option(
         "quality",
@@ -464,6 +480,99 @@ pub const OPTIONS: &[OptionSpec] = &[
         "URL patterns (`*` any run, `?` one character) whose requests fail in the page.",
     ),
     option(
+        "block_ads",
+        Kind::Boolean,
+        D::Bool(false),
+        "EasyList: ad requests never leave the browser, and the elements it names are hidden.",
+    ),
+    option(
+        "block_trackers",
+        Kind::Boolean,
+        D::Bool(false),
+        "EasyPrivacy: tracker requests never leave the browser.",
+    ),
+    option(
+        "block_cookie_banners",
+        Kind::Boolean,
+        D::Bool(false),
+        "Consent dialogs of the common consent platforms are refused and hidden (plus the operator's own lists).",
+    ),
+    option(
+        "pdf_paper",
+        Kind::OneOf {
+            values: || vec!["letter", "legal", "tabloid", "ledger", "a0", "a1", "a2", "a3", "a4", "a5", "a6"],
+            aliases: &[],
+        },
+        D::Text("letter"),
+        "format=pdf: a named paper size (not with pdf_width/pdf_height).",
+    ),
+    option(
+        "pdf_width",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: paper width, a number with a unit (`mm`, `cm`, `in`, `px`; none: CSS px), 0.5–50 in; with pdf_height.",
+    ),
+    option(
+        "pdf_height",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: paper height, as pdf_width; with pdf_width.",
+    ),
+    option(
+        "pdf_landscape",
+        Kind::Boolean,
+        D::Bool(false),
+        "format=pdf: the paper turned.",
+    ),
+    option(
+        "pdf_margin",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: all four margins, a length as pdf_width (default: Chromium's 1 cm).",
+    ),
+    option(
+        "pdf_margin_top",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: the top margin (the sides not given are 0).",
+    ),
+    option(
+        "pdf_margin_right",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: the right margin.",
+    ),
+    option(
+        "pdf_margin_bottom",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: the bottom margin.",
+    ),
+    option(
+        "pdf_margin_left",
+        text_matching(32, Some(PDF_LENGTH)),
+        D::None,
+        "format=pdf: the left margin.",
+    ),
+    option(
+        "pdf_print_background",
+        Kind::Boolean,
+        D::Bool(true),
+        "format=pdf: print background colours and images.",
+    ),
+    option(
+        "pdf_scale",
+        number(0.1, Limit::Fixed(2.0)),
+        D::Number(Limit::Fixed(1.0)),
+        "format=pdf: the page's scale on paper.",
+    ),
+    option(
+        "pdf_page_ranges",
+        text_matching(256, Some(PDF_RANGES)),
+        D::None,
+        "format=pdf: pages to print (`1-3,5`), ascending; at most the server's page cap in all (default: the first pages up to it).",
+    ),
+    option(
         "allow_http_errors",
         Kind::Boolean,
         D::Bool(false),
@@ -526,6 +635,12 @@ mod tests {
     fn companions(name: &str) -> Value {
         match name {
             "quality" => json!({"format": "jpeg"}),
+            n if n.starts_with("pdf_") => match n {
+                // A size needs both sides.
+                "pdf_width" => json!({"format": "pdf", "pdf_height": "11in"}),
+                "pdf_height" => json!({"format": "pdf", "pdf_width": "8.5in"}),
+                _ => json!({"format": "pdf"}),
+            },
             "clip_x" | "clip_y" => json!({"clip_width": 10, "clip_height": 10}),
             "clip_width" => json!({"clip_height": 10}),
             "clip_height" => json!({"clip_width": 10}),
@@ -867,6 +982,19 @@ mod tests {
             )
             .expect("a bare URL is a valid request");
             let s = &plain.spec;
+            let printed = table::parse(
+                match json!({"url": "https://example.com/", "format": "pdf"}) {
+                    Value::Object(map) => map,
+                    _ => unreachable!(),
+                },
+                &caps,
+            )
+            .expect("a bare PDF request is valid");
+            let pdf = printed
+                .spec
+                .pdf
+                .as_ref()
+                .expect("format=pdf has PDF settings");
             for o in OPTIONS {
                 let number = |v: f64| Value::from(v);
                 let parsed: Value = match o.name {
@@ -884,6 +1012,15 @@ mod tests {
                     "omit_background" => json!(s.omit_background),
                     "scroll_to_load" => json!(s.scroll_to_load),
                     "allow_http_errors" => json!(s.allow_http_errors),
+                    "block_ads" => json!(s.filters.ads),
+                    "block_trackers" => json!(s.filters.trackers),
+                    "block_cookie_banners" => json!(s.filters.cookie_banners),
+                    "pdf_paper" if (pdf.paper_width, pdf.paper_height) == (8.5, 11.0) => {
+                        json!("letter")
+                    }
+                    "pdf_landscape" => json!(pdf.landscape),
+                    "pdf_print_background" => json!(pdf.print_background),
+                    "pdf_scale" => number(pdf.scale),
                     "reduced_motion" => json!(s.reduced_motion),
                     "geolocation_accuracy" => number(100.0), // applied with a position
                     "media" => json!(s.media.map_or("screen", |m| m.as_str())),

@@ -7,12 +7,16 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::devices;
+use super::pdf;
 use super::reader::{Reader, MAX_SELECTOR};
 use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_URL};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
-use crate::farm::job::{Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil};
+use crate::content_filters::Wanted;
+use crate::farm::job::{
+    Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil, HTML_DOCUMENT_URL,
+};
 use crate::farm::CaptureSpec;
 
 /// Validates options against the configured caps. Each option, its type and its bounds are
@@ -32,9 +36,19 @@ pub(super) fn read(
     let url = r
         .string("url")
         .and_then(|raw| r.check("url", parse_url(&raw)));
-    if url.is_none() && !r.has_error("url") {
-        r.error("url", "is required");
+    let html = r
+        .string("html")
+        .and_then(|markup| r.check("html", check_html(markup, caps.max_html_bytes)));
+    if html.is_some() && (url.is_some() || r.has_error("url")) {
+        r.error("html", "cannot be combined with url: give one of them");
     }
+    if url.is_none() && html.is_none() && !r.has_error("url") && !r.has_error("html") {
+        r.error("url", "is required (or html, markup to render instead)");
+    }
+    let url = match html {
+        Some(_) => Url::parse(HTML_DOCUMENT_URL).ok(),
+        None => url,
+    };
     let format = match r
         .string("format")
         .map(|s| s.to_ascii_lowercase())
@@ -43,11 +57,25 @@ pub(super) fn read(
         None | Some("png") => ImageFormat::Png,
         Some("jpeg") | Some("jpg") => ImageFormat::Jpeg,
         Some("webp") => ImageFormat::Webp,
+        Some("pdf") => ImageFormat::Pdf,
         Some(_) => {
-            r.error("format", "must be one of png, jpeg, webp");
+            r.error("format", "must be one of png, jpeg, webp, pdf");
             ImageFormat::Png
         }
     };
+    // Options of the other kind of output: named, then set aside.
+    let (refused, why) = if format == ImageFormat::Pdf {
+        (&pdf::NOT_WITH_PDF[..], "does not apply to format=pdf")
+    } else {
+        (&pdf::PDF_OPTIONS[..], "applies to format=pdf only")
+    };
+    for field in refused {
+        if pdf::given(&r.map, field) {
+            r.error(field, why);
+        }
+        r.map.remove(*field);
+    }
+    let pdf = (format == ImageFormat::Pdf).then(|| pdf::read(r, caps.max_pdf_pages));
     let quality = r.uint("quality").map(|q| q as u8);
     if quality.is_some() && format == ImageFormat::Png {
         r.error("quality", "applies to jpeg and webp only");
@@ -200,6 +228,11 @@ pub(super) fn read(
             "each entry must be a URL pattern of 1 to 512 printable characters",
         );
     }
+    let filters = Wanted {
+        ads: r.bool("block_ads").unwrap_or(false),
+        trackers: r.bool("block_trackers").unwrap_or(false),
+        cookie_banners: r.bool("block_cookie_banners").unwrap_or(false),
+    };
     let wait_for_function = r.script("wait_for_function");
     let media = match r.string("media").map(|s| s.to_ascii_lowercase()).as_deref() {
         None => None,
@@ -231,6 +264,8 @@ pub(super) fn read(
         (Some(url), true) => Ok(CaptureRequest {
             spec: CaptureSpec {
                 url,
+                html,
+                pdf,
                 format,
                 quality,
                 width,
@@ -267,6 +302,7 @@ pub(super) fn read(
                 page_info: response_type == ResponseType::Json,
                 block_resources,
                 block_urls,
+                filters,
             },
             timeout: Duration::from_millis(timeout),
             response_type,
@@ -287,6 +323,20 @@ fn parse_url(raw: &str) -> Result<Url, String> {
         return Err("must have a host".into());
     }
     Ok(url)
+}
+
+/// Markup to render: not blank, at most `max` bytes.
+fn check_html(markup: String, max: usize) -> Result<String, String> {
+    if markup.len() > max {
+        return Err(format!(
+            "must be at most {max} bytes (capture.max_html_bytes); it is {}",
+            markup.len()
+        ));
+    }
+    if markup.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(markup)
 }
 
 /// Where the host keeps its time zone database (Debian's `tzdata`).

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{BrowserActor, CaptureDone};
+use crate::content_filters::ContentFilters;
 use crate::farm::capture::{self, CaptureSettings, Failure};
 use crate::farm::job::{CaptureError, CaptureOutput, Job, Timings};
 use crate::farm::messages::*;
@@ -48,6 +49,7 @@ pub(super) struct CaptureTask {
     pub(super) browser: Arc<Browser>,
     pub(super) dead: watch::Receiver<Option<RestartReason>>,
     pub(super) settings: CaptureSettings,
+    pub(super) filters: ContentFilters,
     pub(super) metrics: Arc<Metrics>,
     pub(super) supervisor: SupervisorLink,
     pub(super) browser_addr: Addr<BrowserActor>,
@@ -123,8 +125,28 @@ impl CaptureTask {
         let mut dead = self.dead.clone();
         let spec = job.spec.clone();
         let progress = capture::Progress::default();
+        let filters = self.filters.clone();
+        let work = async {
+            // The filter engines, when the capture applies lists (built at start: a capture
+            // that comes first waits for them, within its deadline).
+            let lists = match spec.filters.any() {
+                true => Some(filters.ready().await),
+                false => None,
+            };
+            capture::run(
+                &tab.page,
+                &tab.context_id,
+                tab.viewport,
+                &spec,
+                self.settings,
+                lists,
+                deadline,
+                &progress,
+            )
+            .await
+        };
         let ended = tokio::select! {
-            result = tokio::time::timeout_at(deadline, capture::run(&tab.page, &tab.context_id, tab.viewport, &spec, self.settings, deadline, &progress)) => match result {
+            result = tokio::time::timeout_at(deadline, work) => match result {
                 Ok(Ok(mut rendered)) => {
                     rendered.phases.context = context;
                     Ended::Done(Ok(rendered))

@@ -24,6 +24,7 @@ use super::proc_tree;
 use super::process::Placement;
 use super::tab::{self, PreparedTab, TabError};
 use crate::config::ChromiumConfig;
+use crate::content_filters::ContentFilters;
 use crate::telemetry::Metrics;
 
 /// Everything a browser actor needs from configuration.
@@ -33,6 +34,8 @@ pub struct BrowserSettings {
     pub placement: Placement,
     pub tabs: usize,
     pub capture: CaptureSettings,
+    /// The filter engines captures apply when asked.
+    pub filters: ContentFilters,
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
     /// Longest a single DevTools command may take (at least the longest capture timeout).
@@ -388,6 +391,7 @@ impl Handler<RunCapture> for BrowserActor {
             browser: running.browser.clone(),
             dead: running.dead.clone(),
             settings: self.settings.capture,
+            filters: self.settings.filters.clone(),
             metrics: self.metrics.clone(),
             supervisor: self.supervisor.clone(),
             browser_addr: ctx.address(),

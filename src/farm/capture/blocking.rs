@@ -1,16 +1,32 @@
-//! Request blocking: `block_resources` (by type) and `block_urls` (by pattern). Matching
-//! requests are paused by Chromium's Fetch domain and failed as blocked by the client, on a task
-//! that lives as long as the page; requests that match nothing are never paused.
+//! Requests the capture answers itself: `block_resources` (by type), `block_urls` (by
+//! pattern), the filter lists (`block_ads`, `block_trackers`, `block_cookie_banners`), and an
+//! `html` capture's own document. Requests are paused by Chromium's Fetch domain and answered on
+//! a task that lives as long as the page (at most until the capture's deadline).
+//!
+//! - Without filter lists Chromium pauses only the requests that match a block pattern (and the
+//!   html origin's); with them every request is paused and judged here, and the page's own
+//!   document always goes on.
+//! - A refused frame gets an empty document (not Chromium's error page, which would show in the
+//!   shot); any other refused request fails as blocked by the client.
+//! - The main frame's request for [`HTML_DOCUMENT_URL`] is answered with the markup; any other
+//!   request to that origin is refused (none of them ever leaves the browser).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
 
 use chromiumoxide::cdp::browser_protocol::fetch::{
-    EnableParams as FetchEnableParams, EventRequestPaused, FailRequestParams, RequestPattern,
+    ContinueRequestParams, EnableParams as FetchEnableParams, EventRequestPaused,
+    FailRequestParams, FulfillRequestParams, HeaderEntry, RequestPattern,
 };
 use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
+use chromiumoxide::cdp::browser_protocol::page::FrameId;
 use chromiumoxide::Page;
 use futures::StreamExt;
 
 use super::Result;
-use crate::farm::job::{CaptureSpec, ResourceKind};
+use crate::content_filters::{FilterEngines, Wanted};
+use crate::farm::job::{CaptureSpec, ResourceKind, HTML_DOCUMENT_URL};
 
 /// The CDP resource type of a blockable kind.
 fn resource_type(kind: ResourceKind) -> ResourceType {
@@ -27,41 +43,192 @@ fn resource_type(kind: ResourceKind) -> ResourceType {
     }
 }
 
-/// Starts blocking what the capture asks to block; nothing when it asks for nothing. The
-/// blocking task ends with the page, and at the latest at the capture's deadline.
+/// A request's type in the filter lists' words.
+fn list_kind(kind: &ResourceType, main_frame: bool) -> &'static str {
+    match kind {
+        ResourceType::Document if main_frame => "document",
+        ResourceType::Document => "subdocument",
+        ResourceType::Stylesheet => "stylesheet",
+        ResourceType::Image => "image",
+        ResourceType::Media => "media",
+        ResourceType::Font => "font",
+        ResourceType::Script => "script",
+        ResourceType::Xhr | ResourceType::Fetch | ResourceType::EventSource => "xmlhttprequest",
+        ResourceType::WebSocket => "websocket",
+        ResourceType::Ping => "ping",
+        ResourceType::CspViolationReport => "csp_report",
+        _ => "other",
+    }
+}
+
+/// Whether `text` matches a Fetch-domain URL pattern: `*` any run of characters, `?` exactly
+/// one, `\` escapes the next character.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and how much of the text it has taken.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        let literal = |pi: usize| -> Option<(char, usize)> {
+            match p.get(pi)? {
+                '\\' => p.get(pi + 1).map(|&c| (c, 2)),
+                &c => Some((c, 1)),
+            }
+        };
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            Some('?') => {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if let Some((c, width)) = literal(pi) {
+            if c == t[ti] {
+                pi += width;
+                ti += 1;
+                continue;
+            }
+        }
+        match star {
+            Some((star_pi, star_ti)) => {
+                pi = star_pi + 1;
+                ti = star_ti + 1;
+                star = Some((star_pi, star_ti + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// What a capture refuses, judged request by request (when the filter lists are on).
+struct Judge {
+    kinds: Vec<ResourceType>,
+    patterns: Vec<String>,
+    lists: Arc<FilterEngines>,
+    wanted: Wanted,
+    main: FrameId,
+    /// The URL of the main frame's document, the "page" the lists judge requests against.
+    page_url: String,
+}
+
+impl Judge {
+    fn refuses(&mut self, event: &EventRequestPaused) -> bool {
+        let main_frame = event.frame_id == self.main;
+        if main_frame && event.resource_type == ResourceType::Document {
+            // The page asked for (or where it redirects or moves to) always loads.
+            self.page_url.clone_from(&event.request.url);
+            return false;
+        }
+        let url = event.request.url.as_str();
+        self.kinds.contains(&event.resource_type)
+            || self.patterns.iter().any(|p| wildcard_match(p, url))
+            || self.lists.refuses(
+                self.wanted,
+                url,
+                &self.page_url,
+                list_kind(&event.resource_type, main_frame),
+            )
+    }
+}
+
+/// How a paused request is answered.
+enum Answer {
+    GoOn,
+    Refuse,
+    /// A refused frame: an empty document, so it stays blank instead of showing Chromium's
+    /// error page in the shot.
+    Blank,
+    /// The html capture's document (the markup, base64).
+    Serve(Arc<str>),
+}
+
+/// Starts answering what the capture asks to block, and its `html` document; nothing when it
+/// asks for neither. The task ends with the page, and at the latest at the capture's deadline.
 pub(super) async fn block_requests(
     page: &Page,
     spec: &CaptureSpec,
+    lists: Option<Arc<FilterEngines>>,
+    main: &FrameId,
     deadline: tokio::time::Instant,
 ) -> Result<()> {
-    if spec.block_resources.is_empty() && spec.block_urls.is_empty() {
+    let lists = lists.filter(|_| spec.filters.any());
+    if spec.block_resources.is_empty()
+        && spec.block_urls.is_empty()
+        && lists.is_none()
+        && spec.html.is_none()
+    {
         return Ok(());
     }
-    let mut patterns: Vec<RequestPattern> = spec
-        .block_resources
-        .iter()
-        .map(|&kind| RequestPattern {
-            url_pattern: Some("*".into()),
-            resource_type: Some(resource_type(kind)),
-            request_stage: None,
-        })
-        .collect();
-    patterns.extend(spec.block_urls.iter().map(|pattern| RequestPattern {
-        url_pattern: Some(pattern.clone()),
-        resource_type: None,
-        request_stage: None,
-    }));
+    let mut patterns: Vec<RequestPattern> = match lists {
+        Some(_) => vec![pattern(Some("*".into()), None)],
+        None => spec
+            .block_resources
+            .iter()
+            .map(|&kind| pattern(Some("*".into()), Some(resource_type(kind))))
+            .chain(
+                spec.block_urls
+                    .iter()
+                    .map(|url| pattern(Some(url.clone()), None)),
+            )
+            .collect(),
+    };
+    // The html document's origin, every request to it (placed first: a request that matches
+    // several patterns is paused once).
+    let html: Option<Arc<str>> = spec.html.as_ref().map(|markup| {
+        patterns.insert(0, pattern(Some(format!("{HTML_DOCUMENT_URL}*")), None));
+        base64::engine::general_purpose::STANDARD
+            .encode(markup.as_bytes())
+            .into()
+    });
+    let main = main.clone();
+    let mut judge = lists.map(|lists| Judge {
+        kinds: spec
+            .block_resources
+            .iter()
+            .map(|&k| resource_type(k))
+            .collect(),
+        patterns: spec.block_urls.clone(),
+        lists,
+        wanted: spec.filters,
+        main: main.clone(),
+        page_url: spec.url.to_string(),
+    });
     // Listening first, so no paused request is missed.
     let mut paused = page.event_listener::<EventRequestPaused>().await?;
-    let failing = page.clone();
+    let answering = page.clone();
     tokio::spawn(tokio::time::timeout_at(deadline, async move {
         while let Some(event) = paused.next().await {
-            let fail =
-                FailRequestParams::new(event.request_id.clone(), ErrorReason::BlockedByClient);
-            if failing.execute(fail).await.is_err() {
-                // The page is gone (the capture ended): so is every request it made.
-                break;
-            }
+            let verdict = match &html {
+                Some(markup) if event.request.url.starts_with(HTML_DOCUMENT_URL) => {
+                    let document = event.resource_type == ResourceType::Document
+                        && event.frame_id == main
+                        && event.request.url == HTML_DOCUMENT_URL;
+                    match document {
+                        true => Answer::Serve(markup.clone()),
+                        false => Answer::Refuse,
+                    }
+                }
+                // Without lists, Chromium paused only what a block pattern matched.
+                _ if judge.as_mut().is_some_and(|judge| !judge.refuses(&event)) => Answer::GoOn,
+                _ if event.resource_type == ResourceType::Document && event.frame_id != main => {
+                    Answer::Blank
+                }
+                _ => Answer::Refuse,
+            };
+            // Answered concurrently: a request never waits for the answer to another.
+            let page = answering.clone();
+            tokio::spawn(async move {
+                // An error means the page is gone (the capture ended): so is every request.
+                let _ = answer(&page, &event, verdict).await;
+            });
         }
     }));
     page.execute(FetchEnableParams {
@@ -70,4 +237,70 @@ pub(super) async fn block_requests(
     })
     .await?;
     Ok(())
+}
+
+fn pattern(url_pattern: Option<String>, resource_type: Option<ResourceType>) -> RequestPattern {
+    RequestPattern {
+        url_pattern,
+        resource_type,
+        request_stage: None,
+    }
+}
+
+/// Lets a paused request go on, refuses it, or serves the html capture's document.
+async fn answer(
+    page: &Page,
+    event: &EventRequestPaused,
+    verdict: Answer,
+) -> std::result::Result<(), chromiumoxide::error::CdpError> {
+    let id = event.request_id.clone();
+    let document = |body: Option<&str>| {
+        let mut answer = FulfillRequestParams::new(id.clone(), 200);
+        answer.response_headers = Some(vec![
+            HeaderEntry::new("Content-Type", "text/html; charset=utf-8"),
+            HeaderEntry::new("Cache-Control", "no-store"),
+        ]);
+        answer.body = body.map(|b| b.to_string().into());
+        answer
+    };
+    match verdict {
+        Answer::GoOn => page.execute(ContinueRequestParams::new(id)).await.map(drop),
+        Answer::Serve(markup) => page.execute(document(Some(&markup))).await.map(drop),
+        Answer::Blank => page.execute(document(None)).await.map(drop),
+        Answer::Refuse => page
+            .execute(FailRequestParams::new(id, ErrorReason::BlockedByClient))
+            .await
+            .map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_match;
+
+    #[test]
+    fn wildcards_match_as_the_fetch_domain_does() {
+        for (pattern, text, matches) in [
+            ("*", "https://a.example/x", true),
+            ("*.png", "https://a.example/x.png", true),
+            ("*.png", "https://a.example/x.png?v=1", false),
+            ("*.png*", "https://a.example/x.png?v=1", true),
+            ("https://a.example/*", "https://a.example/", true),
+            ("https://a.example/*", "https://b.example/", false),
+            ("*ads*", "https://cdn.example/ads/1.js", true),
+            ("*ads*", "https://cdn.example/news/1.js", false),
+            ("https://?.example/*", "https://a.example/x", true),
+            ("https://?.example/*", "https://ab.example/x", false),
+            (r"*\*literal*", "https://a.example/*literal", true),
+            (r"*\*literal*", "https://a.example/xliteral", false),
+            (r"*\?q=1", "https://a.example/?q=1", true),
+            ("**a*b*", "xxaxxbxx", true),
+            ("a*b*c", "abxbxc", true),
+            ("a*b*c", "abxbx", false),
+            ("", "", true),
+            ("", "x", false),
+        ] {
+            assert_eq!(wildcard_match(pattern, text), matches, "{pattern} ~ {text}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! One capture on a prepared tab: emulation, navigation and its waits, page tweaks, and the
 //! screenshot itself (viewport, element, or full page, tiled when taller than Chromium paints in
-//! one go). Every CDP call here is bounded by the caller's deadline; this module knows nothing of
+//! one go) or the page printed to PDF. Every CDP call here is bounded by the caller's deadline; this module knows nothing of
 //! queues, browsers' lifecycles or HTTP.
 
 mod blocking;
@@ -10,11 +10,13 @@ mod navigate;
 mod page_js;
 mod page_moves;
 mod prepare;
+mod print;
 mod region;
 mod shoot;
 mod tiles;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
@@ -23,6 +25,7 @@ use chromiumoxide::Page;
 
 use super::job::{CaptureError, CaptureSpec, PageInfo, Phases};
 use crate::config::PngEncoder;
+use crate::content_filters::FilterEngines;
 use emulate::emulate;
 use navigate::{ensure_not_error_page, ensure_worth_capturing, main_frame, navigate};
 use page_moves::{navigated_away, PageMoves};
@@ -100,31 +103,38 @@ impl Progress {
     }
 }
 
-/// Runs the capture. The caller bounds it with the job's deadline.
+/// Runs the capture. The caller bounds it with the job's deadline; `lists` are the filter
+/// engines when the capture applies filter lists.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     page: &Page,
     context: &BrowserContextId,
     preset: Option<(u32, u32)>,
     spec: &CaptureSpec,
     settings: CaptureSettings,
+    lists: Option<Arc<FilterEngines>>,
     deadline: tokio::time::Instant,
     progress: &Progress,
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
     emulate(page, context, preset, spec).await?;
-    blocking::block_requests(page, spec, deadline).await?;
-    let emulated = start.elapsed();
     let main = main_frame(page).await?;
+    blocking::block_requests(page, spec, lists.clone(), &main, deadline).await?;
+    let emulated = start.elapsed();
     progress.set(true);
     // The page may navigate itself (a script, a refresh, even before it finished loading):
     // watch for it, so the capture is of where it went and never races a document being
     // replaced. `Page.navigate` itself is not renderer-initiated, so it asks for nothing here.
     let mut moves = PageMoves::watch(page).await?;
     navigate(page, spec, &main).await?;
-    ensure_not_error_page(page).await?;
+    // An error page is found by the document read below; before the page's options run on it
+    // (a selector waited for on an error page would blame the selector), it is looked for here.
+    if prepare::has_work(spec) {
+        ensure_not_error_page(page).await?;
+    }
     moves.forget_first_document();
     let navigated = start.elapsed();
-    prepare_page(page, spec, &main, deadline, &mut moves).await?;
+    prepare_page(page, spec, lists.as_deref(), &main, deadline, &mut moves).await?;
     if !spec.delay.is_zero() {
         tokio::time::sleep(spec.delay).await;
     }
@@ -149,7 +159,13 @@ pub async fn run(
     };
     let prepared = start.elapsed();
     progress.set(false);
-    let mut rendered = match shoot(page, spec, settings, deadline).await {
+    let output = async {
+        match &spec.pdf {
+            Some(pdf) => print::print(page, pdf).await,
+            None => shoot(page, spec, settings, deadline).await,
+        }
+    };
+    let mut rendered = match output.await {
         // A page that navigated under the shot (to an error page, say) is the page's doing.
         Err(Failure::Cdp(e)) => {
             ensure_not_error_page(page).await?;
@@ -157,8 +173,11 @@ pub async fn run(
         }
         other => other?,
     };
-    // A refresh or a script may have moved the page on to an error page meanwhile.
-    ensure_not_error_page(page).await?;
+    // A refresh or a script may have moved the page on to an error page meanwhile (a move
+    // the page makes is announced before its new document can paint).
+    if moves.moved(&main) {
+        ensure_not_error_page(page).await?;
+    }
     let shot = start.elapsed() - prepared;
     rendered.phases = Phases {
         context: Duration::ZERO,

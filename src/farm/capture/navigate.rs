@@ -172,16 +172,17 @@ pub(super) async fn ensure_not_error_page(page: &Page) -> Result<()> {
     Ok(())
 }
 
-/// What the main document's navigation entry says (its HTTP status and body size) and whether
-/// the document holds anything at all; with `INFO`, also its title, URL and Open Graph / Twitter
-/// card metadata. One evaluation, read by value.
+/// What the main document's navigation entry says (its HTTP status and body size), whether
+/// the document holds anything at all, and whether it is Chromium's error page; with `INFO`,
+/// also its title, URL and Open Graph / Twitter card metadata. One evaluation, read by value.
 fn document_state(info: bool) -> String {
     format!(
         r#"(() => {{
   const n = performance.getEntriesByType('navigation')[0];
   const b = document.body;
   const state = [n ? n.responseStatus || 0 : 0, n ? n.decodedBodySize : -1,
-                 (b ? b.childNodes.length : 0) + (document.head ? document.head.childNodes.length : 0)];
+                 (b ? b.childNodes.length : 0) + (document.head ? document.head.childNodes.length : 0),
+                 location.protocol === 'chrome-error:'];
   if (!{info}) return state;
   const cut = (s) => String(s || '').slice(0, {max});
   const meta = {{}};
@@ -210,6 +211,14 @@ pub(super) async fn ensure_worth_capturing(
     spec: &CaptureSpec,
 ) -> Result<Option<PageInfo>> {
     let state = evaluate(page, document_state(spec.page_info), false).await?;
+    if state.get(3) == Some(&serde_json::Value::Bool(true)) {
+        // Chromium's error page: the frame tree says which address could not be loaded.
+        ensure_not_error_page(page).await?;
+        return Err(CaptureError::NavigationFailed(
+            "the page ended on an error page (refused by the egress policy, or unreachable)".into(),
+        )
+        .into());
+    }
     let number = |i: usize| state.get(i).and_then(serde_json::Value::as_i64);
     let status = number(0).unwrap_or(0);
     if status >= 400 && !spec.allow_http_errors {
@@ -218,7 +227,10 @@ pub(super) async fn ensure_worth_capturing(
     }
     let empty_body = number(1) == Some(0);
     let no_nodes = number(2) == Some(0);
-    if (200..300).contains(&status) && empty_body && no_nodes {
+    // Supplied markup always has a body (it is not blank): the document holding nothing
+    // (`<html></html>`) is what makes it empty.
+    let empty = no_nodes && (empty_body || spec.html.is_some());
+    if (200..300).contains(&status) && empty {
         return Err(CaptureError::EmptyPage.into());
     }
     if !spec.page_info {
@@ -232,7 +244,7 @@ pub(super) async fn ensure_worth_capturing(
             .to_string()
     };
     let meta = state
-        .get(5)
+        .get(6)
         .and_then(serde_json::Value::as_object)
         .map(|m| {
             m.iter()
@@ -241,8 +253,8 @@ pub(super) async fn ensure_worth_capturing(
         })
         .unwrap_or_default();
     Ok(Some(PageInfo {
-        title: text(3),
-        url: text(4),
+        title: text(4),
+        url: text(5),
         status: u16::try_from(status).unwrap_or(0),
         meta,
     }))

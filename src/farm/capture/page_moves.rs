@@ -63,6 +63,16 @@ impl PageMoves {
         moved
     }
 
+    /// Whether the main frame asked to navigate, or a new document of it began, since the last
+    /// call (events already received).
+    pub(super) fn moved(&mut self, main: &FrameId) -> bool {
+        let mut moved = self.main_frame_moved(main);
+        while let Some(Some(event)) = self.lifecycle.next().now_or_never() {
+            moved |= event.frame_id == *main && event.name == "init";
+        }
+        moved
+    }
+
     /// When the main frame asked to navigate, waits for its next document (the caller's
     /// deadline bounds the wait) and fails if that is an error page. A navigation that stays
     /// within the document, or commits nothing within [`REQUESTED_COMMIT_GRACE`], is not waited

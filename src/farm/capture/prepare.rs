@@ -9,13 +9,28 @@ use super::navigate::ensure_not_error_page;
 use super::page_js::{evaluate, evaluate_as, js_string, wait_for_element};
 use super::page_moves::{navigated_away, settle_after_navigation, PageMoves};
 use super::{Failure, Result, SELECTOR_REPORT_RESERVE};
+use crate::content_filters::{FilterEngines, MAX_NAMES};
 use crate::farm::job::{CaptureError, CaptureSpec};
+
+/// Whether the capture has page options to apply (else [`prepare_page`] does nothing).
+pub(super) fn has_work(spec: &CaptureSpec) -> bool {
+    spec.wait_for_selector.is_some()
+        || spec.wait_for_function.is_some()
+        || spec.scroll_to_load
+        || !spec.click.is_empty()
+        || !spec.hide_selectors.is_empty()
+        || spec.css.is_some()
+        || spec.js.is_some()
+        || spec.scroll_to.is_some()
+        || spec.filters.any()
+}
 
 /// Applies the capture's page options, in order; a script that navigates the page is waited
 /// out (the caller's deadline bounds every wait).
 pub(super) async fn prepare_page(
     page: &Page,
     spec: &CaptureSpec,
+    lists: Option<&FilterEngines>,
     main: &FrameId,
     deadline: tokio::time::Instant,
     moves: &mut PageMoves,
@@ -105,7 +120,10 @@ pub(super) async fn prepare_page(
             Err(other) => return Err(other),
         }
     }
-    let mut css = String::new();
+    let mut css = match lists.filter(|_| spec.filters.any()) {
+        Some(lists) => hiding_css(page, spec, lists).await?,
+        None => String::new(),
+    };
     for selector in &spec.hide_selectors {
         // One rule per selector: an invalid one must not void the others.
         css.push_str(selector);
@@ -156,4 +174,39 @@ pub(super) async fn prepare_page(
         }
     }
     Ok(())
+}
+
+/// The filter lists' element hiding for this page: the rules for its site, and the generic
+/// rules for the class names and ids its elements carry (read in one evaluation, bounded).
+async fn hiding_css(page: &Page, spec: &CaptureSpec, lists: &FilterEngines) -> Result<String> {
+    let script = format!(
+        r#"(() => {{
+            const classes = new Set(), ids = new Set();
+            for (const el of document.querySelectorAll('[class], [id]')) {{
+                if (el.id && ids.size < {max}) ids.add(el.id);
+                for (const c of el.classList) if (classes.size < {max}) classes.add(c);
+                if (classes.size >= {max} && ids.size >= {max}) break;
+            }}
+            return [location.href, Array.from(classes), Array.from(ids)];
+        }})()"#,
+        max = MAX_NAMES
+    );
+    let found = evaluate(page, script, false).await?;
+    let strings = |i: usize| -> Vec<String> {
+        found
+            .get(i)
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let page_url = found
+        .get(0)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(spec.url.as_str())
+        .to_string();
+    Ok(lists.hiding_css(spec.filters, &page_url, &strings(1), &strings(2)))
 }

@@ -122,6 +122,9 @@ async fn screenshot(
             ImageFormat::Png => CaptureScreenshotFormat::Png,
             ImageFormat::Jpeg => CaptureScreenshotFormat::Jpeg,
             ImageFormat::Webp => CaptureScreenshotFormat::Webp,
+            ImageFormat::Pdf => {
+                return Err(CaptureError::Internal("a PDF is printed, not shot".into()).into())
+            }
         }),
         quality: match spec.format {
             ImageFormat::Png => None,

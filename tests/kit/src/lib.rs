@@ -4,6 +4,7 @@
 //! is fixed once.
 
 pub mod accounts;
+pub mod pages;
 pub mod ports;
 pub mod process;
 pub mod procfs;
