@@ -158,7 +158,7 @@ async fn capture(
     let started = Instant::now();
     let r = client
         .get(format!(
-            "http://{api}/api/v1/screenshot?url={}&wait_for_selector=%23done{options}",
+            "http://{api}/api/v1/screenshot?url={}{options}",
             form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
         ))
         .header("x-api-key", key)

@@ -435,6 +435,7 @@ async fn a_customer_signs_up_captures_buys_and_sees_every_page() {
     let curl = dash.text("#pg-curl").await;
     assert!(curl.contains("block_ads=true"), "{curl}");
     assert!(curl.contains("timezone=Europe%2FBerlin"), "{curl}");
+    dash.shot("playground-more-options").await;
     dash.click("#pg-block-ads").await;
     dash.fill("#pg-timezone", "").await;
 
