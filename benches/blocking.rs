@@ -123,30 +123,6 @@ fn write_config(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-async fn wait_ready(metrics: SocketAddr, client: &reqwest::Client) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let ready = async {
-            let body: serde_json::Value = client
-                .get(format!("http://{metrics}/readyz"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let total = body["browsers_total"].as_u64().unwrap_or(0);
-            Ok::<_, anyhow::Error>(total > 0 && body["browsers_ready"].as_u64() == Some(total))
-        }
-        .await;
-        if matches!(ready, Ok(true)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the daemon's browsers were not all ready within 90 s (last: {ready:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// One capture: its latency and image size.
 async fn capture(
     client: &reqwest::Client,
@@ -206,7 +182,7 @@ fn main() -> anyhow::Result<()> {
     let config_file = write_config(dir.path())?;
     let binary = Path::new(env!("CARGO_BIN_EXE_shotfarm"));
     let log = dir.path().join("daemon.log");
-    let daemon = ServeProcess::spawn(binary, "blocking", &log, |cmd| {
+    let mut daemon = ServeProcess::spawn(binary, "blocking", &log, |cmd| {
         cmd.args(["--config", &config_file.to_string_lossy()])
             .args(["--redis-url", &redis.url]);
     })?;
@@ -215,7 +191,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(async {
         let client = reqwest::Client::new();
-        wait_ready(daemon.metrics, &client).await?;
+        common::wait_browsers_ready(&mut daemon, &client).await?;
         let base = format!("http://{SITE_HOST}:{}", site.port());
         // Warm-up: one of each (the filter engines are built by then).
         for (_, path, options) in VARIANTS {

@@ -816,7 +816,6 @@ fn override_of<'a>(overrides: &'a [(String, String)], key: &str) -> Option<&'a s
 struct Ours {
     daemon: ServeProcess,
     api: SocketAddr,
-    metrics: SocketAddr,
     tree: Tree,
 }
 
@@ -852,7 +851,6 @@ impl Ours {
         };
         Ok(Ours {
             api: daemon.api,
-            metrics: daemon.metrics,
             daemon,
             tree,
         })
@@ -860,30 +858,7 @@ impl Ours {
 
     /// Until every browser can take work (listening is not enough).
     async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = self.daemon.process.child.try_wait()? {
-                bail!("the daemon exited during start-up: {status}");
-            }
-            let ready = async {
-                let body: serde_json::Value = client
-                    .get(format!("http://{}/readyz", self.metrics))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                let total = body["browsers_total"].as_u64().unwrap_or(0);
-                Ok::<_, anyhow::Error>(total > 0 && body["browsers_ready"].as_u64() == Some(total))
-            }
-            .await;
-            if matches!(ready, Ok(true)) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the daemon's browsers were not all ready within 90 s (last: {ready:?})");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::wait_browsers_ready(&mut self.daemon, client).await
     }
 
     /// SIGTERM, then a bounded wait for the graceful exit.

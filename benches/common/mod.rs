@@ -1,6 +1,39 @@
 //! What only the benches share: whether `cargo bench` runs this binary, and the landing page
 //! fixture. Processes, Redis, ports and `/proc` scans are in the kit (`tests/kit`).
 
+/// Until every browser of `daemon` can take work (listening is not enough); fails at once when
+/// the daemon exits, and after 90 s.
+pub async fn wait_browsers_ready(
+    daemon: &mut testkit::process::ServeProcess,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = daemon.process.child.try_wait()? {
+            anyhow::bail!("the daemon exited during start-up: {status}");
+        }
+        let ready = async {
+            let body: serde_json::Value = client
+                .get(format!("http://{}/readyz", daemon.metrics))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let total = body["browsers_total"].as_u64().unwrap_or(0);
+            Ok::<_, anyhow::Error>(total > 0 && body["browsers_ready"].as_u64() == Some(total))
+        }
+        .await;
+        if matches!(ready, Ok(true)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the daemon's browsers were not all ready within 90 s (last: {ready:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// True when `cargo bench` runs this binary (it passes `--bench`). `cargo test --all-targets`
 /// runs bench binaries without it: there, a bench only checks that it builds.
 pub fn invoked_by_cargo_bench() -> bool {

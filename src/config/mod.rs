@@ -236,6 +236,34 @@ mod tests {
         assert_eq!(err.problems.len(), 4, "{all}");
     }
 
+    #[test]
+    fn filter_lists_must_be_readable_and_pinned_names_host_names() {
+        let text = r#"
+            [egress.hosts]
+            "intranet.example" = "10.20.0.7"
+            "*.ads.example" = "127.0.0.1"
+            "bücher.example" = "127.0.0.1"
+            [filters]
+            ad_lists = ["/nonexistent/easylist.txt"]
+        "#;
+        let err = Config::from_toml_str(text).expect_err("must fail");
+        let all = err.problems.join("\n");
+        assert!(
+            all.contains("egress.hosts: `*.ads.example` is not a host name"),
+            "{all}"
+        );
+        assert!(
+            all.contains("egress.hosts: `bücher.example` is not a host name"),
+            "{all}"
+        );
+        assert!(!all.contains("intranet.example"), "{all}");
+        assert!(
+            all.contains("filters.ad_lists: cannot read /nonexistent/easylist.txt"),
+            "{all}"
+        );
+        assert_eq!(err.problems.len(), 3, "{all}");
+    }
+
     /// The file a new operator wrote: four mistakes, four problems, in words, none hidden by
     /// another, no doubled quoting.
     #[test]

@@ -171,6 +171,19 @@ impl Config {
                 ));
             }
         }
+        for name in self.egress.hosts.keys() {
+            let labels_ok = name.trim_end_matches('.').split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+            if name.len() > 253 || !labels_ok {
+                problems.push(format!(
+                    "egress.hosts: `{name}` is not a host name (letters, digits and hyphens in \
+                     dot-separated labels, no wildcards; an internationalized name in its xn-- form)"
+                ));
+            }
+        }
         for raw in &self.egress.allow {
             if let Err(e) = parse_allow_entry(raw) {
                 problems.push(format!("egress.allow: {e}"));

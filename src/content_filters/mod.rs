@@ -10,6 +10,7 @@
 
 mod engines;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -22,6 +23,8 @@ pub use engines::{FilterEngines, Wanted, MAX_NAMES};
 pub struct ContentFilters {
     current: watch::Receiver<Option<Arc<FilterEngines>>>,
     replace: Arc<watch::Sender<Option<Arc<FilterEngines>>>>,
+    /// The newest build asked for: an older build that finishes later is not installed.
+    newest: Arc<AtomicU64>,
 }
 
 impl ContentFilters {
@@ -32,6 +35,7 @@ impl ContentFilters {
         let filters = ContentFilters {
             current,
             replace: Arc::new(replace),
+            newest: Arc::default(),
         };
         filters.rebuild(config);
         filters
@@ -43,6 +47,7 @@ impl ContentFilters {
         ContentFilters {
             current,
             replace: Arc::new(replace),
+            newest: Arc::default(),
         }
     }
 
@@ -51,9 +56,24 @@ impl ContentFilters {
     pub fn rebuild(&self, config: &FiltersConfig) {
         let config = config.clone();
         let replace = self.replace.clone();
+        let newest = self.newest.clone();
+        let build = newest.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::task::spawn_blocking(move || {
-            let engines = FilterEngines::build(&config);
-            replace.send_replace(Some(Arc::new(engines)));
+            // A build that panics leaves engines that refuse and hide nothing (logged), never
+            // captures waiting for engines that will not come.
+            let engines = std::panic::catch_unwind(|| FilterEngines::build(&config))
+                .unwrap_or_else(|_| {
+                    tracing::error!("building the filter engines failed: the lists apply nothing");
+                    FilterEngines::empty()
+                });
+            replace.send_if_modified(|current| {
+                // Installed when it is the newest build asked for (or nothing is installed yet).
+                let install = newest.load(Ordering::SeqCst) == build || current.is_none();
+                if install {
+                    *current = Some(Arc::new(engines));
+                }
+                install
+            });
         });
     }
 

@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::reader::{Access, Reader, MAX_LIST};
+use super::reader::{Access, Reader};
+use super::spec::MAX_LIST;
 use crate::farm::job::CookieSpec;
 
 impl Reader<'_> {

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::reader::{Access, Reader, MAX_LIST};
+use super::reader::{Access, Reader};
+use super::spec::MAX_LIST;
 
 const MAX_HEADER_VALUE: usize = 4096;
 /// Headers a capture may not set: they would break the request Chromium makes.

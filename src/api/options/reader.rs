@@ -4,14 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::spec::{self, Kind};
+use super::spec::{self, Kind, MAX_LIST, MAX_SELECTOR};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
-
-/// Longest CSS selector, in characters.
-pub(super) const MAX_SELECTOR: usize = 1024;
-/// Most entries of a list option.
-pub(super) const MAX_LIST: usize = 50;
 
 /// Query parameters as a JSON object: repeated names become arrays, values stay strings
 /// (the readers below accept both native JSON values and their string forms).

@@ -15,7 +15,6 @@ use crate::config::CaptureConfig;
 use crate::farm::job::ResourceKind;
 
 use super::devices;
-use super::reader::{MAX_LIST, MAX_SELECTOR};
 
 /// A bound: fixed, or one of the operator's caps (`[capture]` in the config).
 #[derive(Clone, Copy)]
@@ -187,6 +186,10 @@ const fn option(
 use DefaultValue as D;
 
 /// Longest `url`, in bytes.
+/// Longest CSS selector, in characters.
+pub const MAX_SELECTOR: usize = 1024;
+/// Most entries of a list option.
+pub const MAX_LIST: usize = 50;
 pub const MAX_URL: usize = 4096;
 /// Most elements one capture may click.
 pub const MAX_CLICKS: usize = 10;

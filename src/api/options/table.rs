@@ -8,8 +8,8 @@ use url::Url;
 
 use super::devices;
 use super::pdf;
-use super::reader::{Reader, MAX_SELECTOR};
-use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_URL};
+use super::reader::Reader;
+use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_SELECTOR, MAX_URL};
 use super::{CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;

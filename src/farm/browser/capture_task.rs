@@ -125,26 +125,16 @@ impl CaptureTask {
         let mut dead = self.dead.clone();
         let spec = job.spec.clone();
         let progress = capture::Progress::default();
-        let filters = self.filters.clone();
-        let work = async {
-            // The filter engines, when the capture applies lists (built at start: a capture
-            // that comes first waits for them, within its deadline).
-            let lists = match spec.filters.any() {
-                true => Some(filters.ready().await),
-                false => None,
-            };
-            capture::run(
-                &tab.page,
-                &tab.context_id,
-                tab.viewport,
-                &spec,
-                self.settings,
-                lists,
-                deadline,
-                &progress,
-            )
-            .await
-        };
+        let work = capture::run(
+            &tab.page,
+            &tab.context_id,
+            tab.viewport,
+            &spec,
+            self.settings,
+            &self.filters,
+            deadline,
+            &progress,
+        );
         let ended = tokio::select! {
             result = tokio::time::timeout_at(deadline, work) => match result {
                 Ok(Ok(mut rendered)) => {

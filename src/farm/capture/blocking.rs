@@ -61,57 +61,66 @@ fn list_kind(kind: &ResourceType, main_frame: bool) -> &'static str {
     }
 }
 
-/// Whether `text` matches a Fetch-domain URL pattern: `*` any run of characters, `?` exactly
-/// one, `\` escapes the next character.
-fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and how much of the text it has taken.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        let literal = |pi: usize| -> Option<(char, usize)> {
-            match p.get(pi)? {
-                '\\' => p.get(pi + 1).map(|&c| (c, 2)),
-                &c => Some((c, 1)),
-            }
-        };
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-                continue;
-            }
-            Some('?') => {
-                pi += 1;
-                ti += 1;
-                continue;
-            }
-            _ => {}
+/// `block_urls` patterns (Fetch-domain wildcards: `*` any run of characters, `?` exactly one,
+/// `\` escapes the next character), compiled once per capture into anchored regular expressions
+/// (finite automata: no backtracking), judged against at most the first [`MAX_JUDGED_URL`] bytes
+/// of a URL. A page cannot make the judging expensive, whatever the patterns.
+struct UrlPatterns(Vec<regex::Regex>);
+
+/// Longest part of a URL the patterns are matched against, in bytes (a longer URL is judged by
+/// its beginning).
+const MAX_JUDGED_URL: usize = 8 * 1024;
+
+impl UrlPatterns {
+    fn new(patterns: &[String]) -> UrlPatterns {
+        let compiled = patterns
+            .iter()
+            .filter_map(|pattern| match regex::Regex::new(&expression(pattern)) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    // Patterns are bounded by the option table (50 of at most 512 characters).
+                    tracing::warn!("block_urls pattern not applied: {e}");
+                    None
+                }
+            })
+            .collect();
+        UrlPatterns(compiled)
+    }
+
+    fn any_matches(&self, url: &str) -> bool {
+        let mut end = url.len().min(MAX_JUDGED_URL);
+        while !url.is_char_boundary(end) {
+            end -= 1;
         }
-        if let Some((c, width)) = literal(pi) {
-            if c == t[ti] {
-                pi += width;
-                ti += 1;
-                continue;
+        let judged = &url[..end];
+        self.0.iter().any(|re| re.is_match(judged))
+    }
+}
+
+/// A wildcard pattern as an anchored regular expression.
+fn expression(pattern: &str) -> String {
+    let mut expression = String::from("(?s)^");
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => expression.push_str(".*"),
+            '?' => expression.push('.'),
+            '\\' => {
+                if let Some(escaped) = chars.next() {
+                    expression.push_str(&regex::escape(&escaped.to_string()));
+                }
             }
-        }
-        match star {
-            Some((star_pi, star_ti)) => {
-                pi = star_pi + 1;
-                ti = star_ti + 1;
-                star = Some((star_pi, star_ti + 1));
-            }
-            None => return false,
+            c => expression.push_str(&regex::escape(&c.to_string())),
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    expression.push('$');
+    expression
 }
 
 /// What a capture refuses, judged request by request (when the filter lists are on).
 struct Judge {
     kinds: Vec<ResourceType>,
-    patterns: Vec<String>,
+    patterns: UrlPatterns,
     lists: Arc<FilterEngines>,
     wanted: Wanted,
     main: FrameId,
@@ -122,14 +131,15 @@ struct Judge {
 impl Judge {
     fn refuses(&mut self, event: &EventRequestPaused) -> bool {
         let main_frame = event.frame_id == self.main;
-        if main_frame && event.resource_type == ResourceType::Document {
-            // The page asked for (or where it redirects or moves to) always loads.
-            self.page_url.clone_from(&event.request.url);
-            return false;
-        }
         let url = event.request.url.as_str();
+        if main_frame && event.resource_type == ResourceType::Document {
+            // The page asked for (or where it redirects or moves to) is never refused by the
+            // lists; a `block_urls` pattern refuses it as it does without lists.
+            self.page_url.clone_from(&event.request.url);
+            return self.patterns.any_matches(url);
+        }
         self.kinds.contains(&event.resource_type)
-            || self.patterns.iter().any(|p| wildcard_match(p, url))
+            || self.patterns.any_matches(url)
             || self.lists.refuses(
                 self.wanted,
                 url,
@@ -195,7 +205,7 @@ pub(super) async fn block_requests(
             .iter()
             .map(|&k| resource_type(k))
             .collect(),
-        patterns: spec.block_urls.clone(),
+        patterns: UrlPatterns::new(&spec.block_urls),
         lists,
         wanted: spec.filters,
         main: main.clone(),
@@ -213,6 +223,8 @@ pub(super) async fn block_requests(
                         && event.request.url == HTML_DOCUMENT_URL;
                     match document {
                         true => Answer::Serve(markup.clone()),
+                        // A frame of the made-up origin stays blank, like any refused frame.
+                        false if event.resource_type == ResourceType::Document => Answer::Blank,
                         false => Answer::Refuse,
                     }
                 }
@@ -276,7 +288,11 @@ async fn answer(
 
 #[cfg(test)]
 mod tests {
-    use super::wildcard_match;
+    use super::UrlPatterns;
+
+    fn wildcard_match(pattern: &str, text: &str) -> bool {
+        UrlPatterns::new(&[pattern.to_string()]).any_matches(text)
+    }
 
     #[test]
     fn wildcards_match_as_the_fetch_domain_does() {
@@ -297,10 +313,23 @@ mod tests {
             ("**a*b*", "xxaxxbxx", true),
             ("a*b*c", "abxbxc", true),
             ("a*b*c", "abxbx", false),
-            ("", "", true),
-            ("", "x", false),
+            ("(a)[b]{c}.+", "(a)[b]{c}.+", true),
+            ("(a)[b]{c}.+", "(a)[b]{c}xx", false),
         ] {
             assert_eq!(wildcard_match(pattern, text), matches, "{pattern} ~ {text}");
         }
+    }
+
+    #[test]
+    fn a_long_url_against_hostile_patterns_is_judged_by_its_beginning() {
+        // The shape that makes a backtracking matcher quadratic: stars before a long literal
+        // that almost matches a long run of the same character.
+        let hostile: Vec<String> = (0..50)
+            .map(|i| format!("*{}b{i}", "a".repeat(500)))
+            .collect();
+        let patterns = UrlPatterns::new(&hostile);
+        let url = format!("https://x.example/?{}", "a".repeat(2_000_000));
+        assert!(!patterns.any_matches(&url));
+        assert!(patterns.any_matches(&format!("https://x.example/?{}b7", "a".repeat(500))));
     }
 }

@@ -16,7 +16,6 @@ mod shoot;
 mod tiles;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
@@ -25,7 +24,7 @@ use chromiumoxide::Page;
 
 use super::job::{CaptureError, CaptureSpec, PageInfo, Phases};
 use crate::config::PngEncoder;
-use crate::content_filters::FilterEngines;
+use crate::content_filters::ContentFilters;
 use emulate::emulate;
 use navigate::{ensure_not_error_page, ensure_worth_capturing, main_frame, navigate};
 use page_moves::{navigated_away, PageMoves};
@@ -103,8 +102,8 @@ impl Progress {
     }
 }
 
-/// Runs the capture. The caller bounds it with the job's deadline; `lists` are the filter
-/// engines when the capture applies filter lists.
+/// Runs the capture. The caller bounds it with the job's deadline; `filters` are the daemon's
+/// filter engines, for a capture that applies filter lists.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     page: &Page,
@@ -112,11 +111,23 @@ pub async fn run(
     preset: Option<(u32, u32)>,
     spec: &CaptureSpec,
     settings: CaptureSettings,
-    lists: Option<Arc<FilterEngines>>,
+    filters: &ContentFilters,
     deadline: tokio::time::Instant,
     progress: &Progress,
 ) -> Result<Rendered> {
     let start = std::time::Instant::now();
+    // The filter engines, when the capture applies lists: built at start, so a capture that
+    // comes first waits for them. Not the browser's doing: a deadline passing here is a plain
+    // timeout, never held against the browser.
+    let lists = match spec.filters.any() {
+        true => {
+            progress.set(true);
+            let engines = filters.ready().await;
+            progress.set(false);
+            Some(engines)
+        }
+        false => None,
+    };
     emulate(page, context, preset, spec).await?;
     let main = main_frame(page).await?;
     blocking::block_requests(page, spec, lists.clone(), &main, deadline).await?;

@@ -2,7 +2,8 @@
 //! `wait_for_function`, scrolling to load lazy content, clicking (`click`), hiding selectors and
 //! adding CSS, running the customer's script, scrolling an element into view (`scroll_to`).
 
-use chromiumoxide::cdp::browser_protocol::page::FrameId;
+use chromiumoxide::cdp::browser_protocol::page::{CreateIsolatedWorldParams, FrameId};
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::Page;
 
 use super::navigate::ensure_not_error_page;
@@ -121,7 +122,7 @@ pub(super) async fn prepare_page(
         }
     }
     let mut css = match lists.filter(|_| spec.filters.any()) {
-        Some(lists) => hiding_css(page, spec, lists).await?,
+        Some(lists) => hiding_css(page, spec, lists, main).await?,
         None => String::new(),
     };
     for selector in &spec.hide_selectors {
@@ -176,22 +177,50 @@ pub(super) async fn prepare_page(
     Ok(())
 }
 
+/// Longest class name or id reported for element hiding (ad markers are short).
+const MAX_NAME_CHARS: usize = 128;
+
 /// The filter lists' element hiding for this page: the rules for its site, and the generic
-/// rules for the class names and ids its elements carry (read in one evaluation, bounded).
-async fn hiding_css(page: &Page, spec: &CaptureSpec, lists: &FilterEngines) -> Result<String> {
+/// rules for the class names and ids its elements carry. Read in one evaluation, bounded, in an
+/// isolated world (the page's own script cannot change what the read sees or returns, nor make
+/// it fail); a read that fails anyway hides by the site's rules alone.
+async fn hiding_css(
+    page: &Page,
+    spec: &CaptureSpec,
+    lists: &FilterEngines,
+    main: &FrameId,
+) -> Result<String> {
     let script = format!(
         r#"(() => {{
             const classes = new Set(), ids = new Set();
+            const fits = (name) => name.length <= {chars};
             for (const el of document.querySelectorAll('[class], [id]')) {{
-                if (el.id && ids.size < {max}) ids.add(el.id);
-                for (const c of el.classList) if (classes.size < {max}) classes.add(c);
+                if (el.id && ids.size < {max} && fits(el.id)) ids.add(el.id);
+                for (const c of el.classList) if (classes.size < {max} && fits(c)) classes.add(c);
                 if (classes.size >= {max} && ids.size >= {max}) break;
             }}
             return [location.href, Array.from(classes), Array.from(ids)];
         }})()"#,
-        max = MAX_NAMES
+        max = MAX_NAMES,
+        chars = MAX_NAME_CHARS,
     );
-    let found = evaluate(page, script, false).await?;
+    let world = page
+        .execute(CreateIsolatedWorldParams {
+            frame_id: main.clone(),
+            world_name: Some("shotfarm-filters".into()),
+            grant_univeral_access: None,
+        })
+        .await?
+        .result
+        .execution_context_id;
+    let mut params = EvaluateParams::new(script);
+    params.context_id = Some(world);
+    params.return_by_value = Some(true);
+    let answer = page.execute(params).await?.result;
+    let found = match answer.exception_details {
+        Some(_) => serde_json::Value::Null,
+        None => answer.result.value.unwrap_or(serde_json::Value::Null),
+    };
     let strings = |i: usize| -> Vec<String> {
         found
             .get(i)
