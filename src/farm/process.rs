@@ -58,17 +58,26 @@ const BASE_FLAGS: &[&str] = &[
     "--mute-audio",
     "--force-color-profile=srgb",
     "--font-render-hinting=none",
+    // With `site-per-process` and `IsolateOrigins` below: a cross-site frame renders in its
+    // page's own renderer, so the page's DevTools session sees (and the capture's Fetch
+    // interception judges) its requests: blocking, the filter lists and the html origin apply
+    // to frames too. New-headless Chromium otherwise puts such a frame in a process of its own,
+    // out of the session's reach; the headless shell already runs this way. What shares a
+    // renderer is one capture's page and its frames, in a browser context of their own.
+    "--disable-site-isolation-trials",
 ];
 
 /// Features every browser runs without: background fetches a closed network refuses at every
-/// start (translation, optimization hints, media-router discovery) and `Accept-CH` restarts of a
-/// navigation.
+/// start (translation, optimization hints, media-router discovery), `Accept-CH` restarts of a
+/// navigation, and out-of-process frames (see `--disable-site-isolation-trials`).
 const DISABLED_FEATURES: &[&str] = &[
     "Translate",
     "MediaRouter",
     "DialMediaRouteProvider",
     "OptimizationHints",
     "AcceptCHFrame",
+    "site-per-process",
+    "IsolateOrigins",
 ];
 
 const DISABLE_FEATURES: &str = "--disable-features=";

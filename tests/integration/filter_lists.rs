@@ -30,6 +30,8 @@ const HOUSE_PAGE: &str = r#"<!doctype html><html><body style="margin:0;backgroun
 /// The news site's own name. Served on loopback as `127.0.0.1` it would get no generic element
 /// hiding at all: EasyList turns it off for local addresses (`@@://127.0.0.1$generichide`).
 const SITE_HOST: &str = "news.example";
+/// Another site, framed by the news site's `/framed` page.
+const FRAME_HOST: &str = "frames.example";
 
 /// A daemon whose egress pins the site's, the ad and the tracker hosts to loopback, with the
 /// operator's own consent list added.
@@ -41,7 +43,11 @@ fn daemon() -> &'static Daemon {
             std::fs::write(own.path(), OWN_LIST).expect("write the list");
             let path = own.path().to_path_buf();
             let daemon = Daemon::start(move |c| {
-                for host in AD_HOSTS.iter().chain(TRACKER_HOSTS).chain([&SITE_HOST]) {
+                for host in AD_HOSTS
+                    .iter()
+                    .chain(TRACKER_HOSTS)
+                    .chain([&SITE_HOST, &FRAME_HOST])
+                {
                     c.egress
                         .hosts
                         .insert(host.to_string(), "127.0.0.1".parse().expect("ip"));
@@ -71,6 +77,21 @@ fn site() -> (String, Log) {
                 let (body, kind) = match path.as_str() {
                     "/news" => (news_page(port), "text/html"),
                     "/house" => (HOUSE_PAGE.to_string(), "text/html"),
+                    "/framed" => (
+                        format!(
+                            "<!doctype html><html><body><iframe src=\"http://{FRAME_HOST}:{port}/inner\" \
+                             width=600 height=300></iframe><div id=done></div></body></html>"
+                        ),
+                        "text/html",
+                    ),
+                    "/inner" => (
+                        format!(
+                            "<!doctype html><html><body><script src=\"http://{}:{port}/ad/tag.js\">\
+                             </script></body></html>",
+                            AD_HOSTS[0]
+                        ),
+                        "text/html",
+                    ),
                     other => {
                         let (body, kind) = news_asset(other);
                         (body.to_string(), kind)
@@ -201,4 +222,23 @@ async fn filter_options_are_booleans() {
         ),
     ])
     .await;
+}
+
+#[tokio::test]
+async fn requests_of_a_cross_site_frame_are_judged_too() {
+    daemon().wait_ready(2).await;
+    // `/framed` on the news site holds a frame of another site (its own renderer under site
+    // isolation), which loads the ad server's tag.
+    let (_, hosts, _) = capture("/framed", "").await;
+    assert!(asked(&hosts, &[FRAME_HOST]), "{hosts:?}");
+    assert!(
+        asked(&hosts, AD_HOSTS),
+        "the frame's ad loads without lists: {hosts:?}"
+    );
+    let (_, hosts, _) = capture("/framed", "&block_ads=true").await;
+    assert!(asked(&hosts, &[FRAME_HOST]), "{hosts:?}");
+    assert!(
+        !asked(&hosts, AD_HOSTS),
+        "the frame's ad request is refused too: {hosts:?}"
+    );
 }
