@@ -41,16 +41,6 @@ impl ContentFilters {
         filters
     }
 
-    /// Engines already built from `config` (tests, tools).
-    pub fn built(config: &FiltersConfig) -> ContentFilters {
-        let (replace, current) = watch::channel(Some(Arc::new(FilterEngines::build(config))));
-        ContentFilters {
-            current,
-            replace: Arc::new(replace),
-            newest: Arc::default(),
-        }
-    }
-
     /// Builds new engines from `config` in the background; captures keep the current ones
     /// until the new ones are ready.
     pub fn rebuild(&self, config: &FiltersConfig) {

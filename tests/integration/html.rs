@@ -6,20 +6,12 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    audited, client_with_key, credits_header, decode, enc, provision, ready_shared, rgb,
+    audited, client_with_key, decode, enc, post_capture, provision, ready_shared, rgb,
 };
 
 /// A POSTed capture: status, credits left, body.
 async fn post(key: &reqwest::Client, options: Value) -> (u16, Option<i64>, Vec<u8>) {
-    let daemon = ready_shared().await;
-    let r = key
-        .post(daemon.url("/api/v1/screenshot"))
-        .json(&options)
-        .send()
-        .await
-        .expect("capture");
-    let (status, credits) = (r.status().as_u16(), credits_header(&r));
-    (status, credits, r.bytes().await.expect("body").to_vec())
+    post_capture(key, &options).await
 }
 
 fn error(body: &[u8]) -> Value {

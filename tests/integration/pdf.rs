@@ -10,8 +10,8 @@ use serde_json::Value;
 use warp::Filter;
 
 use crate::support::{
-    assert_refused_options, audited, client_with_key, credits_header, enc, provision, ready_shared,
-    serve_site,
+    assert_refused_options, audited, client_with_key, credits_header, enc, post_capture, provision,
+    ready_shared, serve_site,
 };
 
 /// A site of documents of `n` pages (`/pages/n`: one forced page break after each of n blocks).
@@ -213,7 +213,6 @@ async fn pdf_options_are_checked_and_image_options_refused_naming_the_field() {
 
 #[tokio::test]
 async fn a_pdf_is_printed_for_print_media_unless_media_says_screen() {
-    let daemon = ready_shared().await;
     let funded = provision(3);
     let key = client_with_key(&funded.key);
     // Three extra pages exist only in print: 4 pages for print media, 1 for screen.
@@ -226,18 +225,9 @@ async fn a_pdf_is_printed_for_print_media_unless_media_says_screen() {
         if let Some(media) = media {
             options["media"] = media.into();
         }
-        let r = key
-            .post(daemon.url("/api/v1/screenshot"))
-            .json(&options)
-            .send()
-            .await
-            .expect("capture");
-        assert_eq!(r.status(), 200, "{media:?}");
-        assert_eq!(
-            pdf_pages(&r.bytes().await.expect("body")).0,
-            want,
-            "{media:?}"
-        );
+        let (status, _, body) = post_capture(&key, &options).await;
+        assert_eq!(status, 200, "{media:?}");
+        assert_eq!(pdf_pages(&body).0, want, "{media:?}");
     }
     let s = audited(&funded.account).await;
     assert_eq!((s.balance.available, s.balance.spent), (0, 3));

@@ -79,6 +79,23 @@ pub async fn captured_once_done(url: &str, options: &str) -> Vec<u8> {
     body.to_vec()
 }
 
+/// A capture POSTed to the shared daemon with `options` as its JSON body: status, credits
+/// left, body.
+pub async fn post_capture(
+    key: &reqwest::Client,
+    options: &serde_json::Value,
+) -> (u16, Option<i64>, Vec<u8>) {
+    let daemon = ready_shared().await;
+    let r = key
+        .post(daemon.url("/api/v1/screenshot"))
+        .json(options)
+        .send()
+        .await
+        .expect("capture");
+    let (status, credits) = (r.status().as_u16(), credits_header(&r));
+    (status, credits, r.bytes().await.expect("body").to_vec())
+}
+
 /// Asserts that each of `cases` (options appended to a capture of `/plain`, and the option the
 /// 400 must name) is refused before any hold, naming that field.
 pub async fn assert_refused_options(cases: &[(String, &str)]) {

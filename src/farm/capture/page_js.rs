@@ -1,8 +1,9 @@
-//! JavaScript in the page: evaluating an expression (its exception as `script_failed`),
-//! waiting for a selector, quoting a string as a literal.
+//! JavaScript in the page: evaluating an expression (its exception as `script_failed`), our own
+//! script in an isolated world, waiting for a selector, quoting a string as a literal.
 
 use std::time::Duration;
 
+use chromiumoxide::cdp::browser_protocol::page::{CreateIsolatedWorldParams, FrameId};
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::Page;
 
@@ -71,6 +72,33 @@ pub(super) async fn evaluate_as(
         return Err(CaptureError::ScriptFailed(first_line).into());
     }
     Ok(result.result.value.unwrap_or(serde_json::Value::Null))
+}
+
+/// Evaluates `expression` (our own script, never a customer's) in an isolated world of `frame`:
+/// it sees the page's DOM but none of the page's JavaScript, which can neither change what it
+/// reads nor make it fail. `None` when it threw anyway.
+pub(super) async fn evaluate_isolated(
+    page: &Page,
+    frame: &FrameId,
+    expression: String,
+) -> Result<Option<serde_json::Value>> {
+    let world = page
+        .execute(CreateIsolatedWorldParams {
+            frame_id: frame.clone(),
+            world_name: Some("shotfarm".into()),
+            grant_univeral_access: None,
+        })
+        .await?
+        .result
+        .execution_context_id;
+    let mut params = EvaluateParams::new(expression);
+    params.context_id = Some(world);
+    params.return_by_value = Some(true);
+    let answer = page.execute(params).await?.result;
+    Ok(match answer.exception_details {
+        Some(_) => None,
+        None => Some(answer.result.value.unwrap_or(serde_json::Value::Null)),
+    })
 }
 
 /// A string as a JavaScript literal.

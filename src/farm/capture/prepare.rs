@@ -2,12 +2,11 @@
 //! `wait_for_function`, scrolling to load lazy content, clicking (`click`), hiding selectors and
 //! adding CSS, running the customer's script, scrolling an element into view (`scroll_to`).
 
-use chromiumoxide::cdp::browser_protocol::page::{CreateIsolatedWorldParams, FrameId};
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::cdp::browser_protocol::page::FrameId;
 use chromiumoxide::Page;
 
 use super::navigate::ensure_not_error_page;
-use super::page_js::{evaluate, evaluate_as, js_string, wait_for_element};
+use super::page_js::{evaluate, evaluate_as, evaluate_isolated, js_string, wait_for_element};
 use super::page_moves::{navigated_away, settle_after_navigation, PageMoves};
 use super::{Failure, Result, SELECTOR_REPORT_RESERVE};
 use crate::content_filters::{FilterEngines, MAX_NAMES};
@@ -182,8 +181,7 @@ const MAX_NAME_CHARS: usize = 128;
 
 /// The filter lists' element hiding for this page: the rules for its site, and the generic
 /// rules for the class names and ids its elements carry. Read in one evaluation, bounded, in an
-/// isolated world (the page's own script cannot change what the read sees or returns, nor make
-/// it fail); a read that fails anyway hides by the site's rules alone.
+/// isolated world; a read that fails anyway hides by the site's rules alone.
 async fn hiding_css(
     page: &Page,
     spec: &CaptureSpec,
@@ -204,23 +202,9 @@ async fn hiding_css(
         max = MAX_NAMES,
         chars = MAX_NAME_CHARS,
     );
-    let world = page
-        .execute(CreateIsolatedWorldParams {
-            frame_id: main.clone(),
-            world_name: Some("shotfarm-filters".into()),
-            grant_univeral_access: None,
-        })
+    let found = evaluate_isolated(page, main, script)
         .await?
-        .result
-        .execution_context_id;
-    let mut params = EvaluateParams::new(script);
-    params.context_id = Some(world);
-    params.return_by_value = Some(true);
-    let answer = page.execute(params).await?.result;
-    let found = match answer.exception_details {
-        Some(_) => serde_json::Value::Null,
-        None => answer.result.value.unwrap_or(serde_json::Value::Null),
-    };
+        .unwrap_or(serde_json::Value::Null);
     let strings = |i: usize| -> Vec<String> {
         found
             .get(i)
