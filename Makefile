@@ -33,12 +33,16 @@ RUN_FLAGS := $(if $(DEMO_EGRESS),--allow-egress '$(DEMO_EGRESS)') $(if $(filter-
 	$(if $(LISTEN),--listen '$(LISTEN)') \
 	$(if $(METRICS),--metrics-listen '$(METRICS)')
 
-.PHONY: all deps build run test fmt-check clippy unit bench bench-fleet bench-isolation soak fuzz check-config clean-var
+.PHONY: all deps deps-test build run test fmt-check clippy unit bench bench-fleet bench-isolation soak fuzz check-config clean-var
 
 all: build
 
 deps:
 	scripts/install-deps.sh
+
+# What `deps` installs, plus what only the tests need (schemathesis, in its own venv).
+deps-test:
+	scripts/install-deps.sh --test
 
 build: deps
 	@# A cold release build compiles every dependency: say so before the wait.
@@ -79,7 +83,7 @@ run: build
 	@echo
 	exec $(BIN) serve --config '$(CONFIG)' $(RUN_FLAGS)
 
-test: deps
+test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)

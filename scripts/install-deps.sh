@@ -6,6 +6,10 @@ set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# `--test`: also what only the test suite needs (the OpenAPI test's schemathesis).
+FOR_TESTS=false
+[[ ${1:-} == --test ]] && FOR_TESTS=true
+
 log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -74,8 +78,8 @@ fi
 
 # The OpenAPI test runs schemathesis (from PyPI) in a venv of its own: Debian's python is
 # externally managed, so pip installs nothing system-wide.
-if /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    log "found python3-venv"
+if ! $FOR_TESTS || /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    $FOR_TESTS && log "found python3-venv"
 else
     missing+=("python3-venv")
     labels+=("python3-venv")
@@ -137,7 +141,9 @@ fi
 # schemathesis, pinned, in its own venv (tests/integration/openapi.rs runs it from there).
 SCHEMATHESIS_VERSION=4.32.5
 SCHEMATHESIS_VENV=/opt/shotfarm-schemathesis
-if [[ -x $SCHEMATHESIS_VENV/bin/schemathesis ]] \
+if ! $FOR_TESTS; then
+    :
+elif [[ -x $SCHEMATHESIS_VENV/bin/schemathesis ]] \
     && [[ $("$SCHEMATHESIS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null) == "$SCHEMATHESIS_VERSION" ]]; then
     log "found schemathesis $SCHEMATHESIS_VERSION: $SCHEMATHESIS_VENV/bin/schemathesis"
 else

@@ -27,7 +27,7 @@ fn schemathesis() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(INSTALLED));
     assert!(
         tool.is_file(),
-        "schemathesis is missing ({}): run scripts/install-deps.sh, which installs it into \
+        "schemathesis is missing ({}): run `make test` (scripts/install-deps.sh --test), which installs it into \
          /opt/shotfarm-schemathesis, or set SHOTFARM_SCHEMATHESIS to its path",
         tool.display()
     );
