@@ -150,6 +150,17 @@ where
         metrics.clone(),
     )
     .map_err(anyhow::Error::msg)?;
+    // The capture cache's directory, scanned once (blocking) before the API takes requests.
+    let cache = if config.cache.enabled {
+        let (settings, metrics) = (config.cache.clone(), metrics.clone());
+        Some(
+            tokio::task::spawn_blocking(move || crate::cache::Cache::open(&settings, metrics))
+                .await
+                .context("opening the capture cache")??,
+        )
+    } else {
+        None
+    };
     let live = crate::live::Live::new((*config).clone());
     let payments = Arc::new(Payments::on_live(live.clone()).map_err(anyhow::Error::msg)?);
     let state = ApiState {
@@ -161,6 +172,7 @@ where
         config: live.clone(),
         payments: payments.clone(),
         notifier,
+        cache,
     };
     let reloader = tokio::spawn(crate::reload::on_sighup(live, filters));
 

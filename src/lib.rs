@@ -22,6 +22,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub(crate) mod content_filters;
 pub mod egress;

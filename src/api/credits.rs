@@ -145,38 +145,38 @@ fn days(query: &str) -> Result<i64, ApiError> {
     Ok(days)
 }
 
-/// `GET /api/v1/credits/usage?days=30`: captures charged per UTC day, oldest first, every day
-/// present (0 when none), and their total.
+/// `GET /api/v1/credits/usage?days=30`: captures charged and captures answered free from the
+/// cache per UTC day, oldest first, every day present (0 when none), and their totals.
 async fn usage(state: ApiState, headers: HeaderMap, query: String) -> Result<Response, ApiError> {
     let who = authenticate(&state, &headers, Allow::KeyOrSession).await?;
     let days = days(&query)?;
     let today = time::OffsetDateTime::now_utc().date();
     let dates: Vec<String> = (0..days)
         .rev()
-        .map(|back| {
-            let day = today - time::Duration::days(back);
-            format!(
-                "{:04}-{:02}-{:02}",
-                day.year(),
-                u8::from(day.month()),
-                day.day()
-            )
-        })
+        .map(|back| crate::timestamps::utc_date(today - time::Duration::days(back)))
         .collect();
     let counts = state
         .ledger
         .usage_by_day(&who.account, &dates)
         .await
         .map_err(ledger_unavailable)?;
+    let hits = state
+        .ledger
+        .cache_hits_by_day(&who.account, &dates)
+        .await
+        .map_err(ledger_unavailable)?;
     let total: i64 = counts.iter().sum();
+    let total_hits: i64 = hits.iter().sum();
     let entries: Vec<_> = dates
         .iter()
-        .zip(&counts)
-        .map(|(date, captures)| serde_json::json!({ "date": date, "captures": captures }))
+        .zip(counts.iter().zip(&hits))
+        .map(|(date, (captures, hits))| {
+            serde_json::json!({ "date": date, "captures": captures, "cacheHits": hits })
+        })
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "days": entries, "total": total }),
+        &serde_json::json!({ "days": entries, "total": total, "totalCacheHits": total_hits }),
     ))
 }
 

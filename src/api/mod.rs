@@ -20,6 +20,7 @@
 pub(crate) mod auth;
 pub(crate) mod auto_topup;
 pub(crate) mod billing;
+pub(crate) mod cached;
 pub(crate) mod credits;
 pub(crate) mod csrf;
 pub(crate) mod dashboard;

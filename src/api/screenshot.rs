@@ -1,6 +1,7 @@
 //! `GET /api/v1/screenshot?url=…` and `POST /api/v1/screenshot` (JSON body, same names).
-//! Path of one request: authenticate → validate → hold one credit (`ledger::Hold`) → job with
-//! deadline → farm → commit the hold (image) or release it (error). `x-credits-remaining` reports the balance after
+//! Path of one request: authenticate → validate → (cached: a live entry answers, free) → hold
+//! one credit (`ledger::Hold`) → job with deadline → farm → commit the hold (image; cached:
+//! the charged image fills the entry) or release it (error). `x-credits-remaining` reports the balance after
 //! the request settled.
 
 use crate::telemetry::events::{register_captures, CaptureFailed, CaptureSucceeded, InternalEvent};
@@ -16,6 +17,7 @@ use warp::Filter;
 
 use super::auth::{authenticate, Allow};
 use super::billing;
+use super::cached;
 use super::errors::{ledger_unavailable, ApiError};
 use super::json::limited_body;
 use super::options::{self, ResponseType};
@@ -163,6 +165,17 @@ async fn capture(
         .map_err(|e| (ApiError::invalid(e), None))?;
     let deadline = received + request.timeout;
     let response_type = request.response_type;
+    // A hit is answered before anything is held or fetched: it costs nothing.
+    let cached = cached::plan(state, &who.account, &request).map_err(no_credits)?;
+    if let Some(c) = &cached {
+        if let Some(entry) = c.cache.lookup(&c.key).await {
+            if let Err(e) = state.ledger.record_cache_hit(&who.account).await {
+                tracing::warn!("cache hit not counted: {e}");
+            }
+            tracing::info!("answered from the cache, not charged");
+            return Ok((cached::hit(entry, response_type, received, id), None));
+        }
+    }
     // Supplied markup has no URL to check: the capture serves it inside the browser, and
     // everything it loads goes through the egress proxy like any page's requests.
     let checked = match request.spec.html {
@@ -232,7 +245,11 @@ async fn capture(
 
     match run_capture(state, id, request.spec, deadline).await {
         Ok(output) => {
+            let entry = cached.as_ref().map(|c| cached::entry(&output, c, id));
             let (mut response, body) = success(output, response_type, received.elapsed(), id);
+            if let Some(c) = &cached {
+                cached::miss(&mut response, c.ttl);
+            }
             let result = idempotency.as_ref().and_then(|_| {
                 billing::to_stored(
                     &response,
@@ -243,6 +260,10 @@ async fn capture(
             let result_ttl = Duration::from_secs(state.config.get().ledger.idempotency_ttl_secs);
             let held_at = hold.available();
             let settled = hold.commit(result, result_ttl).await;
+            // Only a charged capture fills an entry: every hit is backed by one charge.
+            if let (Some(c), Some(entry), Settled::Charged { .. }) = (&cached, entry, &settled) {
+                c.cache.store(&c.key, entry).await;
+            }
             if let Settled::Charged {
                 available,
                 low: true,
@@ -365,7 +386,7 @@ async fn run_capture(
     outcome
 }
 
-fn success(
+pub(super) fn success(
     output: CaptureOutput,
     response_type: ResponseType,
     total: Duration,

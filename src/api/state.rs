@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::accounts::Accounts;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::farm::Farm;
@@ -26,6 +27,8 @@ pub struct ApiState {
     pub config: Live<Config>,
     pub payments: Arc<Payments>,
     pub notifier: Notifier,
+    /// The capture cache; `None` when `cache.enabled` was off at start.
+    pub cache: Option<Cache>,
 }
 
 impl ApiState {

@@ -3,6 +3,7 @@
 //! collected and reported all at once, so an operator fixes a config in one pass.
 
 mod auth;
+mod cache;
 mod capture;
 mod chromium;
 mod credits;
@@ -25,6 +26,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use auth::AuthConfig;
+pub use cache::CacheConfig;
 pub use capture::{CaptureConfig, PngEncoder};
 pub use chromium::{running_as_root, ChromiumConfig, Engine, SandboxMode};
 pub use credits::{CreditsConfig, PackConfig};
@@ -56,6 +58,8 @@ pub struct Config {
     pub farm: FarmConfig,
     /// Defaults and caps of capture options.
     pub capture: CaptureConfig,
+    /// The capture cache (`cache=true`).
+    pub cache: CacheConfig,
     /// Holds, the sweeper and idempotency of the credit ledger.
     pub ledger: LedgerConfig,
     /// Accounts, sessions and sign-up.

@@ -21,6 +21,10 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("capture.max_script_bytes", 1, None),
     ("capture.max_pdf_pages", 1, Some(10_000)),
     ("capture.max_html_bytes", 1, None),
+    ("cache.max_bytes", 65_536, None),
+    ("cache.max_entry_bytes", 1_024, None),
+    ("cache.default_ttl_secs", 1, None),
+    ("cache.max_ttl_secs", 1, Some(31_536_000)),
     ("redis.connect_timeout_ms", 10, None),
     ("redis.response_timeout_ms", 10, None),
     ("ledger.sweep_interval_ms", 10, Some(60_000)),
@@ -161,6 +165,15 @@ impl Config {
         check(
             !packs.is_empty(),
             "credits.packs: must list at least one pack",
+        );
+        let c = &self.cache;
+        check(
+            c.default_ttl_secs <= c.max_ttl_secs,
+            "cache.default_ttl_secs: must not exceed cache.max_ttl_secs",
+        );
+        check(
+            c.max_entry_bytes <= c.max_bytes,
+            "cache.max_entry_bytes: must not exceed cache.max_bytes",
         );
         for (setting, path) in self.filters.lists() {
             if let Err(e) = std::fs::File::open(path) {

@@ -232,7 +232,7 @@ impl ResourceKind {
 }
 
 /// What the captured page said about itself, read just before the shot.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PageInfo {
     pub title: String,
     /// Where the page ended up, after redirects and its own navigations.

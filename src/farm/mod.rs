@@ -33,7 +33,9 @@ use crate::content_filters::ContentFilters;
 use crate::telemetry::Metrics;
 use browser::{BrowserActor, BrowserSettings};
 use capture::CaptureSettings;
-pub use job::{CaptureError, CaptureOutput, CaptureResult, CaptureSpec, ImageFormat, Job};
+pub use job::{
+    CaptureError, CaptureOutput, CaptureResult, CaptureSpec, ImageFormat, Job, PageInfo,
+};
 pub use messages::FarmStatus;
 pub use process::Placement;
 use supervisor::Supervisor;

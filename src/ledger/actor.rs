@@ -242,6 +242,22 @@ impl Ledger {
         store::usage_by_day(&mut conn, account, days).await
     }
 
+    /// Cache hits on each of `days` (UTC dates), in order.
+    pub async fn cache_hits_by_day(
+        &self,
+        account: &str,
+        days: &[String],
+    ) -> Result<Vec<i64>, LedgerError> {
+        let mut conn = self.redis.get()?;
+        store::cache_hits_by_day(&mut conn, account, days).await
+    }
+
+    /// Counts a capture answered from the cache today (UTC), at no charge.
+    pub async fn record_cache_hit(&self, account: &str) -> Result<(), LedgerError> {
+        let mut conn = self.redis.get()?;
+        store::record_cache_hit(&mut conn, account, &crate::timestamps::utc_date_today()).await
+    }
+
     pub fn redis(&self) -> &RedisHandle {
         &self.redis
     }

@@ -86,6 +86,12 @@ impl AccountKeys {
         format!("{}usage:{}", self.prefix, self.id)
     }
 
+    /// Hash: UTC day (`YYYY-MM-DD`) → captures answered from the cache that day, free (so
+    /// usage stays explainable: charged captures plus cache hits are every image delivered).
+    pub fn cache_hits_by_day(&self) -> String {
+        format!("{}cache_hits:{}", self.prefix, self.id)
+    }
+
     /// List: the log's entries of one kind other than `usage`, newest first (the same JSON),
     /// so the history can be filtered by type without reading every capture.
     pub fn transactions_of(&self, kind: TxKind) -> String {

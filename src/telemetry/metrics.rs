@@ -64,6 +64,16 @@ pub struct Metrics {
     pub credits_taken_back_total: IntCounterVec,
     /// Captures refused for lack of credits (the contract's 402).
     pub insufficient_credits_total: IntCounter,
+    /// Capture-cache lookups by result (`hit`, `miss`, `expired`).
+    pub cache_lookups_total: IntCounterVec,
+    /// Capture-cache stores by result (`stored`, `too_large`, `failed`).
+    pub cache_stores_total: IntCounterVec,
+    /// Cache entries removed to stay under `cache.max_bytes`.
+    pub cache_evictions_total: IntCounter,
+    /// Bytes the cache's entries take on this host.
+    pub cache_bytes: IntGauge,
+    /// Entries in the cache on this host.
+    pub cache_entries: IntGauge,
     /// 1 while the ledger's Redis answers (set by every ledger operation and readiness check).
     pub redis_up: IntGauge,
     /// 1 while every browser of the fleet is ready (what feeds systemd's watchdog).
@@ -297,6 +307,48 @@ impl Metrics {
         for state in BROWSER_STATES {
             browsers.with_label_values(&[state]).set(0);
         }
+        let cache_lookups_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_cache_lookups_total",
+                "Capture-cache lookups by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let cache_stores_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_cache_stores_total",
+                "Capture-cache stores by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let cache_evictions_total = IntCounter::new(
+            "shotfarm_cache_evictions_total",
+            "Cache entries removed to stay under cache.max_bytes",
+        )
+        .expect("static metric definition");
+        let cache_bytes = IntGauge::new(
+            "shotfarm_cache_bytes",
+            "Bytes the capture cache's entries take on this host",
+        )
+        .expect("static metric definition");
+        let cache_entries = IntGauge::new(
+            "shotfarm_cache_entries",
+            "Entries in the capture cache on this host",
+        )
+        .expect("static metric definition");
+        for collector in [
+            Box::new(cache_lookups_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_stores_total.clone()),
+            Box::new(cache_evictions_total.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(cache_entries.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
         let metrics = Metrics {
             registry,
             build_info: build_info_handle,
@@ -322,6 +374,11 @@ impl Metrics {
             credits_granted_total,
             credits_taken_back_total,
             insufficient_credits_total,
+            cache_lookups_total,
+            cache_stores_total,
+            cache_evictions_total,
+            cache_bytes,
+            cache_entries,
             redis_up,
             fleet_healthy,
         };
@@ -330,6 +387,7 @@ impl Metrics {
         events::EgressRequest::register(&metrics);
         events::WebhookHandled::register(&metrics);
         events::LowBalanceNotification::register(&metrics);
+        events::CacheLookup::register(&metrics);
         metrics
     }
 

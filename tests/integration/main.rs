@@ -2,6 +2,7 @@
 
 mod api;
 mod blocking;
+mod cache;
 mod capture;
 mod chaos;
 mod cluster;

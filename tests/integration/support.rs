@@ -375,6 +375,8 @@ impl Daemon {
         config.server.metrics_listen = "127.0.0.1:0".parse().expect("addr");
         config.server.shutdown_grace_ms = 5_000;
         config.chromium.profile_dir = profiles.path().to_path_buf();
+        // Each daemon its own cache directory (one daemon per directory).
+        config.cache.dir = profiles.path().join("cache");
         config.capture.default_timeout_ms = 20_000;
         config.redis.url = redis_url();
         config.ledger.sweep_interval_ms = 200;

@@ -29,12 +29,23 @@ pub enum ResponseType {
     Json,
 }
 
+/// What a request said about the cache (`cache`, `cache_ttl`, `cache_key`); the server's
+/// `[cache]` settings decide the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheAsk {
+    /// `None`: the server's default (`cache.default_on`).
+    pub wanted: Option<bool>,
+    pub ttl: Option<Duration>,
+    pub key: Option<String>,
+}
+
 /// A validated request.
 #[derive(Debug)]
 pub struct CaptureRequest {
     pub spec: CaptureSpec,
     pub timeout: Duration,
     pub response_type: ResponseType,
+    pub cache: CacheAsk,
 }
 
 #[cfg(test)]

@@ -132,6 +132,11 @@ pub const PDF_LENGTH: &str = "^\\s*[0-9]*\\.?[0-9]+\\s*(mm|cm|in|px)?\\s*$";
 /// PDF page ranges: numbers and ranges, comma-separated.
 pub const PDF_RANGES: &str =
     "^\\s*[0-9]+(\\s*-\\s*[0-9]+)?(\\s*,\\s*[0-9]+(\\s*-\\s*[0-9]+)?)*\\s*$";
+/// A `cache_key`: letters, digits, `.`, `_` and `-`.
+pub const CACHE_KEY: &str = "^[A-Za-z0-9._-]+$";
+/// Longest `cache_ttl` any server accepts (a year); each server caps it lower
+/// (`cache.max_ttl_secs`).
+pub const MAX_CACHE_TTL: u64 = 31_536_000;
 pub const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
 /// An HTTP header name (a token).
 pub const HEADER_NAME: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
@@ -580,6 +585,24 @@ pub const OPTIONS: &[OptionSpec] = &[
         Kind::Boolean,
         D::Bool(false),
         "Capture (and charge) a page whose main document answered an HTTP error; off, it fails free as target_http_error.",
+    ),
+    option(
+        "cache",
+        Kind::Boolean,
+        D::None,
+        "Serve this capture from the cache when the same one (same account, every option that changes the image) was made within its lifetime: a hit is free, answered with x-cache: hit. Default: the server's cache.default_on.",
+    ),
+    option(
+        "cache_ttl",
+        int(1.0, Limit::Fixed(MAX_CACHE_TTL as f64)),
+        D::None,
+        "With cache: how long the entry this capture fills is served, in seconds (default and cap: the server's cache.default_ttl_secs and cache.max_ttl_secs).",
+    ),
+    option(
+        "cache_key",
+        text_matching(64, Some(CACHE_KEY)),
+        D::None,
+        "With cache: your own tag of the entry; another value, another entry (a way to refresh one).",
     ),
     option(
         "response_type",

@@ -10,7 +10,7 @@ use super::devices;
 use super::pdf;
 use super::reader::Reader;
 use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_SELECTOR, MAX_URL};
-use super::{CaptureRequest, ResponseType};
+use super::{CacheAsk, CaptureRequest, ResponseType};
 use crate::api::errors::FieldError;
 use crate::config::CaptureConfig;
 use crate::content_filters::Wanted;
@@ -255,6 +255,33 @@ pub(super) fn read(
             ResponseType::Binary
         }
     };
+    let cache = r.bool("cache");
+    let cache_ttl = r.uint("cache_ttl").map(Duration::from_secs);
+    let cache_key = r.string("cache_key").and_then(|k| {
+        let ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        r.check(
+            "cache_key",
+            if ok {
+                Ok(k)
+            } else {
+                Err("must be 1 to 64 letters, digits, '.', '_' or '-'".to_string())
+            },
+        )
+    });
+    if cache == Some(false) && (cache_ttl.is_some() || cache_key.is_some()) {
+        let field = if cache_ttl.is_some() {
+            "cache_ttl"
+        } else {
+            "cache_key"
+        };
+        r.error(
+            field,
+            "applies only when the capture is cached (cache=true)",
+        );
+    }
     let unknown: Vec<String> = r.map.keys().cloned().collect();
     for key in unknown {
         r.error(&key, "is not a known option");
@@ -306,6 +333,11 @@ pub(super) fn read(
             },
             timeout: Duration::from_millis(timeout),
             response_type,
+            cache: CacheAsk {
+                wanted: cache,
+                ttl: cache_ttl,
+                key: cache_key,
+            },
         }),
         _ => Err(std::mem::take(&mut r.errors)),
     }

@@ -133,6 +133,39 @@ pub async fn usage_by_day<C: ConnectionLike>(
     Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
 }
 
+/// Cache hits on each of `days` (UTC, `YYYY-MM-DD`), in the same order.
+pub async fn cache_hits_by_day<C: ConnectionLike>(
+    conn: &mut C,
+    account: &str,
+    days: &[String],
+) -> Result<Vec<i64>, LedgerError> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counts: Vec<Option<i64>> = redis::cmd("HMGET")
+        .arg(AccountKeys::new(account).cache_hits_by_day())
+        .arg(days)
+        .query_async(conn)
+        .await?;
+    Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// Counts one cache hit of `account` on `day` (UTC, `YYYY-MM-DD`). Not a credit mutation (a
+/// hit moves no credit), so it is one command, not a script through the ledger actor.
+pub async fn record_cache_hit<C: ConnectionLike>(
+    conn: &mut C,
+    account: &str,
+    day: &str,
+) -> Result<(), LedgerError> {
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(AccountKeys::new(account).cache_hits_by_day())
+        .arg(day)
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
 /// The JSON a script writes to the log. Numbers come from Lua's cjson as floats.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

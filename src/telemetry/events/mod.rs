@@ -8,6 +8,7 @@
 //! implement [`Label`] themselves; this module stays below them and names none of their types.
 
 mod browser;
+mod cache;
 mod capture;
 mod connection;
 mod egress;
@@ -16,6 +17,7 @@ mod notification;
 mod webhook;
 
 pub use browser::BrowserRestarted;
+pub use cache::{CacheEvicted, CacheLookup, CacheStore, LookupResult, StoreResult};
 pub use capture::{register_captures, CaptureFailed, CaptureSucceeded};
 pub use connection::ConnectionClosed;
 pub use egress::{EgressKind, EgressOutcome, EgressRequest};

@@ -1,0 +1,195 @@
+//! The capture cache: a capture asked for again within its lifetime (`cache=true`) is answered
+//! from here, free; the capture that filled the entry was charged once.
+//!
+//! - [`key`]: what an entry is keyed by (the account and every option that changes the image).
+//! - [`disk`]: the entries on this host's disk, bounded in bytes, least recently used first
+//!   out, safe across restarts.
+//!
+//! Invariant: an entry is stored only after its capture was charged ([`Cache::store`] is called
+//! after a commit that charged), so every hit is backed by exactly one charge.
+
+pub mod disk;
+pub mod key;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::CacheConfig;
+use crate::farm::{CaptureOutput, PageInfo};
+use crate::telemetry::events::{
+    CacheEvicted, CacheLookup, CacheStore, InternalEvent, LookupResult, StoreResult,
+};
+use crate::telemetry::Metrics;
+use crate::timestamps::now_ms;
+
+pub use disk::DiskCache;
+pub use key::CacheKey;
+
+/// What is kept beside an entry's image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EntryMeta {
+    /// `png`, `jpeg`, `webp` or `pdf`.
+    pub format: String,
+    pub width: u32,
+    pub height: u32,
+    pub truncated: bool,
+    #[serde(default)]
+    pub page: Option<PageInfo>,
+    /// When the capture was made and when the entry stops being served (ms since the epoch).
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// The request whose capture filled the entry (and was charged for it).
+    pub request_id: String,
+}
+
+/// A cached capture.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub meta: EntryMeta,
+    pub image: Bytes,
+}
+
+impl Entry {
+    /// The entry of a capture made now, served for `ttl`.
+    pub fn of(output: &CaptureOutput, ttl: Duration, request_id: &str) -> Entry {
+        let created_ms = now_ms();
+        Entry {
+            meta: EntryMeta {
+                format: output.format.as_str().to_string(),
+                width: output.width,
+                height: output.height,
+                truncated: output.truncated,
+                page: output.page.clone(),
+                created_ms,
+                expires_ms: created_ms
+                    .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+                request_id: request_id.to_string(),
+            },
+            image: output.image.clone(),
+        }
+    }
+}
+
+/// The cache of one daemon (cheap to clone).
+#[derive(Clone)]
+pub struct Cache {
+    disk: DiskCache,
+    max_entry_bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// Opens the configured directory (`cache.dir`): blocking, at start.
+    pub fn open(config: &CacheConfig, metrics: Arc<Metrics>) -> anyhow::Result<Cache> {
+        let dir = config.directory();
+        let (disk, usage) = DiskCache::open(&dir, config.max_bytes)
+            .map_err(|e| anyhow::anyhow!("cache.dir: cannot use {}: {e}", dir.display()))?;
+        CacheEvicted {
+            entries: usage.evicted,
+            total_bytes: usage.bytes,
+            total_entries: usage.entries,
+        }
+        .emit(&metrics);
+        tracing::info!(dir = %dir.display(), entries = usage.entries, bytes = usage.bytes, "capture cache opened");
+        Ok(Cache {
+            disk,
+            max_entry_bytes: config.max_entry_bytes,
+            metrics,
+        })
+    }
+
+    /// The live entry for `key`, if any. An expired one is removed and is a miss.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Entry> {
+        let disk = self.disk.clone();
+        let owned = key.clone();
+        let read = tokio::task::spawn_blocking(move || disk.read(&owned))
+            .await
+            .ok()
+            .flatten();
+        let entry = read.and_then(|(meta, image)| match serde_json::from_slice(&meta) {
+            Ok(meta) => Some(Entry { meta, image }),
+            Err(e) => {
+                tracing::warn!("cache entry {} has bad metadata: {e}", key.as_str());
+                None
+            }
+        });
+        let result = match &entry {
+            None => LookupResult::Miss,
+            Some(e) if e.meta.expires_ms <= now_ms() => LookupResult::Expired,
+            Some(_) => LookupResult::Hit,
+        };
+        CacheLookup { result }.emit(&self.metrics);
+        match result {
+            LookupResult::Hit => entry,
+            LookupResult::Expired => {
+                self.remove(key).await;
+                None
+            }
+            LookupResult::Miss => None,
+        }
+    }
+
+    /// Removes an entry (expired, or not to be served).
+    pub async fn remove(&self, key: &CacheKey) {
+        let disk = self.disk.clone();
+        let key = key.clone();
+        let _ = tokio::task::spawn_blocking(move || disk.remove(&key)).await;
+    }
+
+    /// Keeps a charged capture. A failure (a full disk) is logged and counted; the capture was
+    /// answered anyway.
+    pub async fn store(&self, key: &CacheKey, entry: Entry) {
+        let bytes = entry.image.len();
+        if bytes as u64 > self.max_entry_bytes {
+            CacheStore {
+                result: StoreResult::TooLarge,
+                bytes,
+                why: "",
+            }
+            .emit(&self.metrics);
+            return;
+        }
+        let meta = match serde_json::to_vec(&entry.meta) {
+            Ok(meta) => meta,
+            Err(e) => {
+                tracing::error!("cache metadata not serializable: {e}");
+                return;
+            }
+        };
+        let disk = self.disk.clone();
+        let owned = key.clone();
+        let written =
+            tokio::task::spawn_blocking(move || disk.write(&owned, &meta, &entry.image)).await;
+        match written {
+            Ok(Ok(usage)) => {
+                CacheStore {
+                    result: StoreResult::Stored,
+                    bytes,
+                    why: "",
+                }
+                .emit(&self.metrics);
+                CacheEvicted {
+                    entries: usage.evicted,
+                    total_bytes: usage.bytes,
+                    total_entries: usage.entries,
+                }
+                .emit(&self.metrics);
+            }
+            Ok(Err(e)) => CacheStore {
+                result: StoreResult::Failed,
+                bytes,
+                why: &e.to_string(),
+            }
+            .emit(&self.metrics),
+            Err(e) => CacheStore {
+                result: StoreResult::Failed,
+                bytes,
+                why: &e.to_string(),
+            }
+            .emit(&self.metrics),
+        }
+    }
+}
