@@ -10,7 +10,7 @@ use warp::reply::Response;
 use super::errors::{ApiError, FieldError};
 use super::options::{CaptureRequest, ResponseType};
 use super::ApiState;
-use crate::cache::{Cache, CacheKey, Entry};
+use crate::cache::{Cache, CacheKey, Claim, Entry, FillGuard};
 use crate::farm::{CaptureOutput, ImageFormat};
 use crate::timestamps::now_ms;
 
@@ -69,6 +69,39 @@ pub fn plan(
         config.farm.engine,
     );
     Ok(Some(Cached { cache, key, ttl }))
+}
+
+/// What a lookup found.
+pub enum Found {
+    Hit(Entry),
+    /// Not there: capture it, holding the guard when this request is the one filling it.
+    Miss(Option<FillGuard>),
+}
+
+/// Looks the capture up; when it is being captured by another request of this daemon, waits
+/// for that one (until `deadline`) and looks again. A hit is counted in the account's usage.
+pub async fn look_up(state: &ApiState, account: &str, c: &Cached, deadline: Instant) -> Found {
+    let mut entry = c.cache.lookup(&c.key).await;
+    if entry.is_none() {
+        match c.cache.claim(&c.key) {
+            Claim::Fill(guard) => return Found::Miss(Some(guard)),
+            Claim::Wait(mut done) => {
+                // Err when the filling request ends (its guard dropped): look again either way.
+                let _ = tokio::time::timeout_at(deadline.into(), done.changed()).await;
+                entry = c.cache.lookup(&c.key).await;
+            }
+        }
+    }
+    match entry {
+        Some(entry) => {
+            if let Err(e) = state.ledger.record_cache_hit(account).await {
+                tracing::warn!("cache hit not counted: {e}");
+            }
+            tracing::info!("answered from the cache, not charged");
+            Found::Hit(entry)
+        }
+        None => Found::Miss(None),
+    }
 }
 
 /// The answer of a hit: the stored image (or its JSON form), free, with `x-cache: hit` and

@@ -17,7 +17,7 @@ use warp::Filter;
 
 use super::auth::{authenticate, Allow};
 use super::billing;
-use super::cached;
+use super::cached::{self, Found};
 use super::errors::{ledger_unavailable, ApiError};
 use super::json::limited_body;
 use super::options::{self, ResponseType};
@@ -167,13 +167,14 @@ async fn capture(
     let response_type = request.response_type;
     // A hit is answered before anything is held or fetched: it costs nothing.
     let cached = cached::plan(state, &who.account, &request).map_err(no_credits)?;
+    // Held while this request fills its entry: the same capture asked meanwhile waits for it.
+    let mut _filling = None;
     if let Some(c) = &cached {
-        if let Some(entry) = c.cache.lookup(&c.key).await {
-            if let Err(e) = state.ledger.record_cache_hit(&who.account).await {
-                tracing::warn!("cache hit not counted: {e}");
+        match cached::look_up(state, &who.account, c, deadline).await {
+            Found::Hit(entry) => {
+                return Ok((cached::hit(entry, response_type, received, id), None));
             }
-            tracing::info!("answered from the cache, not charged");
-            return Ok((cached::hit(entry, response_type, received, id), None));
+            Found::Miss(guard) => _filling = guard,
         }
     }
     // Supplied markup has no URL to check: the capture serves it inside the browser, and

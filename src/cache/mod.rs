@@ -5,17 +5,22 @@
 //! - [`disk`]: the entries on this host's disk, bounded in bytes, least recently used first
 //!   out, safe across restarts.
 //!
+//! A burst of one missing capture on one daemon is captured once: the first request claims the
+//! key ([`Cache::claim`]), the others wait for it and are then served from the entry.
+//!
 //! Invariant: an entry is stored only after its capture was charged ([`Cache::store`] is called
 //! after a commit that charged), so every hit is backed by exactly one charge.
 
 pub mod disk;
 pub mod key;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::config::CacheConfig;
 use crate::farm::{CaptureOutput, PageInfo};
@@ -79,6 +84,34 @@ pub struct Cache {
     disk: DiskCache,
     max_entry_bytes: u64,
     metrics: Arc<Metrics>,
+    /// Keys being captured now, each with the channel its waiters watch (closed when the
+    /// capture ends, stored or not).
+    filling: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+}
+
+/// Who captures a missing entry when several requests want it at once.
+pub enum Claim {
+    /// This request captures it; the others wait until the guard is dropped.
+    Fill(FillGuard),
+    /// Another request of this daemon is capturing it: wait for it, then look again.
+    Wait(watch::Receiver<()>),
+}
+
+/// Held by the one request capturing a key; dropping it (the entry stored, or the capture
+/// failed) wakes the waiters.
+pub struct FillGuard {
+    filling: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+    key: CacheKey,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.filling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Cache {
@@ -98,6 +131,23 @@ impl Cache {
             disk,
             max_entry_bytes: config.max_entry_bytes,
             metrics,
+            filling: Arc::default(),
+        })
+    }
+
+    /// Claims the capture of a missing entry: the first request for a key fills it, the ones
+    /// that come while it runs wait for it (so a burst of the same capture is charged once).
+    pub fn claim(&self, key: &CacheKey) -> Claim {
+        let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = filling.get(key) {
+            return Claim::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        filling.insert(key.clone(), rx);
+        Claim::Fill(FillGuard {
+            filling: self.filling.clone(),
+            key: key.clone(),
+            _done: tx,
         })
     }
 

@@ -134,6 +134,25 @@ async fn a_repeat_is_a_free_hit_with_the_same_bytes_and_other_options_miss() {
 }
 
 #[tokio::test]
+async fn a_burst_of_one_capture_is_captured_and_charged_once() {
+    let daemon = ready_shared().await;
+    let funded = provision(10);
+    let key = client_with_key(&funded.key);
+    // A page that answers after 600 ms: the burst arrives while the first capture runs.
+    let q = format!("url={}&cache=true", enc(&page("/slow/600")));
+    let burst: Vec<_> = (0..6).map(|_| get(daemon, &key, &q)).collect();
+    let answers = futures::future::join_all(burst).await;
+    let mut misses = 0;
+    for (status, cache, _, body) in &answers {
+        assert_eq!(*status, 200);
+        assert_eq!(body, &answers[0].3, "every answer is the one image");
+        misses += usize::from(cache.as_deref() == Some("miss"));
+    }
+    assert_eq!(misses, 1, "one capture, five served from it");
+    assert_eq!(audited(&funded.account).await.balance.spent, 1, "charged once");
+}
+
+#[tokio::test]
 async fn an_expired_entry_misses_and_a_failed_capture_fills_nothing() {
     let daemon = ready_shared().await;
     let funded = provision(10);
