@@ -149,7 +149,11 @@ async fn a_burst_of_one_capture_is_captured_and_charged_once() {
         misses += usize::from(cache.as_deref() == Some("miss"));
     }
     assert_eq!(misses, 1, "one capture, five served from it");
-    assert_eq!(audited(&funded.account).await.balance.spent, 1, "charged once");
+    assert_eq!(
+        audited(&funded.account).await.balance.spent,
+        1,
+        "charged once"
+    );
 }
 
 #[tokio::test]

@@ -220,6 +220,10 @@ fn responses(body: bool) -> Value {
         "x-credits-low",
         "x-credits-suggested-pack",
         "idempotent-replayed",
+        "x-cache",
+        "age",
+        "cache-control",
+        "x-cache-filled-by",
     ]);
     ok_headers["x-credits-remaining"]["required"] = json!(true);
     let binary =
@@ -228,7 +232,7 @@ fn responses(body: bool) -> Value {
     r.add(
         "200",
         json!({
-            "description": "The image (`response_type=binary`, the default) in its format's content type, or JSON (`response_type=json`). Charged one credit.",
+            "description": "The image (`response_type=binary`, the default) in its format's content type, or JSON (`response_type=json`). Charged one credit; free when served from the cache (`x-cache: hit`).",
             "headers": ok_headers,
             "content": {
                 "image/png": binary,

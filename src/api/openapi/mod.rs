@@ -130,6 +130,19 @@ pub(super) fn headers(names: &[&str]) -> Value {
                 "idempotent-replayed",
                 text("`true`: the stored response of an earlier request with this Idempotency-Key, not charged again."),
             )],
+            "x-cache" => vec![(
+                "x-cache",
+                text("With `cache`: `hit` (served from the cache, not charged) or `miss` (captured, charged, and kept)."),
+            )],
+            "age" => vec![("age", int("With `x-cache: hit`: seconds since the cached capture was made."))],
+            "cache-control" => vec![(
+                "cache-control",
+                text("`no-store`; with `cache`, `private, max-age=` what is left of the entry's lifetime."),
+            )],
+            "x-cache-filled-by" => vec![(
+                "x-cache-filled-by",
+                text("With `x-cache: hit`: the request id of the charged capture that filled the entry."),
+            )],
             "set-cookie" => vec![(
                 "set-cookie",
                 text("The `session` cookie (HttpOnly, SameSite=Strict)."),

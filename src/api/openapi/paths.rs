@@ -380,17 +380,18 @@ fn paths_insert(add: &mut impl FnMut(&str, &str, Op)) {
     let mut r = Responses::new();
     r.json(
         "200",
-        "Captures charged per UTC day, oldest first, every day present.",
+        "Captures charged, and captures served free from the cache, per UTC day, oldest first, every day present.",
         json!({
             "type": "object",
-            "required": ["days", "total"],
+            "required": ["days", "total", "totalCacheHits"],
             "properties": {
                 "days": {"type": "array", "items": {
                     "type": "object",
-                    "required": ["date", "captures"],
-                    "properties": {"date": {"type": "string", "format": "date"}, "captures": {"type": "integer"}},
+                    "required": ["date", "captures", "cacheHits"],
+                    "properties": {"date": {"type": "string", "format": "date"}, "captures": {"type": "integer"}, "cacheHits": {"type": "integer"}},
                 }},
                 "total": {"type": "integer"},
+                "totalCacheHits": {"type": "integer"},
             },
         }),
         &[],
