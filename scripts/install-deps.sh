@@ -76,6 +76,22 @@ else
     labels+=("python3-requests")
 fi
 
+# The signed-links test makes links with the README's Node and shell (openssl) snippets.
+if $FOR_TESTS; then
+    if command -v node >/dev/null 2>&1; then
+        log "found node: $(command -v node)"
+    else
+        missing+=("--no-install-recommends nodejs")
+        labels+=("nodejs")
+    fi
+    if command -v openssl >/dev/null 2>&1; then
+        log "found openssl: $(command -v openssl)"
+    else
+        missing+=("openssl")
+        labels+=("openssl")
+    fi
+fi
+
 # The OpenAPI test runs schemathesis (from PyPI) in a venv of its own: Debian's python is
 # externally managed, so pip installs nothing system-wide.
 if ! $FOR_TESTS || /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then

@@ -716,13 +716,15 @@ function initKeys() {
   $('#key-form').addEventListener('submit', createKey);
   $('#new-key-copy').addEventListener('click', (event) => copyFrom($('#new-key-secret'), event.currentTarget));
   $('#new-key-dismiss').addEventListener('click', hideNewKey);
+  $('#new-signing-copy').addEventListener('click', (event) => copyFrom($('#new-signing-secret'), event.currentTarget));
+  $('#new-signing-dismiss').addEventListener('click', hideNewSigning);
   $('#keys-table tbody').addEventListener('click', onKeyTableClick);
 }
 
 async function loadKeysPage() {
   hideNewKey();
   const tbody = $('#keys-table tbody');
-  if (!tbody.querySelector('.key-row')) tbody.replaceChildren(messageRow(5, 'Loading keys…'));
+  if (!tbody.querySelector('.key-row')) tbody.replaceChildren(messageRow(6, 'Loading keys…'));
   const data = await api('/api/v1/keys');
   renderKeys(data.keys || []);
 }
@@ -730,25 +732,111 @@ async function loadKeysPage() {
 function hideNewKey() {
   $('#new-key').hidden = true;
   $('#new-key-secret').textContent = '';
+  hideNewSigning();
+}
+
+function hideNewSigning() {
+  $('#new-signing').hidden = true;
+  $('#new-signing-secret').textContent = '';
+  $('#new-signing-key-id').textContent = '';
 }
 
 function renderKeys(keys) {
   const tbody = $('#keys-table tbody');
   if (!keys.length) {
-    tbody.replaceChildren(messageRow(5, 'No API keys yet. Create one above to start calling the API.'));
+    tbody.replaceChildren(messageRow(6, 'No API keys yet. Create one above to start calling the API.'));
     return;
   }
   tbody.replaceChildren(...keys.map(keyRow));
 }
 
 function keyRow(key) {
-  return h('tr', { class: 'key-row', 'data-id': key.id }, [
+  return h('tr', { class: 'key-row', 'data-id': key.id, 'data-signing-since': key.signingSecretCreatedAt || '' }, [
     h('td', { class: 'c-name', text: key.name }),
     h('td', { class: 'c-prefix' }, [h('code', { text: `${key.prefix}…` })]),
     h('td', { class: 'c-created', text: formatDateTime(key.createdAt) }),
     h('td', { class: 'c-used', text: key.lastUsedAt ? formatDateTime(key.lastUsedAt) : 'Never' }),
+    h('td', { class: 'c-signing' }, signingCell(key.name, key.signingSecretCreatedAt)),
     h('td', { class: 'c-actions' }, [revokeButton(key)]),
   ]);
+}
+
+// A key's signing secret (signed image links): since when it has one, and the buttons to make,
+// replace or revoke it. Replacing and revoking end the links signed so far: both ask first.
+function signingCell(name, since) {
+  const state = h('span', { class: 'signing-state', text: since ? `Since ${formatDateTime(since)}` : 'None' });
+  const make = h('button', {
+    type: 'button',
+    class: `btn btn-secondary btn-sm ${since ? 'signing-ask-rotate' : 'signing-make'}`,
+    'aria-label': `${since ? 'Replace' : 'Make'} the signing secret of key ${name}`,
+    text: since ? 'Replace' : 'Make secret',
+  });
+  const parts = [state, make];
+  if (since) {
+    parts.push(h('button', {
+      type: 'button',
+      class: 'btn btn-danger-outline btn-sm signing-ask-revoke',
+      'aria-label': `Revoke the signing secret of key ${name}`,
+      text: 'Revoke secret',
+    }));
+  }
+  return [h('span', { class: 'signing' }, parts)];
+}
+
+function askSigning(row, action) {
+  const question = action === 'rotate' ? 'Replace? Links signed so far stop working.' : 'Revoke? Links signed so far stop working.';
+  const yes = h('button', {
+    type: 'button',
+    class: `btn btn-danger btn-sm ${action === 'rotate' ? 'signing-make' : 'signing-revoke'}`,
+    'aria-label': `Yes, ${action === 'rotate' ? 'replace' : 'revoke'} the signing secret of key ${keyName(row)}`,
+    text: 'Yes',
+  });
+  const no = h('button', { type: 'button', class: 'btn btn-secondary btn-sm signing-cancel', text: 'Cancel' });
+  $('.c-signing', row).replaceChildren(h('span', { class: 'confirm' }, [h('span', { class: 'confirm-text', text: question }), yes, no]));
+  no.focus();
+}
+
+function resetSigning(row, since) {
+  $('.c-signing', row).replaceChildren(...signingCell(keyName(row), since));
+  row.dataset.signingSince = since || '';
+}
+
+async function makeSigningSecret(row, button) {
+  const name = keyName(row);
+  for (const b of $$('button', row)) b.disabled = true;
+  button.textContent = 'Making…';
+  try {
+    const made = await whileBusy(() => api(`/api/v1/keys/${encodeURIComponent(row.dataset.id)}/signing-secret`, { method: 'POST' }));
+    resetSigning(row, made.createdAt);
+    hideNewKey();
+    $('#new-signing-secret').textContent = made.signingSecret;
+    $('#new-signing-key-id').textContent = made.keyId;
+    $('#new-signing').hidden = false;
+    setStatus(`Made a signing secret for key “${name}”. Copy it now: you will not see it again.`, 'ok');
+    $('#new-signing-copy').focus();
+  } catch (err) {
+    showError(err);
+    if (row.isConnected) resetSigning(row, row.dataset.signingSince);
+  } finally {
+    for (const b of $$('button', row)) b.disabled = false;
+  }
+}
+
+async function revokeSigningSecret(row, button) {
+  const name = keyName(row);
+  for (const b of $$('button', row)) b.disabled = true;
+  button.textContent = 'Revoking…';
+  try {
+    await whileBusy(() => api(`/api/v1/keys/${encodeURIComponent(row.dataset.id)}/signing-secret`, { method: 'DELETE' }));
+    resetSigning(row, '');
+    hideNewSigning();
+    setStatus(`Revoked the signing secret of key “${name}”: its signed links no longer work.`, 'ok');
+  } catch (err) {
+    showError(err);
+    if (row.isConnected) resetSigning(row, row.dataset.signingSince);
+  } finally {
+    for (const b of $$('button', row)) b.disabled = false;
+  }
 }
 
 function revokeButton(key) {
@@ -760,7 +848,12 @@ function onKeyTableClick(event) {
   const button = event.target.closest('button');
   const row = button && button.closest('tr.key-row');
   if (!row) return;
-  if (button.classList.contains('key-revoke')) askRevoke(row);
+  if (button.classList.contains('signing-make')) makeSigningSecret(row, button);
+  else if (button.classList.contains('signing-ask-rotate')) askSigning(row, 'rotate');
+  else if (button.classList.contains('signing-ask-revoke')) askSigning(row, 'revoke');
+  else if (button.classList.contains('signing-revoke')) revokeSigningSecret(row, button);
+  else if (button.classList.contains('signing-cancel')) resetSigning(row, row.dataset.signingSince);
+  else if (button.classList.contains('key-revoke')) askRevoke(row);
   else if (button.classList.contains('key-revoke-no')) cancelRevoke(row);
   else if (button.classList.contains('key-revoke-yes')) confirmRevoke(row, button);
 }

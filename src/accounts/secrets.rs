@@ -1,6 +1,7 @@
 //! Random secrets and their stored form. Passwords are hashed with Argon2id (slow on purpose,
 //! on the blocking pool); session tokens and API keys are 256-bit random values, stored as
 //! SHA-256 so a leaked database holds nothing usable, yet found with one lookup per request.
+//! Link-signing secrets are random too, but stored as they are (an HMAC needs its key).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -30,6 +31,14 @@ pub fn new_webhook_secret() -> String {
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
     )
+}
+
+/// Prefix of every link-signing secret (signed image links).
+pub const SIGNING_SECRET_PREFIX: &str = "lsk_";
+
+/// A link-signing secret: `lsk_` + 256 random bits. The HMAC key is this text as it is.
+pub fn new_signing_secret() -> String {
+    format!("{SIGNING_SECRET_PREFIX}{}", random_token())
 }
 
 pub fn new_api_key() -> String {

@@ -6,7 +6,8 @@
 //!   next sign-up for that email.
 //! - A session is `sf:session:<sha256(token)>` → account id, with the session's expiry.
 //! - An API key is `sf:apikey:<sha256(secret)>` → `account|key id`, plus metadata in the
-//!   account's own hash; the secret itself is never stored.
+//!   account's own hash; the secret itself is never stored. A key's link-signing secret is in
+//!   `accounts::signing`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,9 @@ pub struct ApiKeyInfo {
     pub created_ms: i64,
     #[serde(default)]
     pub last_used_ms: Option<i64>,
+    /// Since when the key has a link-signing secret (filled in by the listing, not stored here).
+    #[serde(skip)]
+    pub signing_secret_since_ms: Option<i64>,
     /// SHA-256 of the secret (to delete its lookup entry on revocation).
     #[serde(default)]
     hash: String,
@@ -337,6 +341,7 @@ impl Accounts {
             prefix: secret.chars().take(SHOWN_PREFIX).collect(),
             created_ms: now_ms,
             last_used_ms: None,
+            signing_secret_since_ms: None,
             hash: hash.clone(),
         };
         let meta = serde_json::to_string(&info)
@@ -368,6 +373,11 @@ impl Accounts {
             })
             .collect();
         keys.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+        let since = self.signing_since(account, &ids).await?;
+        for key in &mut keys {
+            key.signing_secret_since_ms = since.get(&key.id).copied();
+        }
         Ok(keys)
     }
 
@@ -379,7 +389,9 @@ impl Accounts {
         let Some(info) = meta.and_then(|m| serde_json::from_str::<ApiKeyInfo>(&m).ok()) else {
             return Ok(false);
         };
-        // The lookup entry goes first: from then on the key authenticates nothing.
+        // Its signing secret and the lookup entry go first: from then on the key authenticates
+        // nothing, by itself or by a signed link.
+        self.drop_signing_secret(key_id).await?;
         let _: () = conn.del(keys::api_key(&info.hash)).await?;
         let _: () = redis::pipe()
             .hdel(k.api_keys(), key_id)
@@ -442,7 +454,7 @@ impl Accounts {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

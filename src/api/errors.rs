@@ -14,6 +14,7 @@ use crate::farm::CaptureError;
 /// ([`CaptureError::CODES`]); the OpenAPI document's `ErrorCode` enum is [`all_codes`]. A test
 /// finds every code the source gives an [`ApiError`] and checks it is listed here.
 pub const API_CODES: &[&str] = &[
+    "ambiguous_credentials",
     "bad_request",
     "cross_site_request",
     "email_taken",
@@ -41,6 +42,7 @@ pub const API_CODES: &[&str] = &[
     "rate_limited",
     "server_busy",
     "session_expired",
+    "signature_expired",
     "signup_disabled",
     "too_many_connections",
     "too_many_in_flight",

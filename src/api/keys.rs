@@ -1,6 +1,8 @@
 //! API keys of the logged-in account: `POST /api/v1/keys` (the secret is shown once),
-//! `GET /api/v1/keys`, `DELETE /api/v1/keys/{id}`. Session only: a leaked API key cannot mint
-//! or revoke keys.
+//! `GET /api/v1/keys`, `DELETE /api/v1/keys/{id}`, and each key's link-signing secret (signed
+//! image links, `api::signed_links`): `POST /api/v1/keys/{id}/signing-secret` (made or replaced,
+//! shown once), `DELETE /api/v1/keys/{id}/signing-secret`. Session only: a leaked API key cannot
+//! mint or revoke keys or signing secrets.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -12,7 +14,7 @@ use super::auth::{authenticate, Allow};
 use super::errors::ApiError;
 use super::json::{iso_time, json_body, json_response, limited_body};
 use super::{with_request_id, ApiState};
-use crate::accounts::ApiKeyInfo;
+use crate::accounts::{AccountError, ApiKeyInfo};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,7 @@ fn key_json(k: &ApiKeyInfo) -> serde_json::Value {
         "prefix": k.prefix,
         "createdAt": iso_time(k.created_ms),
         "lastUsedAt": k.last_used_ms.map(iso_time),
+        "signingSecretCreatedAt": k.signing_secret_since_ms.map(iso_time),
     })
 }
 
@@ -74,6 +77,60 @@ async fn revoke(state: ApiState, headers: HeaderMap, key_id: String) -> Result<R
     Ok(response)
 }
 
+fn no_such_key() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this account has no such API key",
+    )
+}
+
+/// Makes the key's signing secret, or replaces it: links signed with the old one stop working.
+async fn rotate_signing_secret(
+    state: ApiState,
+    headers: HeaderMap,
+    key_id: String,
+) -> Result<Response, ApiError> {
+    let who = authenticate(&state, &headers, Allow::SessionOnly).await?;
+    let made = match state
+        .accounts
+        .rotate_signing_secret(&who.account, &key_id)
+        .await
+    {
+        Err(AccountError::NotFound) => return Err(no_such_key()),
+        other => other?,
+    };
+    tracing::info!(key_id = %key_id, "link-signing secret made");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "keyId": key_id,
+            "signingSecret": made.secret,
+            "createdAt": iso_time(made.created_ms),
+        }),
+    ))
+}
+
+async fn revoke_signing_secret(
+    state: ApiState,
+    headers: HeaderMap,
+    key_id: String,
+) -> Result<Response, ApiError> {
+    let who = authenticate(&state, &headers, Allow::SessionOnly).await?;
+    match state
+        .accounts
+        .revoke_signing_secret(&who.account, &key_id)
+        .await
+    {
+        Err(AccountError::NotFound) => return Err(no_such_key()),
+        other => other?,
+    }
+    tracing::info!(key_id = %key_id, "link-signing secret revoked");
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
 pub fn routes(
     state: ApiState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -94,8 +151,29 @@ pub fn routes(
     let revoke = warp::path!("api" / "v1" / "keys" / String)
         .and(warp::delete())
         .and(with_request_id())
-        .and(with_state)
+        .and(with_state.clone())
         .and(warp::header::headers_cloned())
         .then(|key: String, id: String, s, h| super::answer(id, revoke(s, h, key)));
-    create.or(list).unify().or(revoke).unify()
+    let signing_secret = warp::path!("api" / "v1" / "keys" / String / "signing-secret");
+    let rotate = signing_secret
+        .and(warp::post())
+        .and(with_request_id())
+        .and(with_state.clone())
+        .and(warp::header::headers_cloned())
+        .then(|key: String, id: String, s, h| super::answer(id, rotate_signing_secret(s, h, key)));
+    let unsign = signing_secret
+        .and(warp::delete())
+        .and(with_request_id())
+        .and(with_state)
+        .and(warp::header::headers_cloned())
+        .then(|key: String, id: String, s, h| super::answer(id, revoke_signing_secret(s, h, key)));
+    create
+        .or(list)
+        .unify()
+        .or(revoke)
+        .unify()
+        .or(rotate)
+        .unify()
+        .or(unsign)
+        .unify()
 }

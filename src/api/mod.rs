@@ -5,7 +5,8 @@
 //! - [`billing`]: the credit side of a capture in HTTP: idempotency, 402, replays.
 //! - [`options`]: capture options and their validation.
 //! - [`auth`]: who is calling (API keys, session cookie) and the account routes.
-//! - [`keys`]: API key management.
+//! - [`keys`]: API key management, and each key's link-signing secret.
+//! - [`signed_links`]: captures by a signed link (an HMAC in the query instead of a key).
 //! - [`credits`]: balance, packs and transaction history.
 //! - [`errors`], [`json`]: the JSON error body and status mapping; JSON helpers.
 //! - [`probes`]: `/healthz`, `/readyz` and the Prometheus exporter's routes.
@@ -34,6 +35,7 @@ pub(crate) mod probes;
 pub(crate) mod rate_limit;
 pub(crate) mod screenshot;
 pub(crate) mod server;
+pub(crate) mod signed_links;
 
 mod recovery;
 mod request_id;

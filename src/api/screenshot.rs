@@ -1,7 +1,8 @@
 //! `GET /api/v1/screenshot?url=…` and `POST /api/v1/screenshot` (JSON body, same names).
-//! Path of one request: authenticate → validate → (cached: a live entry answers, free) → hold
-//! one credit (`ledger::Hold`) → job with deadline → farm → commit the hold (image; cached:
-//! the charged image fills the entry) or release it (error). `x-credits-remaining` reports the balance after
+//! Path of one request: authenticate (or check a signed link, `signed_links`) → validate →
+//! (cached: a live entry answers, free) → hold one credit (`ledger::Hold`) → job with deadline
+//! → farm → commit the hold (image; cached: the charged image fills the entry) or release it
+//! (error). `x-credits-remaining` reports the balance after
 //! the request settled.
 
 use crate::telemetry::events::{register_captures, CaptureFailed, CaptureSucceeded, InternalEvent};
@@ -15,13 +16,13 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::auth::{authenticate, Allow};
 use super::billing;
 use super::cached::{self, Found};
 use super::errors::{ledger_unavailable, ApiError};
 use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::rate_limit;
+use super::signed_links::{self, Link};
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
@@ -45,8 +46,8 @@ pub fn routes(
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(with_state.clone())
         .then(|id: String, headers, query: String, state: ApiState| {
-            let options = Ok(options::query_to_map(&query));
-            handle(state, id, headers, options)
+            let (options, link) = signed_links::read(&query);
+            handle(state, id, headers, Ok(options), link)
         });
     let post = warp::path!("api" / "v1" / "screenshot")
         .and(warp::post())
@@ -69,7 +70,7 @@ pub fn routes(
                         format!("the body is not valid JSON: {e}"),
                     )),
                 });
-                handle(state, id, headers, options)
+                handle(state, id, headers, options, None)
             },
         );
     get.or(post).unify()
@@ -80,6 +81,7 @@ async fn handle(
     id: String,
     headers: HeaderMap,
     options: Result<Map<String, Value>, ApiError>,
+    link: Link,
 ) -> Response {
     let span = tracing::info_span!("screenshot", request_id = %id);
     let fallback_id = id.clone();
@@ -88,8 +90,9 @@ async fn handle(
         async move {
             let mut caller = None;
             let mut rate = None;
+            let signed = link.is_some();
             let (response, mut credits) =
-                match capture(&state, &id, &headers, options, &mut caller, &mut rate).await {
+                match capture(&state, &id, &headers, options, link, &mut caller, &mut rate).await {
                     Ok(answer) => answer,
                     Err((error, credits)) => (error.into_response(&id), credits),
                 };
@@ -105,7 +108,12 @@ async fn handle(
                     .flatten()
                     .map(|b| b.available);
             }
-            billing::with_credits(response, credits)
+            let response = billing::with_credits(response, credits);
+            if signed {
+                signed_links::public(response)
+            } else {
+                response
+            }
         }
         .instrument(span),
     );
@@ -132,12 +140,13 @@ async fn capture(
     id: &str,
     headers: &HeaderMap,
     options: Result<Map<String, Value>, ApiError>,
+    link: Link,
     caller: &mut Option<String>,
     rate: &mut Option<RateVerdict>,
 ) -> Result<Answer, (ApiError, Option<i64>)> {
     let received = Instant::now();
     let no_credits = |e: ApiError| (e, None);
-    let who = authenticate(state, headers, Allow::KeyOrSession)
+    let who = signed_links::caller(state, headers, link)
         .await
         .map_err(no_credits)?;
     *caller = Some(who.account.clone());

@@ -152,6 +152,14 @@ pub fn api_key(secret_hash: &str) -> String {
     format!("sf:apikey:{secret_hash}")
 }
 
+/// String: the link-signing secret of one API key (signed image links), JSON
+/// `{account, secret, created_ms}`. Kept as it is, not hashed: checking an HMAC needs the key.
+/// Outside the account's shard (a signed link names only the key), so read and written by
+/// single-key commands.
+pub fn signing_secret(key_id: &str) -> String {
+    format!("sf:signing:{key_id}")
+}
+
 /// String with expiry: SHA-256 of a session token → account id.
 pub fn session(token_hash: &str) -> String {
     format!("sf:session:{token_hash}")

@@ -395,6 +395,82 @@ async fn a_customer_signs_up_captures_buys_and_sees_every_page() {
     assert_eq!(me["email"], email.as_str());
     let account = me["id"].as_str().expect("account id").to_string();
 
+    // The key's signing secret for signed links: made and shown once, then replaced and revoked,
+    // each of those two asked first.
+    let row = "#keys-table tr.key-row";
+    assert_eq!(dash.text(&format!("{row} .signing-state")).await, "None");
+    dash.click(&format!("{row} .signing-make")).await;
+    assert!(
+        dash.until("!document.getElementById('new-signing').hidden")
+            .await,
+        "the signing secret is shown"
+    );
+    let first = dash.text("#new-signing-secret").await;
+    assert!(first.starts_with("lsk_"), "a signing secret: {first:?}");
+    let key_id = dash.text("#new-signing-key-id").await;
+    assert!(key_id.starts_with("key_"), "{key_id:?}");
+    assert!(dash
+        .text(&format!("{row} .signing-state"))
+        .await
+        .starts_with("Since"));
+    dash.shot("keys-signing-secret").await;
+    dash.click(&format!("{row} .signing-ask-rotate")).await;
+    dash.click(&format!("{row} .confirm .signing-make")).await;
+    assert!(
+        dash.until(&format!(
+            "(t => t.startsWith('lsk_') && t !== {})(document.getElementById('new-signing-secret').textContent)",
+            lit(&first)
+        ))
+        .await,
+        "a new secret replaces the first"
+    );
+    let signing = dash.text("#new-signing-secret").await;
+    // The secret shown is the key's: a link it signs checks out (expired, so it costs nothing);
+    // the replaced one's does not.
+    let expired_link = |secret: &str| {
+        use hmac::Mac as _;
+        let part = format!("url={}&key_id={key_id}&expires=1", enc(&page("/plain")));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(part.as_bytes());
+        format!(
+            "{base}/api/v1/screenshot?{part}&signature={}",
+            hex::encode(mac.finalize().into_bytes())
+        )
+    };
+    let code_of = async |url: String| {
+        let (status, body) = json_of(reqwest::get(url).await.expect("link")).await;
+        (
+            status,
+            body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    assert_eq!(
+        code_of(expired_link(&signing)).await,
+        (403, "signature_expired".to_string())
+    );
+    assert_eq!(
+        code_of(expired_link(&first)).await,
+        (403, "invalid_signature".to_string())
+    );
+    dash.click(&format!("{row} .signing-ask-revoke")).await;
+    dash.click(&format!("{row} .signing-revoke")).await;
+    assert!(
+        dash.until(&format!(
+            "document.querySelector({})?.textContent === 'None'",
+            lit(&format!("{row} .signing-state"))
+        ))
+        .await,
+        "the secret is revoked"
+    );
+    assert!(!dash.visible("#new-signing").await);
+    assert_eq!(
+        code_of(expired_link(&signing)).await,
+        (403, "invalid_signature".to_string())
+    );
+
     // The playground captures the fixture page for one credit.
     let fixture = page("/plain");
     dash.nav("playground").await;

@@ -28,5 +28,6 @@ mod pdf;
 mod readme;
 mod redis_server;
 mod service;
+mod signed_links;
 mod snippets;
 mod support;

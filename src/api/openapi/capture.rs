@@ -225,7 +225,8 @@ fn responses(body: bool) -> Value {
         "cache-control",
         "x-cache-filled-by",
     ]);
-    ok_headers["x-credits-remaining"]["required"] = json!(true);
+    ok_headers["x-credits-remaining"]["description"] =
+        json!("The balance after this request settled (not sent on a signed link).");
     let binary =
         json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream"}});
     let mut r = Responses::new();
@@ -243,7 +244,7 @@ fn responses(body: bool) -> Value {
         }),
     );
     let after_auth = &["x-credits-remaining", "x-ratelimit"];
-    r.error("400", "An option is wrong (`invalid_parameter`, naming each field), the body is not a JSON object (`invalid_body`), the URL is refused by the egress policy (`url_not_allowed`), a selector or script the page rejects (`invalid_selector`, `script_error`), or a bad `Idempotency-Key`. Not charged.", after_auth);
+    r.error("400", "An option is wrong (`invalid_parameter`, naming each field), the body is not a JSON object (`invalid_body`), the URL is refused by the egress policy (`url_not_allowed`), a selector or script the page rejects (`invalid_selector`, `script_error`), a bad `Idempotency-Key`, or a signed link's parameters together with an API key header (`ambiguous_credentials`). Not charged.", after_auth);
     r.error(
         "401",
         "No credentials, or a wrong key or expired session.",
@@ -259,7 +260,7 @@ fn responses(body: bool) -> Value {
     );
     r.error(
         "403",
-        "`cross_site_request`: a session-authenticated request from another site.",
+        "`cross_site_request`: a session-authenticated request from another site; or a signed link refused (`invalid_signature`: malformed, misplaced, an unknown or revoked key or secret, a changed parameter; `signature_expired`: past its `expires`). Not charged.",
         &[],
     );
     r.error(
@@ -310,6 +311,7 @@ pub(super) fn path_item(caps: &CaptureConfig) -> Value {
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     });
     let mut get_parameters = query_parameters(caps);
+    get_parameters.extend(signed_link_parameters());
     get_parameters.push(idempotency.clone());
     get_parameters.push(ref_schema_param());
     json!({
@@ -317,8 +319,8 @@ pub(super) fn path_item(caps: &CaptureConfig) -> Value {
             "operationId": "captureGet",
             "tags": ["screenshots"],
             "summary": "Capture a page (options as query parameters)",
-            "description": "Holds one credit while the capture runs; charged only when the image is delivered.",
-            "security": super::key_or_session(),
+            "description": "Holds one credit while the capture runs; charged only when the image is delivered. Instead of credentials, a signed link: `key_id`, `expires` and, last, `signature` — the lower-case hex HMAC-SHA256, keyed by the key's signing secret, of the raw query string as sent up to (not including) `&signature=` (see README, *Signed links*). It is charged and rate-limited as its key; its response carries no `x-credits-*` headers.",
+            "security": signed_or_credentials(),
             "parameters": get_parameters,
             "responses": responses(false),
         },
@@ -336,6 +338,37 @@ pub(super) fn path_item(caps: &CaptureConfig) -> Value {
             "responses": responses(true),
         },
     })
+}
+
+/// A key or session, or none at all: a signed link carries its HMAC in the query instead.
+fn signed_or_credentials() -> Value {
+    let mut security = super::key_or_session();
+    if let Value::Array(alternatives) = &mut security {
+        alternatives.push(json!({}));
+    }
+    security
+}
+
+/// The signed-link parameters of `GET /api/v1/screenshot` (`api::signed_links`): never options.
+fn signed_link_parameters() -> Vec<Value> {
+    let param = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
+    vec![
+        param(
+            "key_id",
+            "Signed link: the id of the API key whose signing secret signed it (as `GET /api/v1/keys` lists it).",
+            json!({"type": "string", "minLength": 1, "maxLength": 64}),
+        ),
+        param(
+            "expires",
+            "Signed link: when it stops working, in Unix seconds.",
+            json!({"type": "integer", "minimum": 0}),
+        ),
+        param(
+            "signature",
+            "Signed link: the last parameter; lower-case hex HMAC-SHA256 of the raw query before `&signature=`.",
+            json!({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+        ),
+    ]
 }
 
 fn ref_schema_param() -> Value {

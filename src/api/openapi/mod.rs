@@ -271,17 +271,26 @@ fn components(config: &Config) -> Value {
     });
     let api_key = json!({
         "type": "object",
-        "required": ["id", "name", "prefix", "createdAt", "lastUsedAt"],
+        "required": ["id", "name", "prefix", "createdAt", "lastUsedAt", "signingSecretCreatedAt"],
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "description": "The key's id: `key_id` of its signed links."},
             "name": {"type": "string"},
             "prefix": {"type": "string"},
             "createdAt": date_time,
             "lastUsedAt": {"type": ["string", "null"], "format": "date-time"},
+            "signingSecretCreatedAt": {"type": ["string", "null"], "format": "date-time", "description": "When the key's link-signing secret was made; `null`: it has none."},
         },
     });
     let mut new_api_key = api_key.clone();
-    new_api_key["required"] = json!(["id", "name", "prefix", "createdAt", "lastUsedAt", "key"]);
+    new_api_key["required"] = json!([
+        "id",
+        "name",
+        "prefix",
+        "createdAt",
+        "lastUsedAt",
+        "signingSecretCreatedAt",
+        "key"
+    ]);
     new_api_key["properties"]["key"] =
         json!({"type": "string", "description": "The secret, shown this once."});
     let tx_types: Vec<&str> = TxKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -368,6 +377,15 @@ fn components(config: &Config) -> Value {
             },
             "ApiKey": api_key,
             "NewApiKey": new_api_key,
+            "SigningSecret": {
+                "type": "object",
+                "required": ["keyId", "signingSecret", "createdAt"],
+                "properties": {
+                    "keyId": {"type": "string"},
+                    "signingSecret": {"type": "string", "description": "`lsk_…`, shown this once: the HMAC-SHA256 key of the key's signed links (its text as it is)."},
+                    "createdAt": date_time,
+                },
+            },
             "Pack": pack,
             "AutoTopup": auto_topup,
             "AutoTopupSettings": auto_topup_settings,
@@ -427,6 +445,30 @@ mod tests {
             );
         }
         assert_eq!(body.as_object().map(Map::len), Some(OPTIONS.len()));
+    }
+
+    #[test]
+    fn the_signed_link_parameters_are_documented_and_are_no_options() {
+        let doc = doc();
+        let get = &doc["paths"]["/api/v1/screenshot"]["get"];
+        for name in crate::api::signed_links::PARAMS {
+            assert!(
+                OPTIONS.iter().all(|o| o.name != name),
+                "`{name}` is a signed link's parameter and cannot be a capture option"
+            );
+            assert!(
+                get["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "query")),
+                "`{name}` is not a query parameter of GET /api/v1/screenshot"
+            );
+        }
+        assert!(
+            get["security"]
+                .as_array()
+                .is_some_and(|s| s.contains(&json!({}))),
+            "a signed link needs no credentials"
+        );
     }
 
     #[test]

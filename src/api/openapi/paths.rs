@@ -282,6 +282,53 @@ fn paths_insert(add: &mut impl FnMut(&str, &str, Op)) {
             responses: r,
         },
     );
+    let mut r = Responses::new();
+    r.json(
+        "201",
+        "The key's new link-signing secret, shown this once; it replaces any the key had (links signed with that one stop working).",
+        ref_schema("SigningSecret"),
+        &[],
+    );
+    r.error("404", "`not_found`: this account has no such key.", &[]);
+    authenticated(&mut r, true);
+    add(
+        "/api/v1/keys/{id}/signing-secret",
+        "post",
+        Op {
+            id: "rotateSigningSecret",
+            tag: "keys",
+            summary: "Make or replace an API key's link-signing secret (signed links)",
+            security: session_only(),
+            parameters: vec![
+                json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}),
+            ],
+            body: None,
+            responses: r,
+        },
+    );
+    let mut r = Responses::new();
+    r.empty(
+        "204",
+        "The key has no signing secret now: links signed with it stop working at once.",
+        &[],
+    );
+    r.error("404", "`not_found`: this account has no such key.", &[]);
+    authenticated(&mut r, true);
+    add(
+        "/api/v1/keys/{id}/signing-secret",
+        "delete",
+        Op {
+            id: "revokeSigningSecret",
+            tag: "keys",
+            summary: "Revoke an API key's link-signing secret",
+            security: session_only(),
+            parameters: vec![
+                json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}),
+            ],
+            body: None,
+            responses: r,
+        },
+    );
 
     // Credits.
     let mut r = Responses::new();
