@@ -42,6 +42,7 @@ pub const API_CODES: &[&str] = &[
     "server_busy",
     "session_expired",
     "signup_disabled",
+    "storage_failed",
     "too_many_connections",
     "too_many_in_flight",
     "unauthorized",

@@ -1,6 +1,7 @@
 //! `GET /api/v1/screenshot?url=…` and `POST /api/v1/screenshot` (JSON body, same names).
 //! Path of one request: authenticate → validate → hold one credit (`ledger::Hold`) → job with
-//! deadline → farm → commit the hold (image) or release it (error). `x-credits-remaining` reports the balance after
+//! deadline → farm → (`store=true`: upload, `store_answer`) → commit the hold (image) or release
+//! it (error). `x-credits-remaining` reports the balance after
 //! the request settled.
 
 use crate::telemetry::events::{register_captures, CaptureFailed, CaptureSucceeded, InternalEvent};
@@ -20,6 +21,7 @@ use super::errors::{ledger_unavailable, ApiError};
 use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::rate_limit;
+use super::store_answer;
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
@@ -161,6 +163,9 @@ async fn capture(
     let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
     let request = options::parse(options, &state.config.get().capture)
         .map_err(|e| (ApiError::invalid(e), None))?;
+    if request.store.is_some() {
+        store_answer::storage_for(state).map_err(no_credits)?;
+    }
     let deadline = received + request.timeout;
     let response_type = request.response_type;
     // Supplied markup has no URL to check: the capture serves it inside the browser, and
@@ -232,7 +237,17 @@ async fn capture(
 
     match run_capture(state, id, request.spec, deadline).await {
         Ok(output) => {
-            let (mut response, body) = success(output, response_type, received.elapsed(), id);
+            let (mut response, body) = match &request.store {
+                None => success(output, response_type, received.elapsed(), id),
+                // Uploaded by the deadline, or the hold is released: charged only once stored.
+                Some(store) => {
+                    let until = deadline + ANSWER_SLACK;
+                    match store_answer::store(state, &who.account, store, output, until, id).await {
+                        Ok(stored) => stored,
+                        Err(e) => return Err((e, hold.release().await)),
+                    }
+                }
+            };
             let result = idempotency.as_ref().and_then(|_| {
                 billing::to_stored(
                     &response,

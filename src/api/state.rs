@@ -12,6 +12,7 @@ use crate::limits::RateLimiter;
 use crate::live::Live;
 use crate::notifications::Notifier;
 use crate::payments::Payments;
+use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
 /// What every handler may use.
@@ -26,6 +27,8 @@ pub struct ApiState {
     pub config: Live<Config>,
     pub payments: Arc<Payments>,
     pub notifier: Notifier,
+    /// The bucket of `store=true` captures; `None` when `[storage]` names none.
+    pub storage: Option<Storage>,
 }
 
 impl ApiState {

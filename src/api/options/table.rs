@@ -10,9 +10,9 @@ use super::devices;
 use super::pdf;
 use super::reader::Reader;
 use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_SELECTOR, MAX_URL};
-use super::{CaptureRequest, ResponseType};
+use super::{CaptureRequest, ResponseType, StoreRequest};
 use crate::api::errors::FieldError;
-use crate::config::CaptureConfig;
+use crate::config::{is_object_name, CaptureConfig};
 use crate::content_filters::Wanted;
 use crate::farm::job::{
     Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil, HTML_DOCUMENT_URL,
@@ -255,6 +255,7 @@ pub(super) fn read(
             ResponseType::Binary
         }
     };
+    let store = read_store(r);
     let unknown: Vec<String> = r.map.keys().cloned().collect();
     for key in unknown {
         r.error(&key, "is not a known option");
@@ -306,6 +307,7 @@ pub(super) fn read(
             },
             timeout: Duration::from_millis(timeout),
             response_type,
+            store,
         }),
         _ => Err(std::mem::take(&mut r.errors)),
     }
@@ -405,6 +407,23 @@ fn check_locale(locale: &str) -> Result<(), String> {
     } else {
         Err("must be a BCP 47 language tag, such as en-US or de-DE".into())
     }
+}
+
+/// `store` and `store_path`: upload the capture instead of answering it (whether this server
+/// has storage is the route's to say).
+fn read_store(r: &mut Reader) -> Option<StoreRequest> {
+    let store = r.bool("store").unwrap_or(false);
+    let path = r.string("store_path");
+    match &path {
+        Some(p) if !is_object_name(p) => r.error(
+            "store_path",
+            "must be a relative object name of at most 512 bytes: segments of letters, digits, \
+             `_` and `-` with single dots between them, joined by `/` (no `..`, no leading `/`)",
+        ),
+        Some(_) if !store => r.error("store_path", "applies with store=true only"),
+        _ => {}
+    }
+    store.then_some(StoreRequest { path })
 }
 
 /// `clip_x`, `clip_y` (default 0), `clip_width`, `clip_height`: all or none of the size.
