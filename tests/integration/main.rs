@@ -28,4 +28,5 @@ mod readme;
 mod redis_server;
 mod service;
 mod snippets;
+mod storage;
 mod support;
