@@ -40,7 +40,7 @@ all: build
 deps:
 	scripts/install-deps.sh
 
-# What `deps` installs, plus what only the tests need (schemathesis, in its own venv).
+# What `deps` installs, plus what only the tests need (schemathesis and moto, each in its own venv).
 deps-test:
 	scripts/install-deps.sh --test
 

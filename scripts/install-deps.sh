@@ -6,7 +6,8 @@ set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# `--test`: also what only the test suite needs (the OpenAPI test's schemathesis).
+# `--test`: also what only the test suite needs (the OpenAPI test's schemathesis, the storage
+# tests' moto).
 FOR_TESTS=false
 [[ ${1:-} == --test ]] && FOR_TESTS=true
 
@@ -176,6 +177,31 @@ else
     [[ -x $SCHEMATHESIS_VENV/bin/schemathesis ]] \
         || die "the schemathesis install did not produce $SCHEMATHESIS_VENV/bin/schemathesis"
     log "installed schemathesis $SCHEMATHESIS_VERSION"
+fi
+
+# moto in server mode, pinned, in its own venv: the S3-compatible server the object storage tests
+# (tests/integration/storage.rs, through tests/kit's moto fixture) start on a loopback port.
+MOTO_VERSION=5.2.5
+MOTO_VENV=/opt/shotfarm-moto
+if ! $FOR_TESTS; then
+    :
+elif [[ -x $MOTO_VENV/bin/moto_server ]] \
+    && [[ $("$MOTO_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null) == "$MOTO_VERSION" ]]; then
+    log "found moto $MOTO_VERSION: $MOTO_VENV/bin/moto_server"
+else
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "need root to install moto into $MOTO_VENV"
+        SUDO=(sudo -n)
+    else
+        SUDO=()
+    fi
+    log "installing moto[server] $MOTO_VERSION into $MOTO_VENV (from PyPI)"
+    "${SUDO[@]}" /usr/bin/python3 -m venv "$MOTO_VENV"
+    "${SUDO[@]}" "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check \
+        "moto[server]==$MOTO_VERSION" </dev/null >/dev/null
+    [[ -x $MOTO_VENV/bin/moto_server ]] \
+        || die "the moto install did not produce $MOTO_VENV/bin/moto_server"
+    log "installed moto $MOTO_VERSION"
 fi
 
 if command -v cargo >/dev/null 2>&1; then

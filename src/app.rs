@@ -23,6 +23,7 @@ use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::notifications::Notifier;
 use crate::payments::Payments;
 use crate::service_manager;
+use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
 /// Where the daemon listens, once bound.
@@ -161,6 +162,15 @@ where
     } else {
         None
     };
+    // The bucket of store=true captures (credentials from the environment), when configured.
+    let storage = Storage::from_config(&config.storage).context("[storage]")?;
+    if let Some(storage) = &storage {
+        tracing::info!(
+            bucket = storage.bucket(),
+            prefix = storage.prefix(),
+            "object storage on"
+        );
+    }
     let live = crate::live::Live::new((*config).clone());
     let payments = Arc::new(Payments::on_live(live.clone()).map_err(anyhow::Error::msg)?);
     let state = ApiState {
@@ -173,6 +183,7 @@ where
         payments: payments.clone(),
         notifier,
         cache,
+        storage,
     };
     let reloader = tokio::spawn(crate::reload::on_sighup(live, filters));
 

@@ -15,6 +15,7 @@
 //! - [`reload`]: SIGHUP reloads packs, limits and the log level in place.
 //! - [`live`]: the running configuration, which requests read and a reload replaces.
 //! - [`service_manager`]: what systemd sees: READY, WATCHDOG, STOPPING.
+//! - [`storage`]: objects in the operator's S3-compatible bucket (stored captures).
 //! - [`ops`]: the operator commands (`shotfarm accounts|keys|credits …`).
 //! - [`telemetry`]: logging setup and the Prometheus registry.
 //! - [`timestamps`]: RFC 3339 times as the API and the operator commands print them.
@@ -35,5 +36,6 @@ pub mod ops;
 pub mod payments;
 pub(crate) mod reload;
 pub mod service_manager;
+pub mod storage;
 pub mod telemetry;
 pub(crate) mod timestamps;

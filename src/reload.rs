@@ -1,7 +1,7 @@
 //! Reloading the configuration on SIGHUP (systemd's `ExecReload`). What can change in place
 //! without a restart: the credit packs, the rate limits, the log level and the filter lists
 //! (read again and rebuilt into new engines in the background). Everything else
-//! (listeners, Redis, the fleet, Chromium, egress, payments credentials) is read once at start;
+//! (listeners, Redis, the fleet, Chromium, egress, payments credentials, storage) is read once at start;
 //! a reload that changes it logs which sections need a restart and keeps the running values.
 //! A new configuration that does not validate is refused whole: the running one stays.
 
@@ -49,6 +49,7 @@ fn section_values(c: &Config) -> Vec<(&'static str, serde_json::Value)> {
         ("limits", v(&c.limits)),
         ("payments", v(&c.payments)),
         ("notifications", v(&c.notifications)),
+        ("storage", v(&c.storage)),
     ]
 }
 

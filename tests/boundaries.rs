@@ -2,7 +2,8 @@
 //!
 //! - each outside world's crate is used only in its home: warp (HTTP) in `api`, hyper in `api`
 //!   and the egress proxy, chromiumoxide in `farm`, redis in the stores (`ledger`, `accounts`,
-//!   `limits`), reqwest in `payments` and `notifications`, actix in `farm` and the ledger actor;
+//!   `limits`), reqwest in `payments` and `notifications`, actix in `farm` and the ledger actor,
+//!   object_store in `storage`;
 //! - Redis key names and the hash fields the Lua scripts share (`ledger::keys`) are used only
 //!   by the stores (`ledger`, `accounts`, `limits`);
 //! - `config`, the ground floor, imports nothing of ours;
@@ -23,6 +24,7 @@ const HOMES: &[(&str, &[&str])] = &[
     ("redis", &["ledger/", "accounts/", "limits/"]),
     ("reqwest", &["payments/", "notifications.rs"]),
     ("actix", &["farm/", "ledger/actor.rs"]),
+    ("object_store", &["storage/"]),
 ];
 
 /// Modules of ours that only some places may use: Redis key names (and the hash fields the

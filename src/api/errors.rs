@@ -44,6 +44,7 @@ pub const API_CODES: &[&str] = &[
     "session_expired",
     "signature_expired",
     "signup_disabled",
+    "storage_failed",
     "too_many_connections",
     "too_many_in_flight",
     "unauthorized",

@@ -3,6 +3,7 @@
 //!
 //! - [`screenshot`]: `GET`/`POST /api/v1/screenshot`, each capture a credit hold.
 //! - [`billing`]: the credit side of a capture in HTTP: idempotency, 402, replays.
+//! - [`store_answer`]: `store=true`: the capture uploaded to the bucket, answered by its URL.
 //! - [`options`]: capture options and their validation.
 //! - [`auth`]: who is calling (API keys, session cookie) and the account routes.
 //! - [`keys`]: API key management, and each key's link-signing secret.
@@ -36,6 +37,7 @@ pub(crate) mod rate_limit;
 pub(crate) mod screenshot;
 pub(crate) mod server;
 pub(crate) mod signed_links;
+pub(crate) mod store_answer;
 
 mod recovery;
 mod request_id;

@@ -2,7 +2,8 @@
 //! Path of one request: authenticate (or check a signed link, `signed_links`) → validate →
 //! (cached: a live entry answers, free) → hold one credit (`ledger::Hold`) → job with deadline
 //! → farm → commit the hold (image; cached: the charged image fills the entry) or release it
-//! (error). `x-credits-remaining` reports the balance after
+//! (error); with `store=true` the image is uploaded (`store_answer`) before the commit.
+//! `x-credits-remaining` reports the balance after
 //! the request settled.
 
 use crate::telemetry::events::{register_captures, CaptureFailed, CaptureSucceeded, InternalEvent};
@@ -23,6 +24,7 @@ use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::rate_limit;
 use super::signed_links::{self, Link};
+use super::store_answer;
 use super::{with_request_id, ApiState};
 use crate::farm::{CaptureError, CaptureOutput, Job};
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
@@ -172,6 +174,9 @@ async fn capture(
     let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
     let request = options::parse(options, &state.config.get().capture)
         .map_err(|e| (ApiError::invalid(e), None))?;
+    if request.store.is_some() {
+        store_answer::storage_for(state).map_err(no_credits)?;
+    }
     let deadline = received + request.timeout;
     let response_type = request.response_type;
     // A hit is answered before anything is held or fetched: it costs nothing.
@@ -256,7 +261,17 @@ async fn capture(
     match run_capture(state, id, request.spec, deadline).await {
         Ok(output) => {
             let entry = cached.as_ref().map(|c| cached::entry(&output, c, id));
-            let (mut response, body) = success(output, response_type, received.elapsed(), id);
+            let (mut response, body) = match &request.store {
+                None => success(output, response_type, received.elapsed(), id),
+                // Uploaded by the deadline, or the hold is released: charged only once stored.
+                Some(store) => {
+                    let until = deadline + ANSWER_SLACK;
+                    match store_answer::store(state, &who.account, store, output, until, id).await {
+                        Ok(stored) => stored,
+                        Err(e) => return Err((e, hold.release().await)),
+                    }
+                }
+            };
             if let Some(c) = &cached {
                 cached::miss(&mut response, c.ttl);
             }

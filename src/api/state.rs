@@ -13,6 +13,7 @@ use crate::limits::RateLimiter;
 use crate::live::Live;
 use crate::notifications::Notifier;
 use crate::payments::Payments;
+use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
 /// What every handler may use.
@@ -29,6 +30,8 @@ pub struct ApiState {
     pub notifier: Notifier,
     /// The capture cache; `None` when `cache.enabled` was off at start.
     pub cache: Option<Cache>,
+    /// The bucket of `store=true` captures; `None` when `[storage]` names none.
+    pub storage: Option<Storage>,
 }
 
 impl ApiState {

@@ -16,6 +16,7 @@ mod notifications;
 mod payments;
 mod report;
 mod server;
+mod storage;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub use notifications::NotificationsConfig;
 pub use payments::{PaymentsConfig, PolarServer, WebhookSecretFormat};
 pub use report::ConfigError;
 pub use server::{LogConfig, LogFormat, ServerConfig};
+pub use storage::{is_object_name, StorageConfig, MAX_PRESIGN_TTL_SECS, OBJECT_NAME_PATTERN};
 
 use report::{describe_error, find, key_path, label, remove, unknown_key};
 
@@ -76,6 +78,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Signed low-balance notifications to the URL an account configured.
     pub notifications: NotificationsConfig,
+    /// The S3-compatible bucket of `store=true` captures; off without a bucket.
+    pub storage: StorageConfig,
     /// The file this configuration was read from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -203,6 +203,7 @@ impl Config {
                 break;
             }
         }
+        problems.extend(self.storage.problems());
         for (i, p) in packs.iter().enumerate() {
             if p.id.is_empty() || p.name.is_empty() || p.credits < 1 || p.price_cents < 0 {
                 problems.push(format!(

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// Low-balance notifications by outcome (`delivered`, `retried`, `gave_up`, `refused`,
     /// `dropped`).
     pub notifications_total: IntCounterVec,
+    /// Uploads of `store=true` captures to the bucket by outcome (`stored`, `failed`,
+    /// `timed_out`).
+    pub storage_uploads_total: IntCounterVec,
     /// Jobs the queue holds at most.
     pub queue_capacity: IntGauge,
     /// Credits moved by holds: `reserved`, `committed`, `released`, `expired`.
@@ -210,6 +213,14 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let storage_uploads_total = IntCounterVec::new(
+            Opts::new(
+                "shotfarm_storage_uploads_total",
+                "Uploads of store=true captures to the bucket by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
         let queue_capacity = IntGauge::new(
             "shotfarm_queue_capacity",
             "Jobs the capture queue holds at most",
@@ -291,6 +302,7 @@ impl Metrics {
             Box::new(egress_requests_total.clone()),
             Box::new(webhooks_total.clone()),
             Box::new(notifications_total.clone()),
+            Box::new(storage_uploads_total.clone()),
             Box::new(queue_capacity.clone()),
             Box::new(credits_total.clone()),
             Box::new(credits_granted_total.clone()),
@@ -369,6 +381,7 @@ impl Metrics {
             egress_requests_total,
             webhooks_total,
             notifications_total,
+            storage_uploads_total,
             queue_capacity,
             credits_total,
             credits_granted_total,
@@ -388,6 +401,7 @@ impl Metrics {
         events::WebhookHandled::register(&metrics);
         events::LowBalanceNotification::register(&metrics);
         events::CacheLookup::register(&metrics);
+        events::CaptureUploaded::register(&metrics);
         metrics
     }
 

@@ -30,4 +30,5 @@ mod redis_server;
 mod service;
 mod signed_links;
 mod snippets;
+mod storage;
 mod support;

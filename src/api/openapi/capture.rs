@@ -208,6 +208,25 @@ pub(super) fn capture_json_schema() -> Value {
     })
 }
 
+/// The body of a `store=true` capture: where the uploaded image is.
+pub(super) fn stored_capture_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["url", "key", "format", "bytes", "width", "height", "truncated"],
+        "properties": {
+            "url": {"type": "string", "format": "uri", "description": "Where to GET the image: a presigned URL (until `expiresAt`), or the bucket's public URL."},
+            "key": {"type": "string", "description": "The object's key in the bucket: `<prefix>/<account>/<store_path or uuid.ext>`."},
+            "format": {"type": "string", "enum": ["png", "jpeg", "webp", "pdf"]},
+            "bytes": {"type": "integer", "minimum": 0},
+            "width": {"type": "integer", "minimum": 0},
+            "height": {"type": "integer", "minimum": 0},
+            "truncated": {"type": "boolean", "description": "A full page cut at the server's maximum height."},
+            "expiresAt": {"type": "string", "format": "date-time", "description": "When a presigned `url` stops working (absent for a public URL)."},
+            "page": {"type": "object", "description": "What the page said, with `response_type=json` (as in CaptureJson)."},
+        },
+    })
+}
+
 /// What a capture answers, for both methods.
 fn responses(body: bool) -> Value {
     let mut ok_headers = headers(&[
@@ -233,18 +252,18 @@ fn responses(body: bool) -> Value {
     r.add(
         "200",
         json!({
-            "description": "The image (`response_type=binary`, the default) in its format's content type, or JSON (`response_type=json`). Charged one credit; free when served from the cache (`x-cache: hit`).",
+            "description": "The image (`response_type=binary`, the default) in its format's content type, or JSON (`response_type=json`), or, with `store=true`, JSON saying where the uploaded image is. Charged one credit; free when served from the cache (`x-cache: hit`).",
             "headers": ok_headers,
             "content": {
                 "image/png": binary,
                 "image/jpeg": binary,
                 "image/webp": binary,
-                "application/json": {"schema": ref_schema("CaptureJson")},
+                "application/json": {"schema": {"oneOf": [ref_schema("CaptureJson"), ref_schema("StoredCapture")]}},
             },
         }),
     );
     let after_auth = &["x-credits-remaining", "x-ratelimit"];
-    r.error("400", "An option is wrong (`invalid_parameter`, naming each field), the body is not a JSON object (`invalid_body`), the URL is refused by the egress policy (`url_not_allowed`), a selector or script the page rejects (`invalid_selector`, `script_error`), a bad `Idempotency-Key`, or a signed link's parameters together with an API key header (`ambiguous_credentials`). Not charged.", after_auth);
+    r.error("400", "An option is wrong (`invalid_parameter`, naming each field; `store` when this server has no object storage, `cache` when its cache is off), the body is not a JSON object (`invalid_body`), the URL is refused by the egress policy (`url_not_allowed`), a selector or script the page rejects (`invalid_selector`, `script_error`), a bad `Idempotency-Key`, or a signed link's parameters together with an API key header (`ambiguous_credentials`). Not charged.", after_auth);
     r.error(
         "401",
         "No credentials, or a wrong key or expired session.",
@@ -291,7 +310,7 @@ fn responses(body: bool) -> Value {
         "`internal`: a fault of the server. Not charged.",
         after_auth,
     );
-    r.error("502", "`navigation_failed`, `target_http_error` (with `target_status`) or `empty_page`: the target page, not the request, failed. Not charged.", after_auth);
+    r.error("502", "`navigation_failed`, `target_http_error` (with `target_status`) or `empty_page`: the target page, not the request, failed; or `storage_failed`: a `store=true` capture could not be uploaded. Not charged.", after_auth);
     r.error("503", "`browser_crashed`, `browser_error`, `unavailable`, `shutting_down` or `ledger_unavailable` (with Retry-After). Not charged.", &["x-credits-remaining", "x-ratelimit", "retry-after"]);
     r.error(
         "504",

@@ -356,6 +356,7 @@ fn components(config: &Config) -> Value {
             "CaptureOptions": capture::options_schema(caps),
             "Cookie": capture::cookie_schema(),
             "CaptureJson": capture::capture_json_schema(),
+            "StoredCapture": capture::stored_capture_schema(),
             "Account": {
                 "type": "object",
                 "required": ["id", "email", "createdAt", "balance"],

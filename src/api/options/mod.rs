@@ -39,6 +39,13 @@ pub struct CacheAsk {
     pub key: Option<String>,
 }
 
+/// `store=true`: the capture is uploaded to the bucket and the answer is its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRequest {
+    /// `store_path`: the object's name under the account's folder; `None` = a generated one.
+    pub path: Option<String>,
+}
+
 /// A validated request.
 #[derive(Debug)]
 pub struct CaptureRequest {
@@ -46,6 +53,8 @@ pub struct CaptureRequest {
     pub timeout: Duration,
     pub response_type: ResponseType,
     pub cache: CacheAsk,
+    /// `store=true` (and its `store_path`); `None` = the image is the answer.
+    pub store: Option<StoreRequest>,
 }
 
 #[cfg(test)]
@@ -324,6 +333,38 @@ mod tests {
             assert_eq!(got.first().map(String::as_str), Some(field), "{input}");
         }
         assert_eq!(fields(parse_json(json!({}))), vec!["url"]);
+    }
+
+    #[test]
+    fn store_and_its_path() {
+        let plain = parse_json(json!({"url": "https://e.com"})).expect("valid");
+        assert_eq!(plain.store, None);
+        let stored = parse_json(json!({"url": "https://e.com", "store": true})).expect("valid");
+        assert_eq!(stored.store, Some(StoreRequest { path: None }));
+        let map = query_to_map("url=https://e.com&store=true&store_path=2026%2F12%2Fhome.png");
+        let named = parse(map, &caps()).expect("valid");
+        assert_eq!(
+            named.store,
+            Some(StoreRequest {
+                path: Some("2026/12/home.png".into())
+            })
+        );
+        for path in ["../x.png", "/abs.png", "a//b", "a/./b", "a b", "..", "a/.."] {
+            let got = fields(parse_json(
+                json!({"url": "https://e.com", "store": true, "store_path": path}),
+            ));
+            assert_eq!(got, vec!["store_path"], "{path:?}");
+        }
+        let without = fields(parse_json(
+            json!({"url": "https://e.com", "store_path": "a.png"}),
+        ));
+        assert_eq!(without, vec!["store_path"]);
+        assert_eq!(
+            fields(parse_json(
+                json!({"url": "https://e.com", "store": "perhaps"})
+            )),
+            vec!["store"]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! A new option is one entry in [`OPTIONS`]; the tests name any option the parser reads that
 //! is missing here.
 
-use crate::config::CaptureConfig;
+use crate::config::{CaptureConfig, OBJECT_NAME_PATTERN};
 use crate::farm::job::ResourceKind;
 
 use super::devices;
@@ -605,6 +605,18 @@ pub const OPTIONS: &[OptionSpec] = &[
         "With cache: your own tag of the entry; another value, another entry (a way to refresh one).",
     ),
     option(
+        "store",
+        Kind::Boolean,
+        D::Bool(false),
+        "Upload the capture to the server's S3-compatible bucket and answer JSON with its URL instead of the image (400 when the server has no storage; an upload that fails is 502 storage_failed, not charged).",
+    ),
+    option(
+        "store_path",
+        text_matching(512, Some(OBJECT_NAME_PATTERN)),
+        D::None,
+        "With store=true: the object's name inside the account's folder (`2026/home.png`): words of letters, digits, `_` and `-` with single dots between them, joined by `/`; default a random `<uuid>.<ext>`. An object of the same name is replaced.",
+    ),
+    option(
         "response_type",
         Kind::OneOf {
             values: || vec!["binary", "json"],
@@ -675,6 +687,7 @@ mod tests {
             "geolocation_accuracy" => {
                 json!({"geolocation_latitude": 0, "geolocation_longitude": 0})
             }
+            "store_path" => json!({"store": true}),
             // The longest delay must still be shorter than the timeout.
             "delay" => json!({"timeout": "max"}),
             _ => json!({}),
@@ -1048,6 +1061,7 @@ mod tests {
                     "pdf_print_background" => json!(pdf.print_background),
                     "pdf_scale" => number(pdf.scale),
                     "reduced_motion" => json!(s.reduced_motion),
+                    "store" => json!(plain.store.is_some()),
                     "geolocation_accuracy" => number(100.0), // applied with a position
                     "media" => json!(s.media.map_or("screen", |m| m.as_str())),
                     "response_type" => {

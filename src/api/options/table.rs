@@ -10,9 +10,10 @@ use super::devices;
 use super::pdf;
 use super::reader::Reader;
 use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_SELECTOR, MAX_URL};
-use super::{CacheAsk, CaptureRequest, ResponseType};
+use super::{CacheAsk, CaptureRequest, ResponseType, StoreRequest};
+
 use crate::api::errors::FieldError;
-use crate::config::CaptureConfig;
+use crate::config::{is_object_name, CaptureConfig};
 use crate::content_filters::Wanted;
 use crate::farm::job::{
     Clip, Geolocation, ImageFormat, Media, ResourceKind, WaitUntil, HTML_DOCUMENT_URL,
@@ -282,6 +283,7 @@ pub(super) fn read(
             "applies only when the capture is cached (cache=true)",
         );
     }
+    let store = read_store(r);
     let unknown: Vec<String> = r.map.keys().cloned().collect();
     for key in unknown {
         r.error(&key, "is not a known option");
@@ -338,6 +340,7 @@ pub(super) fn read(
                 ttl: cache_ttl,
                 key: cache_key,
             },
+            store,
         }),
         _ => Err(std::mem::take(&mut r.errors)),
     }
@@ -437,6 +440,23 @@ fn check_locale(locale: &str) -> Result<(), String> {
     } else {
         Err("must be a BCP 47 language tag, such as en-US or de-DE".into())
     }
+}
+
+/// `store` and `store_path`: upload the capture instead of answering it (whether this server
+/// has storage is the route's to say).
+fn read_store(r: &mut Reader) -> Option<StoreRequest> {
+    let store = r.bool("store").unwrap_or(false);
+    let path = r.string("store_path");
+    match &path {
+        Some(p) if !is_object_name(p) => r.error(
+            "store_path",
+            "must be a relative object name of at most 512 bytes: segments of letters, digits, \
+             `_` and `-` with single dots between them, joined by `/` (no `..`, no leading `/`)",
+        ),
+        Some(_) if !store => r.error("store_path", "applies with store=true only"),
+        _ => {}
+    }
+    store.then_some(StoreRequest { path })
 }
 
 /// `clip_x`, `clip_y` (default 0), `clip_width`, `clip_height`: all or none of the size.

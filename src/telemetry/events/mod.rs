@@ -14,6 +14,7 @@ mod connection;
 mod egress;
 mod ledger;
 mod notification;
+mod storage;
 mod webhook;
 
 pub use browser::BrowserRestarted;
@@ -23,6 +24,7 @@ pub use connection::ConnectionClosed;
 pub use egress::{EgressKind, EgressOutcome, EgressRequest};
 pub use ledger::{LedgerOperationDone, LedgerOperationFailed};
 pub use notification::{LowBalanceNotification, NotificationOutcome};
+pub use storage::{CaptureUploaded, UploadOutcome};
 pub use webhook::{WebhookEvent, WebhookHandled, WebhookRefused, WebhookResult};
 
 use super::Metrics;
@@ -77,6 +79,7 @@ mod tests {
         distinct::<EgressKind>();
         distinct::<EgressOutcome>();
         distinct::<NotificationOutcome>();
+        distinct::<UploadOutcome>();
         distinct::<WebhookEvent>();
         distinct::<WebhookResult>();
     }

@@ -1,9 +1,10 @@
 //! The kit `tests/` and `benches/` share: the real parts a test or a bench starts for itself
-//! (a private `redis-server` or Redis Cluster, the `shotfarm` binary), free ports, `/proc` scans,
-//! and funded accounts made through the operator code path. One home for each, so a fixture
-//! is fixed once.
+//! (a private `redis-server` or Redis Cluster, an S3-compatible moto server, the `shotfarm`
+//! binary), free ports, `/proc` scans, and funded accounts made through the operator code path.
+//! One home for each, so a fixture is fixed once.
 
 pub mod accounts;
+pub mod moto;
 pub mod pages;
 pub mod ports;
 pub mod process;
