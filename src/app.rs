@@ -151,17 +151,6 @@ where
         metrics.clone(),
     )
     .map_err(anyhow::Error::msg)?;
-    // The capture cache's directory, scanned once (blocking) before the API takes requests.
-    let cache = if config.cache.enabled {
-        let (settings, metrics) = (config.cache.clone(), metrics.clone());
-        Some(
-            tokio::task::spawn_blocking(move || crate::cache::Cache::open(&settings, metrics))
-                .await
-                .context("opening the capture cache")??,
-        )
-    } else {
-        None
-    };
     // The bucket of store=true captures (credentials from the environment), when configured.
     let storage = Storage::from_config(&config.storage).context("[storage]")?;
     if let Some(storage) = &storage {
@@ -171,6 +160,21 @@ where
             "object storage on"
         );
     }
+    // The capture cache: its directory scanned once (blocking) before the API takes requests,
+    // or the shared bucket.
+    let cache = if config.cache.enabled {
+        let (settings, metrics) = (config.cache.clone(), metrics.clone());
+        let (bucket, redis) = (storage.clone(), redis.clone());
+        Some(
+            tokio::task::spawn_blocking(move || {
+                crate::cache::Cache::open(&settings, bucket, redis, metrics)
+            })
+            .await
+            .context("opening the capture cache")??,
+        )
+    } else {
+        None
+    };
     let live = crate::live::Live::new((*config).clone());
     let payments = Arc::new(Payments::on_live(live.clone()).map_err(anyhow::Error::msg)?);
     let state = ApiState {

@@ -14,6 +14,9 @@ use crate::cache::{Cache, CacheKey, Claim, Entry, FillGuard};
 use crate::farm::{CaptureOutput, ImageFormat};
 use crate::timestamps::now_ms;
 
+/// How long past its deadline a capture's claim on a shared entry lasts (its answer's slack).
+const FILL_SLACK: Duration = Duration::from_secs(1);
+
 /// A request that is to be served from, or stored in, the cache.
 pub struct Cached {
     pub cache: Cache,
@@ -78,13 +81,24 @@ pub enum Found {
     Miss(Option<FillGuard>),
 }
 
-/// Looks the capture up; when it is being captured by another request of this daemon, waits
-/// for that one (until `deadline`) and looks again. A hit is counted in the account's usage.
+/// Looks the capture up; when it is being captured by another request (of this daemon, or of
+/// any host with the shared cache), waits for that one (until `deadline`) and looks again. A hit is counted in the account's usage.
 pub async fn look_up(state: &ApiState, account: &str, c: &Cached, deadline: Instant) -> Found {
     let mut entry = c.cache.lookup(&c.key).await;
     if entry.is_none() {
         match c.cache.claim(&c.key) {
-            Claim::Fill(guard) => return Found::Miss(Some(guard)),
+            Claim::Fill(mut guard) => {
+                // The shared cache: one host captures it; the others wait and are served.
+                let hold = deadline.saturating_duration_since(Instant::now()) + FILL_SLACK;
+                if c.cache.claim_shared(&mut guard, hold).await {
+                    return Found::Miss(Some(guard));
+                }
+                c.cache.wait_for_fill(&c.key, deadline).await;
+                entry = c.cache.lookup(&c.key).await;
+                if entry.is_none() {
+                    return Found::Miss(Some(guard));
+                }
+            }
             Claim::Wait(mut done) => {
                 // Err when the filling request ends (its guard dropped): look again either way.
                 let _ = tokio::time::timeout_at(deadline.into(), done.changed()).await;

@@ -1,15 +1,14 @@
 //! The cache's entries on this host's disk: one file per entry, bounded in bytes, least
 //! recently used first out.
 //!
-//! An entry file is `SFC1`, the length of its metadata (u32, little-endian), the metadata
-//! (JSON) and the body. It is written to a temporary file and renamed into place, so a reader
+//! An entry file holds one entry as [`format`] writes it. It is written to a temporary file and renamed into place, so a reader
 //! (or a daemon restarted after a crash) sees a whole entry or none; a file that does not parse
 //! is removed and counts as a miss. The index of sizes and use order lives in memory, rebuilt
 //! from the directory at start (file modification times keep the use order across restarts),
 //! so the bound holds across restarts too.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -17,11 +16,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use lru::LruCache;
 
+use super::format;
 use super::key::CacheKey;
 
-const MAGIC: &[u8; 4] = b"SFC1";
-/// Largest metadata block read back (a page's Open Graph fields included).
-const MAX_META: u32 = 1 << 20;
 const ENTRY_SUFFIX: &str = ".entry";
 const TEMP_SUFFIX: &str = ".tmp";
 
@@ -124,10 +121,7 @@ impl DiskCache {
     /// Writes the entry (replacing one of the same key), then evicts the least recently used
     /// entries until the bound holds again. Blocking.
     pub fn write(&self, key: &CacheKey, meta: &[u8], body: &[u8]) -> io::Result<Usage> {
-        let meta_len = u32::try_from(meta.len())
-            .ok()
-            .filter(|n| *n <= MAX_META)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "metadata too large"))?;
+        let meta_len = format::meta_len(meta)?;
         let temp = self.dir.join(format!(
             "{}.{}{TEMP_SUFFIX}",
             key.as_str(),
@@ -135,8 +129,7 @@ impl DiskCache {
         ));
         let written = (|| {
             let mut f = fs::File::create(&temp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&meta_len.to_le_bytes())?;
+            f.write_all(&format::head(meta_len))?;
             f.write_all(meta)?;
             f.write_all(body)?;
             f.flush()?;
@@ -147,7 +140,7 @@ impl DiskCache {
             let _ = fs::remove_file(&temp);
             return Err(e);
         }
-        let size = (MAGIC.len() + 4 + meta.len() + body.len()) as u64;
+        let size = (format::HEAD + meta.len() + body.len()) as u64;
         {
             let mut index = self.lock();
             if let Some(old) = index.lru.put(key.clone(), size) {
@@ -194,22 +187,7 @@ impl DiskCache {
 }
 
 fn read_entry(path: &Path) -> io::Result<(Vec<u8>, Bytes)> {
-    let mut f = fs::File::open(path)?;
-    let mut head = [0u8; 8];
-    f.read_exact(&mut head)?;
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
-    if &head[..4] != MAGIC {
-        return Err(bad("not a cache entry"));
-    }
-    let meta_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if meta_len > MAX_META {
-        return Err(bad("metadata too large"));
-    }
-    let mut meta = vec![0u8; meta_len as usize];
-    f.read_exact(&mut meta)?;
-    let mut body = Vec::new();
-    f.read_to_end(&mut body)?;
-    Ok((meta, Bytes::from(body)))
+    format::decode(io::BufReader::new(fs::File::open(path)?))
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //!
 //! - [`key`]: what an entry is keyed by (the account and every option that changes the image).
 //! - [`disk`]: the entries on this host's disk, bounded in bytes, least recently used first
-//!   out, safe across restarts.
+//!   out, safe across restarts (`cache.backend = "disk"`, the default).
+//! - [`bucket`]: the entries in the `[storage]` bucket, shared by every host
+//!   (`cache.backend = "bucket"`), with [`index`]: their lifetimes and fill claims in Redis.
+//! - [`format`]: an entry as bytes (the same on disk and in the bucket).
 //!
 //! A burst of one missing capture on one daemon is captured once: the first request claims the
 //! key ([`Cache::claim`]), the others wait for it and are then served from the entry.
@@ -11,7 +14,10 @@
 //! Invariant: an entry is stored only after its capture was charged ([`Cache::store`] is called
 //! after a commit that charged), so every hit is backed by exactly one charge.
 
+pub mod bucket;
 pub mod disk;
+pub mod format;
+pub mod index;
 pub mod key;
 
 use std::collections::HashMap;
@@ -22,15 +28,22 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::CacheConfig;
+use crate::config::{CacheBackend, CacheConfig};
 use crate::farm::{CaptureOutput, PageInfo};
+use crate::ledger::RedisHandle;
+use crate::storage::Storage;
 use crate::telemetry::events::{
     CacheEvicted, CacheLookup, CacheStore, InternalEvent, LookupResult, StoreResult,
 };
 use crate::telemetry::Metrics;
 use crate::timestamps::now_ms;
 
+/// How often a host waiting for another host's capture of the same entry looks again.
+const SHARED_POLL: Duration = Duration::from_millis(100);
+
+pub use bucket::BucketCache;
 pub use disk::DiskCache;
+pub use index::CacheIndex;
 pub use key::CacheKey;
 
 /// What is kept beside an entry's image.
@@ -78,10 +91,17 @@ impl Entry {
     }
 }
 
+/// Where the entries are.
+#[derive(Clone)]
+enum Backend {
+    Disk(DiskCache),
+    Bucket(BucketCache),
+}
+
 /// The cache of one daemon (cheap to clone).
 #[derive(Clone)]
 pub struct Cache {
-    disk: DiskCache,
+    backend: Backend,
     max_entry_bytes: u64,
     metrics: Arc<Metrics>,
     /// Keys being captured now, each with the channel its waiters watch (closed when the
@@ -103,6 +123,8 @@ pub struct FillGuard {
     filling: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
     key: CacheKey,
     _done: watch::Sender<()>,
+    /// The claim in Redis (shared cache): ended on drop, so other hosts stop waiting.
+    shared: Option<(CacheIndex, String)>,
 }
 
 impl Drop for FillGuard {
@@ -111,24 +133,55 @@ impl Drop for FillGuard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
+        if let (Some((index, token)), Ok(runtime)) =
+            (self.shared.take(), tokio::runtime::Handle::try_current())
+        {
+            let key = self.key.as_str().to_string();
+            runtime.spawn(async move {
+                if let Err(e) = index.end_fill(&key, &token).await {
+                    tracing::debug!("cache fill claim not ended (it expires): {e}");
+                }
+            });
+        }
     }
 }
 
 impl Cache {
-    /// Opens the configured directory (`cache.dir`): blocking, at start.
-    pub fn open(config: &CacheConfig, metrics: Arc<Metrics>) -> anyhow::Result<Cache> {
-        let dir = config.directory();
-        let (disk, usage) = DiskCache::open(&dir, config.max_bytes)
-            .map_err(|e| anyhow::anyhow!("cache.dir: cannot use {}: {e}", dir.display()))?;
-        CacheEvicted {
-            entries: usage.evicted,
-            total_bytes: usage.bytes,
-            total_entries: usage.entries,
-        }
-        .emit(&metrics);
-        tracing::info!(dir = %dir.display(), entries = usage.entries, bytes = usage.bytes, "capture cache opened");
+    /// Opens the configured backend: the directory (`cache.dir`, scanned: blocking, at start)
+    /// or the bucket (`storage`, with its index on `redis`).
+    pub fn open(
+        config: &CacheConfig,
+        storage: Option<Storage>,
+        redis: RedisHandle,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Cache> {
+        let backend = match config.backend {
+            CacheBackend::Disk => {
+                let dir = config.directory();
+                let (disk, usage) = DiskCache::open(&dir, config.max_bytes)
+                    .map_err(|e| anyhow::anyhow!("cache.dir: cannot use {}: {e}", dir.display()))?;
+                CacheEvicted {
+                    entries: usage.evicted,
+                    total_bytes: usage.bytes,
+                    total_entries: usage.entries,
+                }
+                .emit(&metrics);
+                tracing::info!(dir = %dir.display(), entries = usage.entries, bytes = usage.bytes, "capture cache on disk");
+                Backend::Disk(disk)
+            }
+            CacheBackend::Bucket => {
+                let storage = storage.ok_or_else(|| {
+                    anyhow::anyhow!("cache.backend: \"bucket\" needs a bucket in [storage]")
+                })?;
+                tracing::info!(
+                    bucket = storage.bucket(),
+                    "capture cache in the bucket, shared"
+                );
+                Backend::Bucket(BucketCache::new(storage, CacheIndex::new(redis)))
+            }
+        };
         Ok(Cache {
-            disk,
+            backend,
             max_entry_bytes: config.max_entry_bytes,
             metrics,
             filling: Arc::default(),
@@ -148,17 +201,72 @@ impl Cache {
             filling: self.filling.clone(),
             key: key.clone(),
             _done: tx,
+            shared: None,
         })
     }
 
-    /// The live entry for `key`, if any. An expired one is removed and is a miss.
-    pub async fn lookup(&self, key: &CacheKey) -> Option<Entry> {
-        let disk = self.disk.clone();
-        let owned = key.clone();
-        let read = tokio::task::spawn_blocking(move || disk.read(&owned))
+    /// With the shared cache, claims the capture of `key` across hosts for `hold` (until the
+    /// capture's deadline). `Ok(true)`: this host captures it (or Redis failed: capture
+    /// anyway); `Ok(false)`: another host is capturing it, wait with [`Cache::wait_for_fill`].
+    pub async fn claim_shared(&self, guard: &mut FillGuard, hold: Duration) -> bool {
+        let Backend::Bucket(bucket) = &self.backend else {
+            return true;
+        };
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        match bucket
+            .index
+            .claim_fill(guard.key.as_str(), &token, hold)
             .await
-            .ok()
-            .flatten();
+        {
+            Ok(true) => {
+                guard.shared = Some((bucket.index.clone(), token));
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!("cache fill claim failed, capturing anyway: {e}");
+                true
+            }
+        }
+    }
+
+    /// Waits (until `deadline`) while another host captures `key`: until its entry is
+    /// published or its claim ends.
+    pub async fn wait_for_fill(&self, key: &CacheKey, deadline: std::time::Instant) {
+        let Backend::Bucket(bucket) = &self.backend else {
+            return;
+        };
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(SHARED_POLL).await;
+            let published = bucket.index.expiry(key.as_str()).await;
+            let filling = bucket.index.filling(key.as_str()).await;
+            match (published, filling) {
+                (Ok(Some(_)), _) | (_, Ok(false)) | (Err(_), _) | (_, Err(_)) => return,
+                (Ok(None), Ok(true)) => {}
+            }
+        }
+    }
+
+    /// The live entry for `key`, if any. An expired one is removed and is a miss; a backend
+    /// that fails (the bucket or Redis down) is logged and is a miss.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Entry> {
+        let read = match &self.backend {
+            Backend::Disk(disk) => {
+                let disk = disk.clone();
+                let owned = key.clone();
+                tokio::task::spawn_blocking(move || disk.read(&owned))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Backend::Bucket(bucket) => match bucket.read(key).await {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!("shared cache lookup failed, capturing instead: {e:#}");
+                    None
+                }
+            },
+        };
         let entry = read.and_then(|(meta, image)| match serde_json::from_slice(&meta) {
             Ok(meta) => Some(Entry { meta, image }),
             Err(e) => {
@@ -184,9 +292,18 @@ impl Cache {
 
     /// Removes an entry (expired, or not to be served).
     pub async fn remove(&self, key: &CacheKey) {
-        let disk = self.disk.clone();
-        let key = key.clone();
-        let _ = tokio::task::spawn_blocking(move || disk.remove(&key)).await;
+        match &self.backend {
+            Backend::Disk(disk) => {
+                let disk = disk.clone();
+                let key = key.clone();
+                let _ = tokio::task::spawn_blocking(move || disk.remove(&key)).await;
+            }
+            Backend::Bucket(bucket) => {
+                if let Err(e) = bucket.remove(key).await {
+                    tracing::warn!("shared cache entry not removed: {e:#}");
+                }
+            }
+        }
     }
 
     /// Keeps a charged capture. A failure (a full disk) is logged and counted; the capture was
@@ -209,37 +326,58 @@ impl Cache {
                 return;
             }
         };
-        let disk = self.disk.clone();
-        let owned = key.clone();
-        let written =
-            tokio::task::spawn_blocking(move || disk.write(&owned, &meta, &entry.image)).await;
-        match written {
-            Ok(Ok(usage)) => {
-                CacheStore {
-                    result: StoreResult::Stored,
-                    bytes,
-                    why: "",
-                }
-                .emit(&self.metrics);
-                CacheEvicted {
-                    entries: usage.evicted,
-                    total_bytes: usage.bytes,
-                    total_entries: usage.entries,
-                }
-                .emit(&self.metrics);
-            }
-            Ok(Err(e)) => CacheStore {
+        let failed = |why: String| {
+            CacheStore {
                 result: StoreResult::Failed,
                 bytes,
-                why: &e.to_string(),
+                why: &why,
             }
-            .emit(&self.metrics),
-            Err(e) => CacheStore {
-                result: StoreResult::Failed,
-                bytes,
-                why: &e.to_string(),
+            .emit(&self.metrics)
+        };
+        match &self.backend {
+            Backend::Disk(disk) => {
+                let disk = disk.clone();
+                let owned = key.clone();
+                let written =
+                    tokio::task::spawn_blocking(move || disk.write(&owned, &meta, &entry.image))
+                        .await;
+                match written {
+                    Ok(Ok(usage)) => {
+                        self.stored(bytes);
+                        CacheEvicted {
+                            entries: usage.evicted,
+                            total_bytes: usage.bytes,
+                            total_entries: usage.entries,
+                        }
+                        .emit(&self.metrics);
+                    }
+                    Ok(Err(e)) => failed(e.to_string()),
+                    Err(e) => failed(e.to_string()),
+                }
             }
-            .emit(&self.metrics),
+            Backend::Bucket(bucket) => {
+                let left = entry.meta.expires_ms - now_ms();
+                let ttl = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                if ttl.is_zero() {
+                    return;
+                }
+                match bucket
+                    .write(key, &meta, &entry.image, entry.meta.expires_ms, ttl)
+                    .await
+                {
+                    Ok(()) => self.stored(bytes),
+                    Err(e) => failed(format!("{e:#}")),
+                }
+            }
         }
+    }
+
+    fn stored(&self, bytes: usize) {
+        CacheStore {
+            result: StoreResult::Stored,
+            bytes,
+            why: "",
+        }
+        .emit(&self.metrics);
     }
 }

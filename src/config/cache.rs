@@ -5,11 +5,25 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Where the cache's entries live.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    /// This host's disk (`dir`, bounded by `max_bytes`): each host has its own cache.
+    #[default]
+    Disk,
+    /// The `[storage]` bucket, indexed in Redis: every host shares one cache. The bucket's own
+    /// lifecycle rules bound it (`max_bytes` does not apply).
+    Bucket,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct CacheConfig {
     /// Off: `cache=true` is a 400 and nothing is stored.
     pub enabled: bool,
+    /// `disk` (each host its own) or `bucket` (the `[storage]` bucket, shared by every host).
+    pub backend: CacheBackend,
     /// Whether a capture that does not say `cache` is cached (the operator's default).
     pub default_on: bool,
     /// Directory of the entries on this host; "" = `$CACHE_DIRECTORY` (systemd's
@@ -30,6 +44,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            backend: CacheBackend::Disk,
             default_on: false,
             dir: PathBuf::new(),
             max_bytes: 1 << 30,

@@ -27,7 +27,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use auth::AuthConfig;
-pub use cache::CacheConfig;
+pub use cache::{CacheBackend, CacheConfig};
 pub use capture::{CaptureConfig, PngEncoder};
 pub use chromium::{running_as_root, ChromiumConfig, Engine, SandboxMode};
 pub use credits::{CreditsConfig, PackConfig};

@@ -175,6 +175,10 @@ impl Config {
             c.max_entry_bytes <= c.max_bytes,
             "cache.max_entry_bytes: must not exceed cache.max_bytes",
         );
+        check(
+            c.backend != super::CacheBackend::Bucket || self.storage.enabled(),
+            "cache.backend: \"bucket\" needs a bucket in [storage]",
+        );
         for (setting, path) in self.filters.lists() {
             if let Err(e) = std::fs::File::open(path) {
                 problems.push(format!(

@@ -129,6 +129,18 @@ impl AccountKeys {
     }
 }
 
+/// String: a shared cache entry's expiry (ms since the epoch), living exactly as long as the
+/// entry is served (`PX`); its image is in the bucket. `key` is the entry's hex name.
+pub fn cache_entry(key: &str) -> String {
+    format!("sf:cache:{key}")
+}
+
+/// String: the host capturing a missing shared cache entry now (a random token), so a burst
+/// of one capture across hosts is charged once; expires with the capture's deadline.
+pub fn cache_fill(key: &str) -> String {
+    format!("sf:cache_fill:{key}")
+}
+
 /// String (GCRA state): log-in attempts for one email address (SHA-256 hex of it, lower-cased).
 pub fn login_attempts(email_hash: &str) -> String {
     format!("sf:rl:login:{email_hash}")

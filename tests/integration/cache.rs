@@ -274,3 +274,83 @@ async fn the_disk_cache_stays_under_its_bound_and_survives_a_restart() {
     assert_eq!(snapshot.balance.spent, fill as i64 + 1);
     daemon.stop();
 }
+
+/// A GET capture on a spawned daemon at `base`: status, `x-cache`, credits left, body.
+async fn get_at(
+    base: &str,
+    key: &reqwest::Client,
+    query: &str,
+) -> (u16, Option<String>, Option<i64>, Vec<u8>) {
+    let r = key
+        .get(format!("{base}/api/v1/screenshot?{query}"))
+        .send()
+        .await
+        .expect("capture");
+    let cache = r
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (status, left) = (r.status().as_u16(), credits_header(&r));
+    (status, cache, left, r.bytes().await.expect("body").to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_one_cache_through_the_bucket() {
+    use testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+    let moto = MotoServer::start().expect("moto_server");
+    moto.create_bucket("shotfarm-cache").expect("the bucket");
+    let env = [
+        ("SHOTFARM_STORAGE__BUCKET", "shotfarm-cache"),
+        ("SHOTFARM_STORAGE__ENDPOINT", moto.endpoint.as_str()),
+        ("SHOTFARM_STORAGE__PATH_STYLE", "true"),
+        ("SHOTFARM_CACHE__BACKEND", "bucket"),
+        ("SHOTFARM_FARM__BROWSERS", "1"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+    ];
+    let (pa, pb) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (_a, a) = crate::support::spawn_binary(pa.path(), &env);
+    let (_b, b) = crate::support::spawn_binary(pb.path(), &env);
+    crate::support::wait_ready_at(&a, 1).await;
+    crate::support::wait_ready_at(&b, 1).await;
+    let funded = provision(10);
+    let key = client_with_key(&funded.key);
+
+    let q = format!("{}&cache=true&width=640", plain());
+    let first = get_at(&a, &key, &q).await;
+    assert_eq!(
+        (first.0, first.1.as_deref(), first.2),
+        (200, Some("miss"), Some(9))
+    );
+    let other_host = get_at(&b, &key, &q).await;
+    assert_eq!(
+        (other_host.0, other_host.1.as_deref(), other_host.2),
+        (200, Some("hit"), Some(9)),
+        "the other host serves the entry, free"
+    );
+    assert_eq!(other_host.3, first.3, "the same bytes");
+
+    // A burst of one missing capture on both hosts at once: captured and charged once.
+    let slow = format!("url={}&cache=true", enc(&page("/slow/800")));
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let (base, key, slow) = (if i % 2 == 0 { &a } else { &b }, &key, &slow);
+            async move { get_at(base, key, slow).await }
+        })
+        .collect();
+    let answers = futures::future::join_all(burst).await;
+    let misses = answers
+        .iter()
+        .filter(|(status, cache, _, body)| {
+            assert_eq!(*status, 200);
+            assert_eq!(body, &answers[0].3, "every answer is the one image");
+            cache.as_deref() == Some("miss")
+        })
+        .count();
+    assert_eq!(misses, 1, "one capture across both hosts");
+    assert_eq!(audited(&funded.account).await.balance.spent, 2);
+}

@@ -97,6 +97,8 @@ pub fn serve(binary: &Path, api: SocketAddr, metrics: SocketAddr, profiles: &Pat
         .args(["--metrics-listen", &metrics.to_string()])
         .args(["--allow-egress", "127.0.0.0/8"])
         .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
+        // One daemon per cache directory.
+        .env("SHOTFARM_CACHE__DIR", profiles.join("cache"))
         .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
         .env("SHOTFARM_LIMITS__BURST", "100000")
         .env_remove("RUST_LOG")
