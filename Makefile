@@ -97,6 +97,7 @@ bench: deps
 	$(CARGO) bench --bench png_encoding
 	$(CARGO) bench --bench ledger
 	$(CARGO) bench --bench blocking
+	$(CARGO) bench --bench cache
 
 # Throughput with 1, 2 and 3 daemons (the same browsers in all) sharing one Redis, then a
 # three-primary Redis Cluster; audits the ledger at the end. About 6 minutes on 2 cores; knobs
