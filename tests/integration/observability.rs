@@ -17,6 +17,7 @@ const ROWS: &[&str] = &[
     "Render fleet",
     "Ledger and money",
     "Errors",
+    "Cache",
 ];
 const DATASOURCE: &str = "${datasource}";
 const INSTANCE_FILTER: &str = "instance=~\"$instance\"";
