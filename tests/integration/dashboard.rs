@@ -508,12 +508,20 @@ async fn a_customer_signs_up_captures_buys_and_sees_every_page() {
     dash.click("#pg-more summary").await;
     dash.click("#pg-block-ads").await;
     dash.fill("#pg-timezone", "Europe/Berlin").await;
+    dash.click("#pg-cache").await;
+    dash.fill("#pg-cache-ttl", "3600").await;
     let curl = dash.text("#pg-curl").await;
     assert!(curl.contains("block_ads=true"), "{curl}");
     assert!(curl.contains("timezone=Europe%2FBerlin"), "{curl}");
+    assert!(
+        curl.contains("cache=true") && curl.contains("cache_ttl=3600"),
+        "{curl}"
+    );
     dash.shot("playground-more-options").await;
     dash.click("#pg-block-ads").await;
     dash.fill("#pg-timezone", "").await;
+    dash.click("#pg-cache").await;
+    dash.fill("#pg-cache-ttl", "").await;
 
     // The credits page shows the capture; the type filter narrows the history.
     dash.nav("credits").await;

@@ -17,7 +17,7 @@ const ROWS: &[&str] = &[
     "Render fleet",
     "Ledger and money",
     "Errors",
-    "Cache",
+    "Cache and storage",
 ];
 const DATASOURCE: &str = "${datasource}";
 const INSTANCE_FILTER: &str = "instance=~\"$instance\"";
