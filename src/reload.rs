@@ -1,7 +1,9 @@
 //! Reloading the configuration on SIGHUP (systemd's `ExecReload`). What can change in place
-//! without a restart: the credit packs, the rate limits, the log level and the filter lists
-//! (read again and rebuilt into new engines in the background). Everything else
-//! (listeners, Redis, the fleet, Chromium, egress, payments credentials, storage) is read once at start;
+//! without a restart: the credit packs, the rate limits, the log level, the filter lists (read
+//! again and rebuilt into new engines in the background) and the cache's per-request settings
+//! (`default_on`, `default_ttl_secs`, `max_ttl_secs`). Everything else (listeners, Redis, the
+//! fleet, Chromium, egress, payments credentials, storage, where the cache's entries live and
+//! its bound) is read once at start;
 //! a reload that changes it logs which sections need a restart and keeps the running values.
 //! A new configuration that does not validate is refused whole: the running one stays.
 
@@ -19,6 +21,10 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<&'static str>) {
     applied.auth.attempts_per_address_per_minute = new.auth.attempts_per_address_per_minute;
     applied.log.level = new.log.level.clone();
     applied.filters = new.filters.clone();
+    // The cache's per-request settings; where its entries live and its bound need a restart.
+    applied.cache.default_on = new.cache.default_on;
+    applied.cache.default_ttl_secs = new.cache.default_ttl_secs;
+    applied.cache.max_ttl_secs = new.cache.max_ttl_secs;
     let (now, wanted) = (section_values(&applied), section_values(new));
     let restart = now
         .iter()
@@ -50,6 +56,7 @@ fn section_values(c: &Config) -> Vec<(&'static str, serde_json::Value)> {
         ("payments", v(&c.payments)),
         ("notifications", v(&c.notifications)),
         ("storage", v(&c.storage)),
+        ("cache", v(&c.cache)),
     ]
 }
 
@@ -123,7 +130,11 @@ mod tests {
         new.log.level = "debug".into();
         new.auth.login_attempts_per_minute = 3;
         new.filters.ad_lists.clear();
+        new.cache.default_on = true;
+        new.cache.max_ttl_secs = 60;
+        new.cache.default_ttl_secs = 60;
         let (applied, restart) = merge(&running, &new);
+        assert!(applied.cache.default_on && applied.cache.max_ttl_secs == 60);
         assert!(
             applied.filters.ad_lists.is_empty(),
             "the filter lists apply"
@@ -137,8 +148,10 @@ mod tests {
         new.farm.browsers += 1;
         new.redis.url = "redis://10.0.0.9:6379/0".into();
         new.auth.signup_bonus = 50;
+        new.cache.max_bytes = 1 << 20;
         let (applied, restart) = merge(&running, &new);
-        assert_eq!(restart, ["redis", "farm", "auth"]);
+        assert_eq!(restart, ["redis", "farm", "auth", "cache"]);
+        assert_eq!(applied.cache.max_bytes, running.cache.max_bytes);
         assert_eq!(
             applied.farm.browsers, running.farm.browsers,
             "kept until restart"

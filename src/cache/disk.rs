@@ -66,7 +66,7 @@ impl DiskCache {
                 found.push((used, key, meta.len()));
             }
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|a| a.0);
         let mut index = Index {
             lru: LruCache::unbounded(),
             bytes: 0,
@@ -96,9 +96,8 @@ impl DiskCache {
     /// The entry's metadata and body, or `None` (absent, or unreadable: then removed).
     /// Blocking.
     pub fn read(&self, key: &CacheKey) -> Option<(Vec<u8>, Bytes)> {
-        if self.lock().lru.get(key).is_none() {
-            return None;
-        }
+        // Unknown to the index: not ours (or evicted). Known: now the most recently used.
+        self.lock().lru.get(key)?;
         let path = self.path(key);
         match read_entry(&path) {
             Ok(entry) => {
