@@ -27,7 +27,7 @@ pub struct CacheConfig {
     /// Whether a capture that does not say `cache` is cached (the operator's default).
     pub default_on: bool,
     /// Directory of the entries on this host; "" = `$CACHE_DIRECTORY` (systemd's
-    /// `CacheDirectory=`) when set, else `shotfarm-cache` in the system temp directory. One
+    /// `CacheDirectory=`) when set, else `shotfarm_cache` in the system temp directory. One
     /// daemon per directory.
     pub dir: PathBuf,
     /// Most bytes the entries may take on disk; the least recently used go first.
@@ -67,7 +67,8 @@ impl CacheConfig {
                 let dirs = dirs.to_string_lossy().into_owned();
                 PathBuf::from(dirs.split(':').next().unwrap_or_default()).join("captures")
             }
-            _ => std::env::temp_dir().join("shotfarm-cache"),
+            // Not `shotfarm-…`: that is what browser profiles in the temp directory are named.
+            _ => std::env::temp_dir().join("shotfarm_cache"),
         }
     }
 }

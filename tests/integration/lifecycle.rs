@@ -170,15 +170,22 @@ async fn sigkill_of_the_daemon_leaves_no_chromium() {
     .await;
     assert!(groups_gone, "a process is left in a browser's group");
     // The next daemon on the same profile directory removes the dead browsers' profiles.
-    let leftovers = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    // Browser profiles only (the test daemons keep their cache directory here too).
+    let profiles_in = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with("shotfarm-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let leftovers = profiles_in(&dir).len();
     assert_eq!(leftovers, 2, "SIGKILL leaves the two profiles behind");
     let (mut next, base) = spawn_binary(&dir, &[]);
     wait_ready_at(&base, 2).await;
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
+    let names = profiles_in(&dir);
     assert_eq!(
         names.len(),
         2,
