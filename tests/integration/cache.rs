@@ -13,24 +13,13 @@ use crate::support::{
     provision, ready_shared, Daemon,
 };
 
-/// A GET capture: status, `x-cache`, credits left, body.
+/// A GET capture on `daemon`: status, `x-cache`, credits left, body.
 async fn get(
     daemon: &Daemon,
     key: &reqwest::Client,
     query: &str,
 ) -> (u16, Option<String>, Option<i64>, Vec<u8>) {
-    let r = key
-        .get(daemon.url(&format!("/api/v1/screenshot?{query}")))
-        .send()
-        .await
-        .expect("capture");
-    let cache = r
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (status, left) = (r.status().as_u16(), credits_header(&r));
-    (status, cache, left, r.bytes().await.expect("body").to_vec())
+    get_at(&daemon.url(""), key, query).await
 }
 
 fn plain() -> String {

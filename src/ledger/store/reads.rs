@@ -122,15 +122,7 @@ pub async fn usage_by_day<C: ConnectionLike>(
     account: &str,
     days: &[String],
 ) -> Result<Vec<i64>, LedgerError> {
-    if days.is_empty() {
-        return Ok(Vec::new());
-    }
-    let counts: Vec<Option<i64>> = redis::cmd("HMGET")
-        .arg(AccountKeys::new(account).usage_by_day())
-        .arg(days)
-        .query_async(conn)
-        .await?;
-    Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+    per_day(conn, &AccountKeys::new(account).usage_by_day(), days).await
 }
 
 /// Cache hits on each of `days` (UTC, `YYYY-MM-DD`), in the same order.
@@ -139,11 +131,20 @@ pub async fn cache_hits_by_day<C: ConnectionLike>(
     account: &str,
     days: &[String],
 ) -> Result<Vec<i64>, LedgerError> {
+    per_day(conn, &AccountKeys::new(account).cache_hits_by_day(), days).await
+}
+
+/// The counts of a day → count hash on each of `days` (0 where none), in the same order.
+async fn per_day<C: ConnectionLike>(
+    conn: &mut C,
+    hash: &str,
+    days: &[String],
+) -> Result<Vec<i64>, LedgerError> {
     if days.is_empty() {
         return Ok(Vec::new());
     }
     let counts: Vec<Option<i64>> = redis::cmd("HMGET")
-        .arg(AccountKeys::new(account).cache_hits_by_day())
+        .arg(hash)
         .arg(days)
         .query_async(conn)
         .await?;
