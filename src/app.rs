@@ -82,7 +82,10 @@ where
         metrics: metrics_listener.local_addr()?,
     };
 
-    let redis = RedisHandle::new(&config.redis)?;
+    let redis = RedisHandle::new(&config.redis)?.with_replica_acks(
+        config.ledger.replica_acks,
+        Duration::from_millis(config.ledger.replica_ack_timeout_ms),
+    );
     // Connect before announcing readiness when Redis is there; keep trying in the background
     // when it is not (captures get 503 `ledger_unavailable` meanwhile).
     let first_connect = Duration::from_millis(config.redis.connect_timeout_ms);

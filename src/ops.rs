@@ -30,7 +30,10 @@ pub struct Operator {
 impl Operator {
     /// Connects to the configured Redis and starts a ledger actor. Call inside [`block_on`].
     pub async fn connect(config: &Config) -> anyhow::Result<Operator> {
-        let redis = RedisHandle::new(&config.redis)?;
+        let redis = RedisHandle::new(&config.redis)?.with_replica_acks(
+            config.ledger.replica_acks,
+            std::time::Duration::from_millis(config.ledger.replica_ack_timeout_ms),
+        );
         tokio::time::timeout(
             Duration::from_millis(config.redis.connect_timeout_ms.saturating_mul(3)),
             redis.connect(),

@@ -44,6 +44,13 @@ pub struct LedgerConfig {
     /// Largest image kept for `Idempotency-Key` replays, in bytes; a larger success is still
     /// never charged twice, but a retry gets 409 `idempotency_result_unavailable`.
     pub idempotency_max_bytes: usize,
+    /// Replicas that must hold every credit mutation before its caller is answered (Redis
+    /// `WAIT`), so an answered charge, refund or grant survives the loss of the primary; 0 =
+    /// answer once the primary has it (replication is asynchronous). Not with Redis Cluster.
+    pub replica_acks: u32,
+    /// How long a mutation waits for `replica_acks` replicas, in milliseconds; fewer by then and
+    /// the operation counts as failed (`ledger_unavailable`; every operation is safe to retry).
+    pub replica_ack_timeout_ms: u64,
 }
 
 impl Default for LedgerConfig {
@@ -54,6 +61,8 @@ impl Default for LedgerConfig {
             max_in_flight_per_account: 16,
             idempotency_ttl_secs: 86_400,
             idempotency_max_bytes: 16 * 1024 * 1024,
+            replica_acks: 0,
+            replica_ack_timeout_ms: 500,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("ledger.sweep_interval_ms", 10, Some(60_000)),
     ("ledger.max_in_flight_per_account", 0, None),
     ("ledger.idempotency_ttl_secs", 1, None),
+    ("ledger.replica_acks", 0, Some(16)),
+    ("ledger.replica_ack_timeout_ms", 1, Some(60_000)),
     ("auth.session_ttl_secs", 60, None),
     ("auth.signup_bonus", 0, Some(1_000_000)),
     ("payments.timeout_ms", 1, None),
@@ -155,6 +157,14 @@ impl Config {
         check(
             l.hold_grace_ms >= self.redis.response_timeout_ms,
             "ledger.hold_grace_ms: must be at least redis.response_timeout_ms (a commit must land before its hold may expire)",
+        );
+        check(
+            l.replica_acks == 0 || self.redis.cluster_nodes.is_empty(),
+            "ledger.replica_acks: not supported with Redis Cluster (redis.cluster_nodes); use 0",
+        );
+        check(
+            l.replica_acks == 0 || l.replica_ack_timeout_ms < self.redis.response_timeout_ms,
+            "ledger.replica_ack_timeout_ms: must be shorter than redis.response_timeout_ms (the WAIT must answer before the client gives up on it)",
         );
         let a = &self.auth;
         check(

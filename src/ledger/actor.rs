@@ -104,7 +104,24 @@ async fn run(redis: RedisHandle, request: Request, metrics: Arc<Metrics>) {
         Ok(mut conn) => {
             let mut attempt = 0;
             loop {
-                match store::execute(&mut conn, op).await {
+                let done = match store::execute(&mut conn, op).await {
+                    // Answered only once durable on the replicas `ledger.replica_acks` names
+                    // (also a re-check that changed nothing: an earlier attempt's write may
+                    // not have reached them yet).
+                    Ok(outcome) => match redis.wait_for_replicas(&mut conn).await {
+                        Ok(()) => Ok(outcome),
+                        // Not safe to run again blindly: say that it ran.
+                        Err(LedgerError::Unavailable(e)) if !op.is_idempotent() => {
+                            Err(LedgerError::Unavailable(format!(
+                                "applied on the primary, not yet durable ({e}): check the \
+                                 account before running it again"
+                            )))
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                match done {
                     Err(LedgerError::Unavailable(e)) if op.is_idempotent() && attempt < 2 => {
                         tracing::warn!(operation = op.name(), "ledger retry after: {e}");
                         attempt += 1;

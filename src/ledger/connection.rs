@@ -69,6 +69,8 @@ enum Client {
 struct Inner {
     client: Client,
     connection: OnceCell<RedisConn>,
+    /// Replicas each ledger mutation waits for (`ledger.replica_acks`), and for how long.
+    replica_acks: Option<(u32, Duration)>,
 }
 
 impl RedisHandle {
@@ -103,8 +105,50 @@ impl RedisHandle {
             inner: Arc::new(Inner {
                 client,
                 connection: OnceCell::new(),
+                replica_acks: None,
             }),
         })
+    }
+
+    /// This handle with ledger mutations made durable on `acks` replicas (0: off), waiting at
+    /// most `timeout` for them ([`RedisHandle::wait_for_replicas`]). Call before cloning.
+    pub fn with_replica_acks(self, acks: u32, timeout: Duration) -> Self {
+        let replica_acks = (acks > 0).then_some((acks, timeout));
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => RedisHandle {
+                inner: Arc::new(Inner {
+                    replica_acks,
+                    ..inner
+                }),
+            },
+            Err(shared) => {
+                tracing::error!("replica_acks set on a handle already shared: ignored");
+                RedisHandle { inner: shared }
+            }
+        }
+    }
+
+    /// With `ledger.replica_acks`, waits until that many replicas hold every write this
+    /// connection made so far (Redis `WAIT`): `Unavailable` when fewer did in time, so the
+    /// caller is not told that an operation is durable when it is not. A no-op when off.
+    pub async fn wait_for_replicas(&self, conn: &mut RedisConn) -> Result<(), LedgerError> {
+        let Some((acks, timeout)) = self.inner.replica_acks else {
+            return Ok(());
+        };
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let got: i64 = redis::cmd("WAIT")
+            .arg(acks)
+            .arg(ms)
+            .query_async(conn)
+            .await?;
+        if got < i64::from(acks) {
+            return Err(LedgerError::Unavailable(format!(
+                "only {got} of the {acks} replicas ledger.replica_acks asks for acknowledged the write within {ms} ms"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether this is a Redis Cluster connection.

@@ -8,6 +8,7 @@ mod chaos;
 mod cluster;
 mod credits;
 mod dashboard;
+mod durability;
 mod egress;
 mod emulation;
 mod error_pages;
