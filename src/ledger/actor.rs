@@ -108,7 +108,7 @@ async fn run(redis: RedisHandle, request: Request, metrics: Arc<Metrics>) {
                     // Answered only once durable on the replicas `ledger.replica_acks` names
                     // (also a re-check that changed nothing: an earlier attempt's write may
                     // not have reached them yet).
-                    Ok(outcome) => match redis.wait_for_replicas(&mut conn).await {
+                    Ok(outcome) => match redis.wait_for_replicas(&conn).await {
                         Ok(()) => Ok(outcome),
                         // Not safe to run again blindly: say that it ran.
                         Err(LedgerError::Unavailable(e)) if !op.is_idempotent() => {

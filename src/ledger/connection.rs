@@ -13,7 +13,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
-use tokio::sync::OnceCell;
+use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use super::LedgerError;
 use crate::config::RedisConfig;
@@ -71,6 +71,8 @@ struct Inner {
     connection: OnceCell<RedisConn>,
     /// Replicas each ledger mutation waits for (`ledger.replica_acks`), and for how long.
     replica_acks: Option<(u32, Duration)>,
+    /// The group `WAIT`: callers whose writes are done, answered together by one `WAIT`.
+    waits: std::sync::OnceLock<mpsc::UnboundedSender<oneshot::Sender<Result<(), LedgerError>>>>,
 }
 
 impl RedisHandle {
@@ -106,6 +108,7 @@ impl RedisHandle {
                 client,
                 connection: OnceCell::new(),
                 replica_acks: None,
+                waits: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -131,24 +134,27 @@ impl RedisHandle {
     /// With `ledger.replica_acks`, waits until that many replicas hold every write this
     /// connection made so far (Redis `WAIT`): `Unavailable` when fewer did in time, so the
     /// caller is not told that an operation is durable when it is not. A no-op when off.
-    pub async fn wait_for_replicas(&self, conn: &mut RedisConn) -> Result<(), LedgerError> {
+    ///
+    /// A group commit: callers whose writes have been answered queue here, and one `WAIT`,
+    /// sent after all of them, answers the whole group (a `WAIT` covers every earlier write of
+    /// the connection); callers arriving meanwhile make the next group. So concurrent
+    /// operations share replication round trips instead of queueing one `WAIT` each.
+    pub async fn wait_for_replicas(&self, conn: &RedisConn) -> Result<(), LedgerError> {
         let Some((acks, timeout)) = self.inner.replica_acks else {
             return Ok(());
         };
-        let ms = u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let got: i64 = redis::cmd("WAIT")
-            .arg(acks)
-            .arg(ms)
-            .query_async(conn)
-            .await?;
-        if got < i64::from(acks) {
-            return Err(LedgerError::Unavailable(format!(
-                "only {got} of the {acks} replicas ledger.replica_acks asks for acknowledged the write within {ms} ms"
-            )));
+        let queue = self.inner.waits.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(group_waits(conn.clone(), acks, timeout, rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        if queue.send(reply).is_err() {
+            return Err(LedgerError::Unavailable("the replica wait stopped".into()));
         }
-        Ok(())
+        answer
+            .await
+            .unwrap_or_else(|_| Err(LedgerError::Unavailable("the replica wait stopped".into())))
     }
 
     /// Whether this is a Redis Cluster connection.
@@ -220,6 +226,40 @@ impl RedisHandle {
                 .await
                 .is_ok(),
             Err(_) => false,
+        }
+    }
+}
+
+/// Answers queued callers in groups, one `WAIT acks timeout` per group; ends when the handle is
+/// dropped.
+async fn group_waits(
+    mut conn: RedisConn,
+    acks: u32,
+    timeout: Duration,
+    mut queue: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), LedgerError>>>,
+) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            group.push(next);
+        }
+        let waited: Result<i64, _> = redis::cmd("WAIT")
+            .arg(acks)
+            .arg(ms)
+            .query_async(&mut conn)
+            .await;
+        let result = match waited {
+            Ok(got) if got >= i64::from(acks) => Ok(()),
+            Ok(got) => Err(LedgerError::Unavailable(format!(
+                "only {got} of the {acks} replicas ledger.replica_acks asks for acknowledged the write within {ms} ms"
+            ))),
+            Err(e) => Err(LedgerError::from(e)),
+        };
+        for caller in group {
+            let _ = caller.send(result.clone());
         }
     }
 }
