@@ -17,6 +17,7 @@ mod hold;
 mod hostile_pages;
 mod html;
 mod interaction;
+mod jobs;
 mod isolation;
 mod ledger;
 mod lifecycle;
