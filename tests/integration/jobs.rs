@@ -13,8 +13,10 @@ use shotfarm::ledger::keys::AccountKeys;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+use crate::redis_server::start_redis;
 use crate::support::{
-    audited, client_with_key, page, provision, redis_url, spawn_binary, ChildGuard, Daemon,
+    audited, audited_on, client_with_key, page, provision, provision_on, spawn_binary_on,
+    ChildGuard, Daemon,
 };
 
 /// One daemon for the in-process tests: 2 workers whose claims go stale after 2 s.
@@ -273,10 +275,9 @@ async fn refusals_bad_webhooks_combinations_no_credit_and_other_accounts_jobs() 
     audited(&funded.account).await;
 }
 
-/// Two daemon binaries on the test Redis sharing the jobs stream, with quick takeovers.
-fn two_daemons(
-    dirs: &[tempfile::TempDir; 2],
-) -> [(ChildGuard, String); 2] {
+/// Two daemon binaries on the Redis at `redis` (the test's own: no other test's daemon takes
+/// its jobs) sharing the jobs stream, with quick takeovers.
+fn two_daemons(dirs: &[tempfile::TempDir; 2], redis: &str) -> [(ChildGuard, String); 2] {
     let env = [
         ("SHOTFARM_FARM__BROWSERS", "1"),
         ("SHOTFARM_JOBS__WORKERS", "3"),
@@ -285,8 +286,8 @@ fn two_daemons(
         ("SHOTFARM_NOTIFICATIONS__MAX_RETRY_MS", "400"),
     ];
     [
-        spawn_binary(dirs[0].path(), &env),
-        spawn_binary(dirs[1].path(), &env),
+        spawn_binary_on(dirs[0].path(), redis, &env, None),
+        spawn_binary_on(dirs[1].path(), redis, &env, None),
     ]
 }
 
@@ -295,8 +296,8 @@ async fn ready(base: &str) {
 }
 
 /// Which daemon's worker runs `job` now (its consumer name starts with the daemon's pid).
-async fn runner(account: &str, job: &str) -> Option<u32> {
-    let client = redis::Client::open(redis_url()).expect("redis");
+async fn runner(redis: &str, account: &str, job: &str) -> Option<u32> {
+    let client = redis::Client::open(redis).expect("redis");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
@@ -314,11 +315,12 @@ async fn runner(account: &str, job: &str) -> Option<u32> {
 #[tokio::test]
 async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_and_charged_once() {
     let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
-    let [mut a, mut b] = two_daemons(&dirs);
+    let redis = start_redis();
+    let [mut a, mut b] = two_daemons(&dirs, &redis.url);
     ready(&a.1).await;
     ready(&b.1).await;
     let hooks = receiver().await;
-    let funded = provision(5);
+    let funded = provision_on(&redis.url, 5);
     // A page that takes 4 s: longer than the claim's idle limit, so only the heartbeat keeps
     // the job with its worker until that worker's daemon dies.
     let (code, accepted) = submit(
@@ -332,7 +334,7 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     let id = accepted["id"].as_str().expect("id").to_string();
     let mut pid = None;
     for _ in 0..100 {
-        pid = runner(&funded.account, &id).await;
+        pid = runner(&redis.url, &funded.account, &id).await;
         if pid.is_some() {
             break;
         }
@@ -352,7 +354,7 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     let done = settled(&survivor.1, &funded.key, &id, Duration::from_secs(90)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["webhook"], "delivered");
-    assert_ne!(runner(&funded.account, &id).await, Some(pid), "taken over");
+    assert_ne!(runner(&redis.url, &funded.account, &id).await, Some(pid), "taken over");
     // Give a wrongly duplicated delivery time to show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let secret = secret(&survivor.1, &funded.key).await;
@@ -361,7 +363,7 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert_eq!(requests.len(), 1, "delivered once");
     assert_eq!(deliveries[&format!("msg_{id}")].0["type"], "screenshot.succeeded");
-    let snapshot = audited(&funded.account).await;
+    let snapshot = audited_on(&redis.url, &funded.account).await;
     assert_eq!(snapshot.balance.spent, 1, "charged once");
     assert_eq!(snapshot.balance.reserved, 0, "no hold left open");
 }
@@ -369,11 +371,12 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
 #[tokio::test]
 async fn a_hundred_jobs_over_two_daemons_are_each_delivered_and_charged_exactly_once() {
     let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
-    let daemons = two_daemons(&dirs);
+    let redis = start_redis();
+    let daemons = two_daemons(&dirs, &redis.url);
     ready(&daemons[0].1).await;
     ready(&daemons[1].1).await;
     let hooks = receiver().await;
-    let funded = provision(150);
+    let funded = provision_on(&redis.url, 150);
     let hook = format!("{}/hooks/batch", hooks.uri());
     let mut ids = Vec::new();
     for n in 0..100 {
@@ -401,7 +404,7 @@ async fn a_hundred_jobs_over_two_daemons_are_each_delivered_and_charged_exactly_
     for id in &ids {
         assert_eq!(deliveries[&format!("msg_{id}")].1, 1);
     }
-    let snapshot = audited(&funded.account).await;
+    let snapshot = audited_on(&redis.url, &funded.account).await;
     assert_eq!(snapshot.balance.spent, 100, "each charged once");
     assert_eq!(snapshot.balance.reserved, 0);
     assert_eq!(snapshot.balance.available, 50);
