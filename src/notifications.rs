@@ -238,12 +238,22 @@ impl Inner {
             })
             .await;
         match outcome {
-            Delivery::Delivered { attempt } => {
-                self.report(NotificationOutcome::Delivered, event, &id, attempt, "", None)
-            }
-            Delivery::Refused { attempt, why } => {
-                self.report(NotificationOutcome::Refused, event, &id, attempt, &why, None)
-            }
+            Delivery::Delivered { attempt } => self.report(
+                NotificationOutcome::Delivered,
+                event,
+                &id,
+                attempt,
+                "",
+                None,
+            ),
+            Delivery::Refused { attempt, why } => self.report(
+                NotificationOutcome::Refused,
+                event,
+                &id,
+                attempt,
+                &why,
+                None,
+            ),
             Delivery::GaveUp { why, .. } => self.give_up(event, &id, &why),
         }
     }
@@ -288,7 +298,10 @@ impl Inner {
                 }
             }
         }
-        Delivery::GaveUp { attempts, why: last }
+        Delivery::GaveUp {
+            attempts,
+            why: last,
+        }
     }
 
     async fn attempt(&self, message: &Signed<'_>, signer: &standardwebhooks::Webhook) -> Attempt {

@@ -2,7 +2,7 @@
 //!
 //! - each outside world's crate is used only in its home: warp (HTTP) in `api`, hyper in `api`
 //!   and the egress proxy, chromiumoxide in `farm`, redis in the stores (`ledger`, `accounts`,
-//!   `limits`), reqwest in `payments` and `notifications`, actix in `farm` and the ledger actor,
+//!   `limits`, `jobs/store.rs`; deadpool-redis only there), reqwest in `payments` and `notifications`, actix in `farm` and the ledger actor,
 //!   object_store in `storage`;
 //! - Redis key names and the hash fields the Lua scripts share (`ledger::keys`) are used only
 //!   by the stores (`ledger`, `accounts`, `limits`);
@@ -21,7 +21,11 @@ const HOMES: &[(&str, &[&str])] = &[
     ("warp", &["api/"]),
     ("hyper", &["api/", "egress/proxy.rs"]),
     ("chromiumoxide", &["farm/"]),
-    ("redis", &["ledger/", "accounts/", "limits/"]),
+    (
+        "redis",
+        &["ledger/", "accounts/", "limits/", "jobs/store.rs"],
+    ),
+    ("deadpool_redis", &["jobs/store.rs"]),
     ("reqwest", &["payments/", "notifications.rs"]),
     ("actix", &["farm/", "ledger/actor.rs"]),
     ("object_store", &["storage/"]),
@@ -29,8 +33,10 @@ const HOMES: &[(&str, &[&str])] = &[
 
 /// Modules of ours that only some places may use: Redis key names (and the hash fields the
 /// Lua scripts share) belong to the stores.
-const INTERNAL_HOMES: &[(&str, &[&str])] =
-    &[("ledger::keys", &["ledger/", "accounts/", "limits/"])];
+const INTERNAL_HOMES: &[(&str, &[&str])] = &[(
+    "ledger::keys",
+    &["ledger/", "accounts/", "limits/", "jobs/store.rs"],
+)];
 
 /// Modules no other module may import (the ground floor imports nothing).
 const GROUND_FLOOR: &str = "config";

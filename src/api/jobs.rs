@@ -74,9 +74,9 @@ pub(super) async fn accept(
         .map_err(|e| (ledger_unavailable(e), None))?;
     if let Err(refused) = submitted {
         let message = match refused {
-            Refused::Account(n) => format!(
-                "this account already has {n} async jobs open; retry when one has finished"
-            ),
+            Refused::Account(n) => {
+                format!("this account already has {n} async jobs open; retry when one has finished")
+            }
             Refused::Total(n) => {
                 format!("the server already has {n} async jobs open; retry later")
             }

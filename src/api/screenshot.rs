@@ -18,9 +18,9 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::billing;
-use super::jobs;
 use super::cached::{self, Found};
 use super::errors::{ledger_unavailable, ApiError};
+use super::jobs;
 use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::rate_limit;
@@ -194,7 +194,9 @@ async fn capture(
             let message = "cannot be combined with an Idempotency-Key (each accepted job runs once; its id is the key)";
             return Err((refuse("async", message), None));
         }
-        check_main_url(state, &request.spec).await.map_err(no_credits)?;
+        check_main_url(state, &request.spec)
+            .await
+            .map_err(no_credits)?;
         return jobs::accept(state, id, &who.account, kept, ask).await;
     }
     let deadline = received + request.timeout;
@@ -211,7 +213,9 @@ async fn capture(
             Found::Miss(guard) => _filling = guard,
         }
     }
-    check_main_url(state, &request.spec).await.map_err(no_credits)?;
+    check_main_url(state, &request.spec)
+        .await
+        .map_err(no_credits)?;
 
     let ttl = request.timeout
         + ANSWER_SLACK

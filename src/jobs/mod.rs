@@ -44,9 +44,7 @@ pub fn new_job_id() -> String {
 
 /// Whether `id` has the shape of a job id (so a lookup never builds a key from anything else).
 pub fn is_job_id(id: &str) -> bool {
-    id.len() == 36
-        && id.starts_with("job_")
-        && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
+    id.len() == 36 && id.starts_with("job_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub use crate::timestamps::now_ms;
@@ -55,4 +53,3 @@ pub use crate::timestamps::now_ms;
 pub fn webhook_id(job: &str) -> String {
     format!("msg_{job}")
 }
-

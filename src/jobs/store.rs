@@ -173,7 +173,8 @@ impl JobStore {
                     .map_err(unavailable)?,
             )
         } else {
-            let mut cluster = deadpool_redis::cluster::Config::from_urls(config.cluster_nodes.clone());
+            let mut cluster =
+                deadpool_redis::cluster::Config::from_urls(config.cluster_nodes.clone());
             cluster.pool = Some(deadpool_redis::PoolConfig::new(size));
             Pool::Cluster(
                 cluster
@@ -445,7 +446,10 @@ impl JobStore {
             .srem(AccountKeys::new(&entry.account).jobs_open(), &entry.job)
             .await?;
         let _: () = conn
-            .srem(keys::jobs_open(), format!("{}|{}", entry.account, entry.job))
+            .srem(
+                keys::jobs_open(),
+                format!("{}|{}", entry.account, entry.job),
+            )
             .await?;
         Ok(())
     }

@@ -60,11 +60,7 @@ impl Workers {
     /// them (entries in progress stay pending and are taken over elsewhere or after a restart).
     pub fn spawn(self) -> Vec<tokio::task::JoinHandle<()>> {
         let count = self.config.get().jobs.workers;
-        let host = format!(
-            "{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let host = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let mut handles = Vec::new();
         crate::telemetry::events::JobEvent::register(&self.metrics);
         let sampler = self.clone();
@@ -113,7 +109,8 @@ impl Workers {
             match self.store.next(&consumer, claim_idle).await {
                 Ok(Some(entry)) => {
                     backoff = Duration::from_millis(200);
-                    let span = tracing::info_span!("job", job = %entry.job, account = %entry.account);
+                    let span =
+                        tracing::info_span!("job", job = %entry.job, account = %entry.account);
                     self.process(&consumer, entry).instrument(span).await;
                 }
                 Ok(None) => {}
@@ -223,11 +220,7 @@ impl Workers {
         };
         let (spec, timeout) = match (self.parse)(options, &config.capture) {
             Ok(parsed) => parsed,
-            Err(message) => {
-                return self
-                    .fail(entry, "invalid_parameter", message)
-                    .await
-            }
+            Err(message) => return self.fail(entry, "invalid_parameter", message).await,
         };
         if spec.html.is_none() {
             if let Err(blocked) = self.egress.check_url(&spec.url).await {
@@ -247,9 +240,7 @@ impl Workers {
         };
         let request = HoldRequest {
             account: entry.account.clone(),
-            ttl: timeout
-                + ANSWER_SLACK
-                + Duration::from_millis(config.ledger.hold_grace_ms),
+            ttl: timeout + ANSWER_SLACK + Duration::from_millis(config.ledger.hold_grace_ms),
             idempotency: Some(idempotency.clone()),
             description: format!("Async {}", lowercase_first(&spec.describe())),
             max_held: config.ledger.max_in_flight_per_account,
@@ -260,7 +251,8 @@ impl Workers {
                 Ok(Reservation::Held(hold)) => break hold,
                 // An earlier run committed: the image is in the record, charged once already.
                 Ok(Reservation::Refused(
-                    Outcome::IdempotencyReplay { .. } | Outcome::IdempotencyResultUnavailable { .. },
+                    Outcome::IdempotencyReplay { .. }
+                    | Outcome::IdempotencyResultUnavailable { .. },
                 )) => return self.succeed(entry).await,
                 Ok(Reservation::Refused(Outcome::IdempotencyInFlight { .. })) => {
                     // An earlier run's hold is open. Taken over (its worker went silent for
@@ -280,9 +272,7 @@ impl Workers {
                                 })
                                 .await;
                         }
-                        _ => {
-                            return Run::Later("an earlier run's hold is still open".into())
-                        }
+                        _ => return Run::Later("an earlier run's hold is still open".into()),
                     }
                 }
                 Ok(Reservation::Refused(Outcome::TooManyInFlight { .. })) => {
@@ -300,7 +290,9 @@ impl Workers {
                         .await
                 }
                 Ok(Reservation::Refused(Outcome::NoAccount)) => {
-                    return self.fail(entry, "unauthorized", "no such account".into()).await
+                    return self
+                        .fail(entry, "unauthorized", "no such account".into())
+                        .await
                 }
                 Ok(Reservation::Refused(other)) => {
                     return Run::Later(format!("unexpected reserve outcome {}", other.name()))
@@ -417,10 +409,7 @@ impl Workers {
             Ok(0) => Run::Finished,
             Ok(_) => {
                 let ttl = Duration::from_secs(self.config.get().jobs.result_ttl_secs);
-                let _ = self
-                    .store
-                    .set(&entry.account, &entry.job, &[], ttl)
-                    .await;
+                let _ = self.store.set(&entry.account, &entry.job, &[], ttl).await;
                 let (outcome, why) = match &failure {
                     None => (JobOutcome::Succeeded, String::new()),
                     Some(f) => (JobOutcome::Failed, format!("{}: {}", f.code, f.message)),

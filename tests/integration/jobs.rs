@@ -151,14 +151,20 @@ async fn a_job_is_accepted_delivered_signed_charged_once_and_serves_its_image() 
         .expect("image");
     assert_eq!(image.status(), 200);
     assert_eq!(
-        image.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        image
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("image/png")
     );
     let bytes = image.bytes().await.expect("bytes");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
 
     let secret = secret(&base, &funded.key).await;
-    let deliveries = verified(&hooks.received_requests().await.unwrap_or_default(), &secret);
+    let deliveries = verified(
+        &hooks.received_requests().await.unwrap_or_default(),
+        &secret,
+    );
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     let (body, times) = &deliveries[&format!("msg_{id}")];
     assert_eq!(*times, 1);
@@ -191,7 +197,10 @@ async fn a_job_is_accepted_delivered_signed_charged_once_and_serves_its_image() 
     let failed_id = accepted["id"].as_str().expect("id").to_string();
     let done = settled(&base, &funded.key, &failed_id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "failed", "{done}");
-    assert_eq!(done["error"]["code"], sync_body["error"]["code"], "{done} vs {sync_body}");
+    assert_eq!(
+        done["error"]["code"], sync_body["error"]["code"],
+        "{done} vs {sync_body}"
+    );
     assert!(done.get("image_url").is_none());
     let image = client_with_key(&funded.key)
         .get(format!("{base}/api/v1/screenshots/{failed_id}/image"))
@@ -199,7 +208,10 @@ async fn a_job_is_accepted_delivered_signed_charged_once_and_serves_its_image() 
         .await
         .expect("image");
     assert_eq!(image.status(), 404);
-    let deliveries = verified(&hooks.received_requests().await.unwrap_or_default(), &secret);
+    let deliveries = verified(
+        &hooks.received_requests().await.unwrap_or_default(),
+        &secret,
+    );
     let (body, times) = &deliveries[&format!("msg_{failed_id}")];
     assert_eq!(*times, 1);
     assert_eq!(body["type"], "screenshot.failed");
@@ -214,15 +226,51 @@ async fn refusals_bad_webhooks_combinations_no_credit_and_other_accounts_jobs() 
     let funded = provision(3);
     let url = page("/plain");
     let cases = [
-        (json!({"url": url, "async": true}), "webhook_url", "invalid_parameter"),
-        (json!({"url": url, "async": true, "webhook_url": "not a url"}), "webhook_url", "invalid_parameter"),
-        (json!({"url": url, "async": true, "webhook_url": "ftp://example.com/x"}), "webhook_url", "invalid_parameter"),
-        (json!({"url": url, "webhook_url": "https://example.com/x"}), "webhook_url", "invalid_parameter"),
-        (json!({"url": url, "async": true, "webhook_url": "http://169.254.169.254/hook"}), "webhook_url", "url_not_allowed"),
-        (json!({"url": url, "async": true, "webhook_url": "http://10.1.2.3/hook"}), "webhook_url", "url_not_allowed"),
-        (json!({"url": url, "async": true, "cache": true, "webhook_url": "http://127.0.0.1:9/h"}), "cache", "invalid_parameter"),
-        (json!({"url": url, "async": true, "store": true, "webhook_url": "http://127.0.0.1:9/h"}), "store", "invalid_parameter"),
-        (json!({"url": "http://10.9.9.9/", "async": true, "webhook_url": "http://127.0.0.1:9/h"}), "url", "url_not_allowed"),
+        (
+            json!({"url": url, "async": true}),
+            "webhook_url",
+            "invalid_parameter",
+        ),
+        (
+            json!({"url": url, "async": true, "webhook_url": "not a url"}),
+            "webhook_url",
+            "invalid_parameter",
+        ),
+        (
+            json!({"url": url, "async": true, "webhook_url": "ftp://example.com/x"}),
+            "webhook_url",
+            "invalid_parameter",
+        ),
+        (
+            json!({"url": url, "webhook_url": "https://example.com/x"}),
+            "webhook_url",
+            "invalid_parameter",
+        ),
+        (
+            json!({"url": url, "async": true, "webhook_url": "http://169.254.169.254/hook"}),
+            "webhook_url",
+            "url_not_allowed",
+        ),
+        (
+            json!({"url": url, "async": true, "webhook_url": "http://10.1.2.3/hook"}),
+            "webhook_url",
+            "url_not_allowed",
+        ),
+        (
+            json!({"url": url, "async": true, "cache": true, "webhook_url": "http://127.0.0.1:9/h"}),
+            "cache",
+            "invalid_parameter",
+        ),
+        (
+            json!({"url": url, "async": true, "store": true, "webhook_url": "http://127.0.0.1:9/h"}),
+            "store",
+            "invalid_parameter",
+        ),
+        (
+            json!({"url": "http://10.9.9.9/", "async": true, "webhook_url": "http://127.0.0.1:9/h"}),
+            "url",
+            "url_not_allowed",
+        ),
     ];
     for (body, field, code) in cases {
         let (status, answer) = submit(&base, &funded.key, body.clone()).await;
@@ -257,7 +305,10 @@ async fn refusals_bad_webhooks_combinations_no_credit_and_other_accounts_jobs() 
     let other = provision(1);
     for (key, job) in [
         (&other.key, id.to_string()),
-        (&funded.key, "job_00000000000000000000000000000000".to_string()),
+        (
+            &funded.key,
+            "job_00000000000000000000000000000000".to_string(),
+        ),
         (&funded.key, "../../etc".to_string()),
     ] {
         let (status, answer) = job_status(&base, key, &job).await;
@@ -314,7 +365,10 @@ async fn runner(redis: &str, account: &str, job: &str) -> Option<u32> {
 
 #[tokio::test]
 async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_and_charged_once() {
-    let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
     let redis = start_redis();
     let [mut a, mut b] = two_daemons(&dirs, &redis.url);
     ready(&a.1).await;
@@ -354,7 +408,11 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     let done = settled(&survivor.1, &funded.key, &id, Duration::from_secs(90)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["webhook"], "delivered");
-    assert_ne!(runner(&redis.url, &funded.account, &id).await, Some(pid), "taken over");
+    assert_ne!(
+        runner(&redis.url, &funded.account, &id).await,
+        Some(pid),
+        "taken over"
+    );
     // Give a wrongly duplicated delivery time to show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let secret = secret(&survivor.1, &funded.key).await;
@@ -362,7 +420,10 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     let deliveries = verified(&requests, &secret);
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert_eq!(requests.len(), 1, "delivered once");
-    assert_eq!(deliveries[&format!("msg_{id}")].0["type"], "screenshot.succeeded");
+    assert_eq!(
+        deliveries[&format!("msg_{id}")].0["type"],
+        "screenshot.succeeded"
+    );
     let snapshot = audited_on(&redis.url, &funded.account).await;
     assert_eq!(snapshot.balance.spent, 1, "charged once");
     assert_eq!(snapshot.balance.reserved, 0, "no hold left open");
@@ -370,7 +431,10 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
 
 #[tokio::test]
 async fn a_hundred_jobs_over_two_daemons_are_each_delivered_and_charged_exactly_once() {
-    let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
     let redis = start_redis();
     let daemons = two_daemons(&dirs, &redis.url);
     ready(&daemons[0].1).await;
