@@ -276,9 +276,9 @@ impl Workers {
                     }
                 }
                 Ok(Reservation::Refused(Outcome::TooManyInFlight { .. })) => {
-                    // The account's other captures fill its cap: wait for one (the claim stays
-                    // fresh meanwhile).
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    // The account's other captures fill its cap: this worker serves others
+                    // meanwhile, and the job is taken up again once its claim is stale.
+                    return Run::Later("the account's captures in flight are at their cap".into());
                 }
                 Ok(Reservation::Refused(Outcome::Insufficient { available })) => {
                     return self
