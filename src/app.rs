@@ -204,6 +204,7 @@ where
     });
     let workers = Workers {
         store: jobs,
+        accounts: state.accounts.clone(),
         ledger: ledger.clone(),
         farm: farm.clone(),
         metrics: metrics.clone(),

@@ -87,7 +87,7 @@ pub(super) async fn accept(
     }
     // The deliveries are signed with the account's notification secret: make it now if the
     // account has none, so it can be read (GET /api/v1/credits/auto-topup) before the first.
-    if let Err(e) = state.jobs.webhook_secret(account).await {
+    if let Err(e) = state.accounts.webhook_secret(account).await {
         tracing::warn!("cannot make the account's webhook secret yet ({e})");
     }
     tracing::info!(job = %id, "async job accepted");

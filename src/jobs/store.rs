@@ -497,38 +497,7 @@ impl JobStore {
             oldest_waiting_ms,
         })
     }
-
-    /// The account's webhook signing secret (its `whsec_` notification secret), made now if it
-    /// has none (`accounts::settings` owns the field; this only reads or fills it).
-    pub async fn webhook_secret(&self, account: &str) -> Result<String, LedgerError> {
-        let mut conn = self.conn()?;
-        let key = AccountKeys::new(account).account();
-        let current: Option<String> = conn.hget(&key, NOTIFY_SECRET).await?;
-        if let Some(secret) = current.filter(|s| !s.is_empty()) {
-            return Ok(secret);
-        }
-        let fresh = crate::accounts::secrets::new_webhook_secret();
-        // Only where there is none yet: two submissions at once keep the same one.
-        let _: () = redis::cmd("HSETNX")
-            .arg(&key)
-            .arg(NOTIFY_SECRET)
-            .arg(&fresh)
-            .query_async(&mut conn)
-            .await?;
-        let now: Option<String> = conn.hget(&key, NOTIFY_SECRET).await?;
-        match now.filter(|s| !s.is_empty()) {
-            Some(secret) => Ok(secret),
-            None => {
-                // The field exists but is empty (a URL was cleared): fill it.
-                let _: () = conn.hset(&key, NOTIFY_SECRET, &fresh).await?;
-                Ok(fresh)
-            }
-        }
-    }
 }
-
-/// The account hash field of the notification secret (`accounts::settings`).
-const NOTIFY_SECRET: &str = "notify_secret";
 
 async fn read_new(
     conn: &mut impl ConnectionLike,

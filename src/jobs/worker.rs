@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use super::store::{Entry, JobRecord, JobStatus, JobStore};
 use super::{webhook_id, ParseOptions};
 use crate::accounts::secrets::sha256_hex;
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::egress::{EgressPolicy, UrlBlocked};
 use crate::farm::{CaptureError, CaptureOutput, Farm, ANSWER_SLACK};
@@ -29,6 +30,7 @@ use crate::telemetry::Metrics;
 #[derive(Clone)]
 pub struct Workers {
     pub store: JobStore,
+    pub accounts: Accounts,
     pub ledger: Ledger,
     pub farm: Farm,
     pub metrics: Arc<Metrics>,
@@ -431,7 +433,7 @@ impl Workers {
     async fn deliver(&self, record: &JobRecord) {
         let config = self.config.get();
         let ttl = Duration::from_secs(config.jobs.result_ttl_secs);
-        let secret = match self.store.webhook_secret(&record.account).await {
+        let secret = match self.accounts.webhook_secret(&record.account).await {
             Ok(secret) => secret,
             Err(e) => {
                 tracing::warn!("cannot read the account's webhook secret ({e})");
@@ -519,5 +521,71 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: JobStatus) -> JobRecord {
+        JobRecord {
+            id: "job_0123456789abcdef0123456789abcdef".into(),
+            account: "acct_1".into(),
+            status,
+            created_ms: 1_700_000_000_000,
+            finished_ms: Some(1_700_000_001_000),
+            options: "{}".into(),
+            webhook_url: "https://hooks.example.com/x".into(),
+            error: (status == JobStatus::Failed)
+                .then(|| ("navigation_failed".to_string(), "DNS".to_string())),
+            format: Some("png".into()),
+            width: Some(1280),
+            height: Some(800),
+            image_bytes: 10,
+            delivery: Some("pending".into()),
+            finished: true,
+        }
+    }
+
+    #[test]
+    fn webhook_bodies_say_what_happened_and_where_the_image_is() {
+        let ok: Value = serde_json::from_str(&webhook_body(
+            &record(JobStatus::Succeeded),
+            "https://shots.example.com/",
+        ))
+        .expect("json");
+        assert_eq!(ok["type"], "screenshot.succeeded");
+        assert_eq!(ok["data"]["status"], "succeeded");
+        assert_eq!(
+            ok["data"]["image_url"],
+            "https://shots.example.com/api/v1/screenshots/job_0123456789abcdef0123456789abcdef/image"
+        );
+        assert_eq!(ok["data"]["width"], 1280);
+        assert!(ok["data"].get("error").is_none());
+        let failed: Value = serde_json::from_str(&webhook_body(
+            &record(JobStatus::Failed),
+            "https://shots.example.com",
+        ))
+        .expect("json");
+        assert_eq!(failed["type"], "screenshot.failed");
+        assert_eq!(failed["data"]["error"]["code"], "navigation_failed");
+        assert!(failed["data"].get("image_url").is_none());
+    }
+
+    #[test]
+    fn job_ids_have_one_shape() {
+        let id = super::super::new_job_id();
+        assert!(super::super::is_job_id(&id), "{id}");
+        for bad in [
+            "",
+            "job_",
+            "job_xyz",
+            "../../etc",
+            "job_0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!super::super::is_job_id(bad), "{bad}");
+        }
+        assert_eq!(super::super::webhook_id(&id), format!("msg_{id}"));
     }
 }

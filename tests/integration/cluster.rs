@@ -283,5 +283,8 @@ async fn async_jobs_over_two_daemons_on_the_cluster_are_delivered_and_charged_on
     assert_eq!(received.len(), 10, "each delivered once");
     assert_eq!(ids.len(), 10);
     let s = audited_in(&cluster_redis(), &funded.account).await;
-    assert_eq!((s.balance.spent, s.balance.reserved, s.balance.available), (10, 0, 0));
+    assert_eq!(
+        (s.balance.spent, s.balance.reserved, s.balance.available),
+        (10, 0, 0)
+    );
 }
