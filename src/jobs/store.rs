@@ -369,9 +369,11 @@ impl JobStore {
         let record = AccountKeys::new(account).job(id);
         let exists: bool = conn.exists(&record).await?;
         if exists {
-            let _: () = redis::pipe()
-                .hset_multiple(&record, fields)
-                .ignore()
+            let mut pipe = redis::pipe();
+            if !fields.is_empty() {
+                pipe.hset_multiple(&record, fields).ignore();
+            }
+            let _: () = pipe
                 .expire(&record, ttl.as_secs() as i64)
                 .ignore()
                 .query_async(&mut conn)
@@ -383,10 +385,15 @@ impl JobStore {
     /// The next entry for `consumer`: first one abandoned by another worker for
     /// `claim_idle` or longer (taken over), else a new one (waiting on a connection of the
     /// pool for up to a couple of seconds). `None`: nothing to do right now.
+    ///
+    /// `cursor` is where the worker's scan of the pending entries goes on (`XAUTOCLAIM` looks
+    /// at a bounded number of them per call, so a long list of live entries cannot hide a stale
+    /// one behind it); it starts at, and wraps back to, `0-0`.
     pub async fn next(
         &self,
         consumer: &str,
         claim_idle: Duration,
+        cursor: &mut String,
     ) -> Result<Option<Entry>, LedgerError> {
         let mut conn = self.conn()?;
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -394,13 +401,18 @@ impl JobStore {
             .arg(JOBS_GROUP)
             .arg(consumer)
             .arg(claim_idle.as_millis() as u64)
-            .arg("0-0")
+            .arg(cursor.as_str())
             .arg("COUNT")
             .arg(1)
             .query_async(&mut conn)
             .await?;
+        *cursor = claimed.next_stream_id;
         if let Some(entry) = claimed.claimed.into_iter().find_map(|e| entry_of(e, true)) {
             return Ok(Some(entry));
+        }
+        if cursor.as_str() != "0-0" {
+            // More pending entries to look at: no blocking read before the scan has wrapped.
+            return Ok(None);
         }
         match &*self.pool {
             Pool::Single(pool) => {

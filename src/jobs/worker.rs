@@ -95,6 +95,7 @@ impl Workers {
     async fn run(self, consumer: String) {
         let mut group_ready = false;
         let mut backoff = Duration::from_millis(200);
+        let mut cursor = "0-0".to_string();
         loop {
             if !group_ready {
                 match self.store.ensure_group().await {
@@ -108,7 +109,7 @@ impl Workers {
                 }
             }
             let claim_idle = Duration::from_millis(self.config.get().jobs.claim_idle_ms);
-            match self.store.next(&consumer, claim_idle).await {
+            match self.store.next(&consumer, claim_idle, &mut cursor).await {
                 Ok(Some(entry)) => {
                     backoff = Duration::from_millis(200);
                     let span =

@@ -9,7 +9,9 @@ pub enum JobOutcome {
     Succeeded,
     /// The job failed (free), with a capture's error code.
     Failed,
-    /// A worker took over a job whose worker stopped renewing its claim (its host died).
+    /// A worker took over a job whose claim went stale: its host died, or an earlier run left
+    /// it for later (the ledger unreachable, the account at its in-flight cap, an earlier hold
+    /// still open).
     Reclaimed,
     /// The job's webhook was answered 2xx.
     Delivered,
