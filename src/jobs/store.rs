@@ -225,13 +225,46 @@ impl JobStore {
         let account = AccountKeys::new(job.account);
         let member = format!("{}|{}", job.account, job.id);
         let _: () = conn.sadd(account.jobs_open(), job.id).await?;
-        let open: u64 = conn.scard(account.jobs_open()).await?;
+        let mut open: u64 = conn.scard(account.jobs_open()).await?;
+        if open > max_per_account {
+            // At the cap: first forget jobs whose record is gone (expired before a worker
+            // closed them, or a submission cut short by a lost connection).
+            let members: Vec<String> = conn.smembers(account.jobs_open()).await?;
+            for id in members.into_iter().filter(|id| id != job.id) {
+                let exists: bool = conn.exists(account.job(&id)).await?;
+                if !exists {
+                    let _: () = conn.srem(account.jobs_open(), &id).await?;
+                    let _: () = conn
+                        .srem(keys::jobs_open(), format!("{}|{id}", job.account))
+                        .await?;
+                }
+            }
+            open = conn.scard(account.jobs_open()).await?;
+        }
         if open > max_per_account {
             let _: () = conn.srem(account.jobs_open(), job.id).await?;
             return Ok(Err(Refused::Account(max_per_account)));
         }
         let _: () = conn.sadd(keys::jobs_open(), &member).await?;
-        let all: u64 = conn.scard(keys::jobs_open()).await?;
+        let mut all: u64 = conn.scard(keys::jobs_open()).await?;
+        if all > max_total {
+            // At the cap: forget a sample of gone jobs (the whole set may be large).
+            let sample: Vec<String> = redis::cmd("SRANDMEMBER")
+                .arg(keys::jobs_open())
+                .arg(64)
+                .query_async(&mut conn)
+                .await?;
+            for entry in sample.into_iter().filter(|e| *e != member) {
+                let Some((owner, id)) = entry.split_once('|') else {
+                    continue;
+                };
+                let exists: bool = conn.exists(AccountKeys::new(owner).job(id)).await?;
+                if !exists {
+                    let _: () = conn.srem(keys::jobs_open(), &entry).await?;
+                }
+            }
+            all = conn.scard(keys::jobs_open()).await?;
+        }
         if all > max_total {
             let _: () = conn.srem(keys::jobs_open(), &member).await?;
             let _: () = conn.srem(account.jobs_open(), job.id).await?;

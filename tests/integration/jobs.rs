@@ -473,3 +473,37 @@ async fn a_hundred_jobs_over_two_daemons_are_each_delivered_and_charged_exactly_
     assert_eq!(snapshot.balance.reserved, 0);
     assert_eq!(snapshot.balance.available, 50);
 }
+
+#[tokio::test]
+async fn an_account_cannot_queue_past_its_cap() {
+    // A daemon on a Redis of its own that runs no jobs: what is queued stays queued.
+    let redis = start_redis();
+    let url = redis.url.clone();
+    let d = Daemon::start(move |c| {
+        c.farm.browsers = 1;
+        c.redis.url = url;
+        c.jobs.workers = 0;
+        c.jobs.max_queued_per_account = 2;
+    });
+    let base = d.url("");
+    let funded = provision_on(&redis.url, 10);
+    let body = json!({"url": page("/plain"), "async": true, "webhook_url": "http://127.0.0.1:9/h"});
+    for _ in 0..2 {
+        let (status, answer) = submit(&base, &funded.key, body.clone()).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["status"], "queued");
+    }
+    let (status, answer) = submit(&base, &funded.key, body.clone()).await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_many_jobs");
+    // Another account is not held back by this one's jobs.
+    let other = provision_on(&redis.url, 1);
+    let (status, answer) = submit(&base, &other.key, body).await;
+    assert_eq!(status, 202, "{answer}");
+    let snapshot = audited_on(&redis.url, &funded.account).await;
+    assert_eq!(
+        (snapshot.balance.spent, snapshot.balance.reserved),
+        (0, 0),
+        "nothing charged or held while queued"
+    );
+}
