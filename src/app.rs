@@ -19,6 +19,8 @@ use crate::content_filters::ContentFilters;
 use crate::egress::netns::Namespace;
 use crate::egress::{EgressPolicy, EgressProxy};
 use crate::farm::{Farm, Placement};
+use crate::jobs::worker::Workers;
+use crate::jobs::JobStore;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
 use crate::notifications::Notifier;
 use crate::payments::Payments;
@@ -178,6 +180,9 @@ where
     } else {
         None
     };
+    // Async jobs: the store (the workers' own connections come from its pool) and the workers.
+    let jobs = JobStore::new(redis.clone(), &config.redis, config.jobs.workers)
+        .map_err(|e| anyhow::anyhow!("[jobs]: {e}"))?;
     let live = crate::live::Live::new((*config).clone());
     let payments = Arc::new(Payments::on_live(live.clone()).map_err(anyhow::Error::msg)?);
     let state = ApiState {
@@ -191,7 +196,31 @@ where
         notifier,
         cache,
         storage,
+        jobs: jobs.clone(),
     };
+    let parse: crate::jobs::ParseOptions = Arc::new(|options, caps| {
+        api::options::parse(options, caps)
+            .map(|r| (r.spec, r.timeout))
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+    });
+    let workers = Workers {
+        store: jobs,
+        accounts: state.accounts.clone(),
+        ledger: ledger.clone(),
+        farm: farm.clone(),
+        metrics: metrics.clone(),
+        egress: state.egress.clone(),
+        notifier: state.notifier.clone(),
+        config: live.clone(),
+        parse,
+    }
+    .spawn();
     let reloader = tokio::spawn(crate::reload::on_sighup(live, filters));
 
     // One signal stops both listeners from accepting; in-flight requests finish.
@@ -227,6 +256,11 @@ where
     systemd.abort();
     service_manager::stopping();
     let _ = stop_tx.send(true);
+    // Async jobs in progress here are left pending in the stream (never failed for a
+    // shutdown): another daemon, or this one restarted, takes them over.
+    for worker in &workers {
+        worker.abort();
+    }
     farm.shutdown(config.server.shutdown_grace()).await;
     // Requests still open got their answer when the farm closed; give them a moment to flush.
     let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;

@@ -28,6 +28,7 @@ pub mod config;
 pub(crate) mod content_filters;
 pub mod egress;
 pub mod farm;
+pub(crate) mod jobs;
 pub mod ledger;
 pub(crate) mod limits;
 pub(crate) mod live;

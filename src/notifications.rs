@@ -10,7 +10,9 @@
 //! The URL is someone else's: each attempt is checked against the egress policy first and then
 //! sent through the egress proxy, which resolves once and connects only to what it checked —
 //! the same defence captures get, so a notification URL cannot reach the operator's network.
-//! Pending notifications live in memory: a daemon that stops loses its undelivered ones.
+//! Pending low-balance notifications live in memory: a daemon that stops loses its undelivered
+//! ones. The same sender ([`Notifier::send`]) delivers async jobs' results, whose pending state
+//! lives in Redis with the job (`jobs`), so another daemon resumes them.
 
 use crate::telemetry::events::{InternalEvent, LowBalanceNotification, NotificationOutcome};
 use std::net::SocketAddr;
@@ -81,6 +83,27 @@ struct Inner {
     purchase_url: String,
 }
 
+/// One Standard Webhooks message to send: the same `id` on every attempt (and, for an async
+/// job, on every host that sends it), so a receiver can drop repeats.
+pub struct Signed<'a> {
+    pub url: &'a str,
+    /// `whsec_…`
+    pub secret: &'a str,
+    pub id: &'a str,
+    pub body: &'a str,
+}
+
+/// How the delivery of a [`Signed`] message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Answered 2xx at this attempt.
+    Delivered { attempt: u32 },
+    /// The URL points somewhere messages may not go (egress policy, not http(s)): no retry.
+    Refused { attempt: u32, why: String },
+    /// Every attempt failed (or none could be made: a bad secret).
+    GaveUp { attempts: u32, why: String },
+}
+
 /// How one attempt ended.
 enum Attempt {
     Delivered,
@@ -143,6 +166,17 @@ impl Notifier {
             inner.pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
+
+    /// Delivers one signed message on the caller's task (an async job's result): the same
+    /// signing, retries with doubling waits, egress checks and proxy as the low-balance
+    /// notifications; `on_retry(attempt, why, wait)` hears each failed attempt that is retried.
+    pub async fn send(
+        &self,
+        message: &Signed<'_>,
+        on_retry: impl FnMut(u32, &str, Duration),
+    ) -> Delivery {
+        self.inner.send_signed(message, on_retry).await
+    }
 }
 
 impl Inner {
@@ -187,47 +221,40 @@ impl Inner {
 
     async fn deliver(&self, event: &LowBalance) {
         let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-        let (body, signer) = match (
-            self.body(event),
-            standardwebhooks::Webhook::new(&event.secret),
-        ) {
-            (Ok(body), Ok(signer)) => (body, signer),
-            (Err(e), _) => return self.give_up(event, &id, &format!("payload: {e}")),
-            (_, Err(e)) => return self.give_up(event, &id, &format!("secret: {e}")),
+        let body = match self.body(event) {
+            Ok(body) => body,
+            Err(e) => return self.give_up(event, &id, &format!("payload: {e}")),
         };
-        let attempts = self.config.attempts.max(1);
-        for attempt in 1..=attempts {
-            match self.attempt(event, &id, &body, &signer).await {
-                Attempt::Delivered => {
-                    self.report(
-                        NotificationOutcome::Delivered,
-                        event,
-                        &id,
-                        attempt,
-                        "",
-                        None,
-                    );
-                    return;
-                }
-                Attempt::Refused(why) => {
-                    self.report(
-                        NotificationOutcome::Refused,
-                        event,
-                        &id,
-                        attempt,
-                        &why,
-                        None,
-                    );
-                    return;
-                }
-                Attempt::Failed(why) if attempt < attempts => {
-                    let wait = self.config.retry_after(attempt);
-                    let outcome = NotificationOutcome::Retried;
-                    self.report(outcome, event, &id, attempt, &why, Some(wait));
-                    tokio::time::sleep(wait).await;
-                }
-                Attempt::Failed(why) => return self.give_up(event, &id, &why),
-            }
+        let message = Signed {
+            url: &event.url,
+            secret: &event.secret,
+            id: &id,
+            body: &body,
+        };
+        let outcome = self
+            .send_signed(&message, |attempt, why, wait| {
+                let outcome = NotificationOutcome::Retried;
+                self.report(outcome, event, &id, attempt, why, Some(wait));
+            })
+            .await;
+        match outcome {
+            Delivery::Delivered { attempt } => self.report(
+                NotificationOutcome::Delivered,
+                event,
+                &id,
+                attempt,
+                "",
+                None,
+            ),
+            Delivery::Refused { attempt, why } => self.report(
+                NotificationOutcome::Refused,
+                event,
+                &id,
+                attempt,
+                &why,
+                None,
+            ),
+            Delivery::GaveUp { why, .. } => self.give_up(event, &id, &why),
         }
     }
 
@@ -235,16 +262,52 @@ impl Inner {
         self.report(NotificationOutcome::GaveUp, event, id, 0, why, None);
     }
 
-    async fn attempt(
+    /// Delivers one signed message: up to `notifications.attempts` tries, doubling waits
+    /// between them (`on_retry(attempt, why, wait)` before each wait), no retry once refused.
+    async fn send_signed(
         &self,
-        event: &LowBalance,
-        id: &str,
-        body: &str,
-        signer: &standardwebhooks::Webhook,
-    ) -> Attempt {
-        let url = match Url::parse(&event.url) {
+        message: &Signed<'_>,
+        mut on_retry: impl FnMut(u32, &str, Duration),
+    ) -> Delivery {
+        let signer = match standardwebhooks::Webhook::new(message.secret) {
+            Ok(signer) => signer,
+            Err(e) => {
+                return Delivery::GaveUp {
+                    attempts: 0,
+                    why: format!("secret: {e}"),
+                }
+            }
+        };
+        let attempts = self.config.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match self.attempt(message, &signer).await {
+                Attempt::Delivered => return Delivery::Delivered { attempt },
+                Attempt::Refused(why) => return Delivery::Refused { attempt, why },
+                Attempt::Failed(why) if attempt < attempts => {
+                    let wait = self.config.retry_after(attempt);
+                    on_retry(attempt, &why, wait);
+                    tokio::time::sleep(wait).await;
+                    last = why;
+                }
+                Attempt::Failed(why) => {
+                    return Delivery::GaveUp {
+                        attempts: attempt,
+                        why,
+                    }
+                }
+            }
+        }
+        Delivery::GaveUp {
+            attempts,
+            why: last,
+        }
+    }
+
+    async fn attempt(&self, message: &Signed<'_>, signer: &standardwebhooks::Webhook) -> Attempt {
+        let url = match Url::parse(message.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => url,
-            _ => return Attempt::Refused(format!("{} is not an http(s) URL", event.url)),
+            _ => return Attempt::Refused(format!("{} is not an http(s) URL", message.url)),
         };
         // The URL was checked when it was set; names can move since, so check again (the
         // proxy checks once more at connect time).
@@ -252,7 +315,7 @@ impl Inner {
             return Attempt::Refused(blocked.to_string());
         }
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signature = match signer.sign(id, timestamp, body.as_bytes()) {
+        let signature = match signer.sign(message.id, timestamp, message.body.as_bytes()) {
             Ok(s) => s,
             Err(e) => return Attempt::Refused(format!("cannot sign: {e}")),
         };
@@ -260,10 +323,10 @@ impl Inner {
             .client
             .post(url)
             .header("content-type", "application/json")
-            .header("webhook-id", id)
+            .header("webhook-id", message.id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(body.to_string())
+            .body(message.body.to_string())
             .send()
             .await;
         match sent {

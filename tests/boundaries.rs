@@ -2,10 +2,11 @@
 //!
 //! - each outside world's crate is used only in its home: warp (HTTP) in `api`, hyper in `api`
 //!   and the egress proxy, chromiumoxide in `farm`, redis in the stores (`ledger`, `accounts`,
-//!   `limits`, the shared cache's index `cache/index.rs`), reqwest in `payments` and `notifications`, actix in `farm` and the ledger actor,
+//!   `limits`, the shared cache's index `cache/index.rs`, `jobs/store.rs`; deadpool-redis only
+//!   there), reqwest in `payments` and `notifications`, actix in `farm` and the ledger actor,
 //!   object_store in `storage`;
 //! - Redis key names and the hash fields the Lua scripts share (`ledger::keys`) are used only
-//!   by the stores (`ledger`, `accounts`, `limits`, `cache/index.rs`);
+//!   by the stores (`ledger`, `accounts`, `limits`, `cache/index.rs`, `jobs/store.rs`);
 //! - `config`, the ground floor, imports nothing of ours;
 //! - only `app` (and the binary) import `api`: nothing below the HTTP layer reaches up into it;
 //! - the top-level modules form no cycle.
@@ -23,8 +24,15 @@ const HOMES: &[(&str, &[&str])] = &[
     ("chromiumoxide", &["farm/"]),
     (
         "redis",
-        &["ledger/", "accounts/", "limits/", "cache/index.rs"],
+        &[
+            "ledger/",
+            "accounts/",
+            "limits/",
+            "cache/index.rs",
+            "jobs/store.rs",
+        ],
     ),
+    ("deadpool_redis", &["jobs/store.rs"]),
     ("reqwest", &["payments/", "notifications.rs"]),
     ("actix", &["farm/", "ledger/actor.rs"]),
     ("object_store", &["storage/"]),
@@ -34,7 +42,13 @@ const HOMES: &[(&str, &[&str])] = &[
 /// Lua scripts share) belong to the stores.
 const INTERNAL_HOMES: &[(&str, &[&str])] = &[(
     "ledger::keys",
-    &["ledger/", "accounts/", "limits/", "cache/index.rs"],
+    &[
+        "ledger/",
+        "accounts/",
+        "limits/",
+        "cache/index.rs",
+        "jobs/store.rs",
+    ],
 )];
 
 /// Modules no other module may import (the ground floor imports nothing).

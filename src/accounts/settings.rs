@@ -107,4 +107,26 @@ impl Accounts {
             .await?;
         Ok(())
     }
+
+    /// The Standard Webhooks secret (`whsec_…`) the account's messages are signed with — its
+    /// notification secret, which async jobs' webhooks use too — made now if it has none (so a
+    /// customer can read it, as `notificationSecret` of the auto top-up settings, before the
+    /// first delivery). Concurrent callers keep the same one (`HSETNX`).
+    pub async fn webhook_secret(&self, account: &str) -> Result<String, AccountError> {
+        let mut conn = self.conn()?;
+        let key = AccountKeys::new(account).account();
+        let current: Option<String> = conn.hget(&key, "notify_secret").await?;
+        if let Some(secret) = current.filter(|s| !s.is_empty()) {
+            return Ok(secret);
+        }
+        // A cleared notification URL leaves the field empty: only then is it replaced.
+        let fresh = new_webhook_secret();
+        let script = redis::Script::new(
+            r"local v = redis.call('HGET', KEYS[1], 'notify_secret')
+if v and v ~= '' then return v end
+redis.call('HSET', KEYS[1], 'notify_secret', ARGV[1])
+return ARGV[1]",
+        );
+        Ok(script.key(&key).arg(&fresh).invoke_async(&mut conn).await?)
+    }
 }

@@ -47,6 +47,7 @@ pub const API_CODES: &[&str] = &[
     "storage_failed",
     "too_many_connections",
     "too_many_in_flight",
+    "too_many_jobs",
     "unauthorized",
     "unknown_pack",
     "uri_too_long",

@@ -3,6 +3,7 @@
 //!
 //! - [`screenshot`]: `GET`/`POST /api/v1/screenshot`, each capture a credit hold.
 //! - [`billing`]: the credit side of a capture in HTTP: idempotency, 402, replays.
+//! - [`jobs`]: `async=true` (202 and the job) and `GET /api/v1/screenshots/{id}[/image]`.
 //! - [`store_answer`]: `store=true`: the capture uploaded to the bucket, answered by its URL.
 //! - [`options`]: capture options and their validation.
 //! - [`auth`]: who is calling (API keys, session cookie) and the account routes.
@@ -27,6 +28,7 @@ pub(crate) mod credits;
 pub(crate) mod csrf;
 pub(crate) mod dashboard;
 pub(crate) mod errors;
+pub(crate) mod jobs;
 pub(crate) mod json;
 pub(crate) mod keys;
 pub(crate) mod openapi;
@@ -95,6 +97,8 @@ pub fn routes(
     let metrics = state.metrics.clone();
     let same_site = csrf::filter(&state.config.get().auth.public_url);
     let api = screenshot::routes(state.clone())
+        .or(jobs::routes(state.clone()))
+        .unify()
         .or(credits::routes(state.clone()))
         .unify()
         .or(auth::routes(state.clone()))

@@ -6,7 +6,7 @@
 //! `x-credits-remaining` reports the balance after
 //! the request settled.
 
-use crate::telemetry::events::{register_captures, CaptureFailed, CaptureSucceeded, InternalEvent};
+use crate::telemetry::events::register_captures;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -20,19 +20,19 @@ use warp::Filter;
 use super::billing;
 use super::cached::{self, Found};
 use super::errors::{ledger_unavailable, ApiError};
+use super::jobs;
 use super::json::limited_body;
 use super::options::{self, ResponseType};
 use super::rate_limit;
 use super::signed_links::{self, Link};
 use super::store_answer;
 use super::{with_request_id, ApiState};
-use crate::farm::{CaptureError, CaptureOutput, Job};
+use crate::farm::{CaptureError, CaptureOutput};
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
 use crate::limits::RateVerdict;
 use crate::notifications::LowBalance;
 
-/// Extra time the API gives the farm past the job's deadline to deliver its own answer.
-const ANSWER_SLACK: Duration = Duration::from_millis(500);
+use crate::farm::ANSWER_SLACK;
 
 pub fn routes(
     state: ApiState,
@@ -148,6 +148,7 @@ async fn capture(
 ) -> Result<Answer, (ApiError, Option<i64>)> {
     let received = Instant::now();
     let no_credits = |e: ApiError| (e, None);
+    let signed = link.is_some();
     let who = signed_links::caller(state, headers, link)
         .await
         .map_err(no_credits)?;
@@ -172,10 +173,31 @@ async fn capture(
     }
     let options = options.map_err(no_credits)?;
     let idempotency = billing::idempotency(headers, &options).map_err(no_credits)?;
+    // An async job keeps its options as received, for its worker to read again.
+    let kept = options.contains_key("async").then(|| options.clone());
     let request = options::parse(options, &state.config.get().capture)
         .map_err(|e| (ApiError::invalid(e), None))?;
     if request.store.is_some() {
         store_answer::storage_for(state).map_err(no_credits)?;
+    }
+    if let (Some(ask), Some(kept)) = (&request.async_job, kept) {
+        let refuse = |field: &str, message: &str| {
+            ApiError::invalid(vec![super::errors::FieldError {
+                field: field.into(),
+                message: message.into(),
+            }])
+        };
+        if signed {
+            return Err((refuse("async", "is not available on signed links"), None));
+        }
+        if idempotency.is_some() {
+            let message = "cannot be combined with an Idempotency-Key (each accepted job runs once; its id is the key)";
+            return Err((refuse("async", message), None));
+        }
+        check_main_url(state, &request.spec)
+            .await
+            .map_err(no_credits)?;
+        return jobs::accept(state, id, &who.account, kept, ask).await;
     }
     let deadline = received + request.timeout;
     let response_type = request.response_type;
@@ -191,37 +213,9 @@ async fn capture(
             Found::Miss(guard) => _filling = guard,
         }
     }
-    // Supplied markup has no URL to check: the capture serves it inside the browser, and
-    // everything it loads goes through the egress proxy like any page's requests.
-    let checked = match request.spec.html {
-        Some(_) => Ok(()),
-        None => state.egress.check_url(&request.spec.url).await,
-    };
-    if let Err(blocked) = checked {
-        tracing::info!("refused: {blocked}");
-        // A name that does not resolve is not a policy refusal: it is the navigation failing
-        // at DNS, found before a credit is held (so nothing is held or charged).
-        if let crate::egress::UrlBlocked::Unresolvable { host } = &blocked {
-            return Err((
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "navigation_failed",
-                    format!("DNS lookup failed: {host} does not resolve (nothing was charged)"),
-                ),
-                None,
-            ));
-        }
-        let mut error = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "url_not_allowed",
-            blocked.to_string(),
-        );
-        error.details = vec![super::errors::FieldError {
-            field: "url".into(),
-            message: blocked.to_string(),
-        }];
-        return Err((error, None));
-    }
+    check_main_url(state, &request.spec)
+        .await
+        .map_err(no_credits)?;
 
     let ttl = request.timeout
         + ANSWER_SLACK
@@ -232,7 +226,7 @@ async fn capture(
             account: who.account.clone(),
             ttl,
             idempotency: idempotency.clone(),
-            description: describe(&request.spec),
+            description: request.spec.describe(),
             max_held: state.config.get().ledger.max_in_flight_per_account,
         },
     )
@@ -258,7 +252,11 @@ async fn capture(
         }
     };
 
-    match run_capture(state, id, request.spec, deadline).await {
+    match state
+        .farm
+        .capture(&state.metrics, id, request.spec, deadline)
+        .await
+    {
         Ok(output) => {
             let entry = cached.as_ref().map(|c| cached::entry(&output, c, id));
             let (mut response, body) = match &request.store {
@@ -306,6 +304,40 @@ async fn capture(
     }
 }
 
+/// The capture's main URL against the egress policy, before anything is held: 400
+/// `url_not_allowed`, or 502 `navigation_failed` for a name that does not resolve.
+async fn check_main_url(state: &ApiState, spec: &crate::farm::CaptureSpec) -> Result<(), ApiError> {
+    // Supplied markup has no URL to check: the capture serves it inside the browser, and
+    // everything it loads goes through the egress proxy like any page's requests.
+    let checked = match spec.html {
+        Some(_) => Ok(()),
+        None => state.egress.check_url(&spec.url).await,
+    };
+    if let Err(blocked) = checked {
+        tracing::info!("refused: {blocked}");
+        // A name that does not resolve is not a policy refusal: it is the navigation failing
+        // at DNS, found before a credit is held (so nothing is held or charged).
+        if let crate::egress::UrlBlocked::Unresolvable { host } = &blocked {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "navigation_failed",
+                format!("DNS lookup failed: {host} does not resolve (nothing was charged)"),
+            ));
+        }
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "url_not_allowed",
+            blocked.to_string(),
+        );
+        error.details = vec![super::errors::FieldError {
+            field: "url".into(),
+            message: blocked.to_string(),
+        }];
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// `x-credits-low: true` and `x-credits-suggested-pack` once auto top-up's threshold is
 /// crossed: the prompt to buy more, never a charge. The one charge that crossed also queues
 /// the account's notification, if it set a URL (delivered off this request's path).
@@ -349,66 +381,6 @@ async fn low_balance_headers(
         }
         Err(e) => tracing::warn!("could not read auto top-up settings: {e}"),
     }
-}
-
-/// The transaction description of a capture.
-fn describe(spec: &crate::farm::CaptureSpec) -> String {
-    const MAX: usize = 200;
-    let what = if spec.pdf.is_some() {
-        "PDF"
-    } else {
-        "Screenshot"
-    };
-    let mut text = match &spec.html {
-        Some(html) => format!("{what} of supplied HTML ({} bytes)", html.len()),
-        None => format!("{what} of {}", spec.url),
-    };
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
-/// Queue, render and wait for the farm's answer.
-async fn run_capture(
-    state: &ApiState,
-    id: &str,
-    spec: crate::farm::CaptureSpec,
-    deadline: Instant,
-) -> Result<CaptureOutput, CaptureError> {
-    let (job, answer) = Job::new(id.to_string(), spec, deadline);
-    let outcome = match state.farm.submit(job).await {
-        Ok(()) => match tokio::time::timeout_at((deadline + ANSWER_SLACK).into(), answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CaptureError::Internal("the farm dropped the job".into())),
-            Err(_) => Err(CaptureError::Timeout),
-        },
-        Err(e) => Err(e),
-    };
-    match &outcome {
-        Ok(output) => CaptureSucceeded {
-            format: output.format.as_str(),
-            bytes: output.image.len(),
-            queue: output.timings.queue,
-            render: output.timings.render,
-            navigate: output.timings.phases.navigate,
-            capture: output.timings.phases.capture,
-            encode: output.timings.phases.encode,
-        }
-        .emit(&state.metrics),
-        Err(error) => CaptureFailed {
-            code: error.code(),
-            internal: matches!(error, CaptureError::Internal(_)),
-            error,
-        }
-        .emit(&state.metrics),
-    }
-    outcome
 }
 
 pub(super) fn success(

@@ -8,6 +8,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::farm::Farm;
+use crate::jobs::JobStore;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::live::Live;
@@ -32,6 +33,8 @@ pub struct ApiState {
     pub cache: Option<Cache>,
     /// The bucket of `store=true` captures; `None` when `[storage]` names none.
     pub storage: Option<Storage>,
+    /// Async capture jobs in Redis (`async=true`).
+    pub jobs: JobStore,
 }
 
 impl ApiState {

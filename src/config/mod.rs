@@ -10,6 +10,7 @@ mod credits;
 mod egress;
 mod farm;
 mod filters;
+mod jobs;
 mod ledger;
 mod limits;
 mod notifications;
@@ -34,6 +35,7 @@ pub use credits::{CreditsConfig, PackConfig};
 pub use egress::{parse_allow_entry, EgressConfig};
 pub use farm::FarmConfig;
 pub use filters::FiltersConfig;
+pub use jobs::JobsConfig;
 pub use ledger::{LedgerConfig, RedisConfig};
 pub use limits::LimitsConfig;
 pub use notifications::NotificationsConfig;
@@ -80,6 +82,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The S3-compatible bucket of `store=true` captures; off without a bucket.
     pub storage: StorageConfig,
+    /// Async captures (`async=true`): workers on the Redis jobs stream.
+    pub jobs: JobsConfig,
     /// The file this configuration was read from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -38,6 +38,11 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("notifications.attempts", 1, None),
     ("notifications.timeout_ms", 1, None),
     ("notifications.max_pending", 1, None),
+    ("jobs.workers", 0, Some(256)),
+    ("jobs.claim_idle_ms", 300, None),
+    ("jobs.result_ttl_secs", 60, None),
+    ("jobs.max_queued_per_account", 1, None),
+    ("jobs.max_queued", 1, None),
 ];
 
 /// "a whole number of at least 1", "… between 1 and 32": the side `got` is on, else both.

@@ -146,6 +146,31 @@ pub struct CaptureSpec {
     pub filters: Wanted,
 }
 
+impl CaptureSpec {
+    /// The transaction description of a capture of this spec (at most ~200 bytes).
+    pub fn describe(&self) -> String {
+        const MAX: usize = 200;
+        let what = if self.pdf.is_some() {
+            "PDF"
+        } else {
+            "Screenshot"
+        };
+        let mut text = match &self.html {
+            Some(html) => format!("{what} of supplied HTML ({} bytes)", html.len()),
+            None => format!("{what} of {}", self.url),
+        };
+        if text.len() > MAX {
+            let mut cut = MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        text
+    }
+}
+
 /// The address an `html` capture's document has: a name under `.invalid` (RFC 2606), which
 /// nothing resolves. The capture answers the main frame's request for it with the markup, and
 /// fails every other request to its origin inside the browser.

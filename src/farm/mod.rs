@@ -40,6 +40,9 @@ pub use messages::FarmStatus;
 pub use process::Placement;
 use supervisor::Supervisor;
 
+/// Extra time a caller gives the farm past the job's deadline to deliver its own answer.
+pub const ANSWER_SLACK: Duration = Duration::from_millis(500);
+
 /// The handle the rest of the daemon holds: a cloneable address of the supervisor.
 #[derive(Clone)]
 pub struct Farm {
@@ -120,6 +123,48 @@ impl Farm {
             .send(messages::Submit(job))
             .await
             .unwrap_or(Err(CaptureError::ShuttingDown))
+    }
+
+    /// Queues `spec` as job `id`, waits for the farm's answer (until `deadline` plus
+    /// [`ANSWER_SLACK`]) and reports the outcome (`CaptureSucceeded` / `CaptureFailed`): one
+    /// capture, as the synchronous route and the async workers both run it.
+    pub async fn capture(
+        &self,
+        metrics: &Metrics,
+        id: &str,
+        spec: CaptureSpec,
+        deadline: std::time::Instant,
+    ) -> Result<CaptureOutput, CaptureError> {
+        use crate::telemetry::events::{CaptureFailed, CaptureSucceeded, InternalEvent};
+        let (job, answer) = Job::new(id.to_string(), spec, deadline);
+        let outcome = match self.submit(job).await {
+            Ok(()) => match tokio::time::timeout_at((deadline + ANSWER_SLACK).into(), answer).await
+            {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(CaptureError::Internal("the farm dropped the job".into())),
+                Err(_) => Err(CaptureError::Timeout),
+            },
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(output) => CaptureSucceeded {
+                format: output.format.as_str(),
+                bytes: output.image.len(),
+                queue: output.timings.queue,
+                render: output.timings.render,
+                navigate: output.timings.phases.navigate,
+                capture: output.timings.phases.capture,
+                encode: output.timings.phases.encode,
+            }
+            .emit(metrics),
+            Err(error) => CaptureFailed {
+                code: error.code(),
+                internal: matches!(error, CaptureError::Internal(_)),
+                error,
+            }
+            .emit(metrics),
+        }
+        outcome
     }
 
     pub async fn status(&self) -> FarmStatus {

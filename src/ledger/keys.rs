@@ -31,6 +31,23 @@ pub fn sweep(shard: u32) -> String {
     format!("sf:{}:sweep", tag(shard))
 }
 
+/// The async jobs stream (every job's `account` and `job` id, in order of submission), read by
+/// every daemon's workers through the consumer group [`JOBS_GROUP`]. One key with its own hash
+/// tag: on a Redis Cluster it lives in one slot, and every command on it names only it.
+pub fn jobs_stream() -> String {
+    "sf:{jobs}:stream".to_string()
+}
+
+/// The consumer group of the jobs stream: each entry goes to one worker of one daemon, and
+/// stays pending until that worker acknowledges it (done and delivered).
+pub const JOBS_GROUP: &str = "workers";
+
+/// Set: every open job (queued, running or being delivered) of every account,
+/// `account|job id`; its size is what `jobs.max_queued` caps.
+pub fn jobs_open() -> String {
+    "sf:{jobs}:open".to_string()
+}
+
 /// The applied-reference entry of a paid Polar order (its grant's `reference`).
 pub fn order_reference(order_id: &str) -> String {
     format!("polar_order:{order_id}")
@@ -116,6 +133,19 @@ impl AccountKeys {
     /// Hash: one `Idempotency-Key` (by its SHA-256): state, fingerprint, hold, and the result.
     pub fn idempotency(&self, key_hash: &str) -> String {
         format!("{}idem:{}:{}", self.prefix, self.id, key_hash)
+    }
+
+    /// Hash: one async job of this account: its status, options, webhook URL, outcome, image
+    /// and delivery state (`jobs::store`). Kept `jobs.result_ttl_secs`; another account's job
+    /// id names another key, so a lookup cannot cross accounts.
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}job:{}:{}", self.prefix, self.id, job_id)
+    }
+
+    /// Set: this account's open jobs (queued, running or being delivered), by id; its size is
+    /// what `jobs.max_queued_per_account` caps.
+    pub fn jobs_open(&self) -> String {
+        format!("{}jobs:{}", self.prefix, self.id)
     }
 
     /// String: the rate limiter state (GCRA arrival time) of one caller of this account.

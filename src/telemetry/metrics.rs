@@ -3,7 +3,7 @@
 
 use super::events;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -57,6 +57,14 @@ pub struct Metrics {
     /// Uploads of `store=true` captures to the bucket by outcome (`stored`, `failed`,
     /// `timed_out`).
     pub storage_uploads_total: IntCounterVec,
+    /// Async jobs by outcome (`succeeded`, `failed`, `reclaimed`, `delivered`, `gave_up`).
+    pub jobs_total: IntCounterVec,
+    /// Async jobs no worker has taken yet (the whole fleet's queue, sampled from Redis).
+    pub jobs_waiting: IntGauge,
+    /// Async jobs a worker took and has not finished (running or being delivered).
+    pub jobs_in_progress: IntGauge,
+    /// Age of the oldest async job no worker has taken yet, in seconds (0: none waits).
+    pub jobs_oldest_waiting_seconds: Gauge,
     /// Jobs the queue holds at most.
     pub queue_capacity: IntGauge,
     /// Credits moved by holds: `reserved`, `committed`, `released`, `expired`.
@@ -213,6 +221,26 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let jobs_total = IntCounterVec::new(
+            Opts::new("shotfarm_jobs_total", "Async capture jobs by outcome"),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let jobs_waiting = IntGauge::new(
+            "shotfarm_jobs_waiting",
+            "Async jobs no worker has taken yet (the fleet's queue, from Redis)",
+        )
+        .expect("static metric definition");
+        let jobs_in_progress = IntGauge::new(
+            "shotfarm_jobs_in_progress",
+            "Async jobs taken by a worker and not finished (running or being delivered)",
+        )
+        .expect("static metric definition");
+        let jobs_oldest_waiting_seconds = Gauge::new(
+            "shotfarm_jobs_oldest_waiting_seconds",
+            "Age of the oldest async job no worker has taken yet (0: none waits)",
+        )
+        .expect("static metric definition");
         let storage_uploads_total = IntCounterVec::new(
             Opts::new(
                 "shotfarm_storage_uploads_total",
@@ -303,6 +331,10 @@ impl Metrics {
             Box::new(webhooks_total.clone()),
             Box::new(notifications_total.clone()),
             Box::new(storage_uploads_total.clone()),
+            Box::new(jobs_total.clone()),
+            Box::new(jobs_waiting.clone()),
+            Box::new(jobs_in_progress.clone()),
+            Box::new(jobs_oldest_waiting_seconds.clone()),
             Box::new(queue_capacity.clone()),
             Box::new(credits_total.clone()),
             Box::new(credits_granted_total.clone()),
@@ -382,6 +414,10 @@ impl Metrics {
             webhooks_total,
             notifications_total,
             storage_uploads_total,
+            jobs_total,
+            jobs_waiting,
+            jobs_in_progress,
+            jobs_oldest_waiting_seconds,
             queue_capacity,
             credits_total,
             credits_granted_total,
@@ -402,6 +438,7 @@ impl Metrics {
         events::LowBalanceNotification::register(&metrics);
         events::CacheLookup::register(&metrics);
         events::CaptureUploaded::register(&metrics);
+        events::JobEvent::register(&metrics);
         metrics
     }
 

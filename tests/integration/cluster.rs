@@ -218,3 +218,73 @@ async fn a_webhook_delivered_to_every_host_credits_once() {
         .count();
     assert_eq!(purchases, 1);
 }
+
+/// Async jobs on the cluster: the jobs stream (one slot of its own), each job's record and the
+/// account's open set (the account's slot) and the workers' pooled connections (deadpool-redis'
+/// cluster pool) all work there. Ten jobs over two daemons: each delivered once, charged once.
+#[tokio::test]
+async fn async_jobs_over_two_daemons_on_the_cluster_are_delivered_and_charged_once() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let daemons = [daemon(), daemon()];
+    for d in &daemons {
+        d.wait_ready(1).await;
+    }
+    let hooks = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&hooks)
+        .await;
+    let funded = fund(10);
+    let key = client_with_key(&funded.key);
+    let mut jobs = Vec::new();
+    for i in 0..10 {
+        let base = daemons[i % 2].url("");
+        let r = key
+            .post(format!("{base}/api/v1/screenshot"))
+            .json(&serde_json::json!({
+                "url": page("/plain"), "width": 200, "height": 150, "async": true,
+                "webhook_url": format!("{}/hook", hooks.uri()),
+            }))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.expect("json");
+        jobs.push((base, body["id"].as_str().expect("id").to_string()));
+    }
+    for (base, id) in &jobs {
+        let mut last = Value::Null;
+        for _ in 0..600 {
+            last = key
+                .get(format!("{base}/api/v1/screenshots/{id}"))
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            if last["webhook"] == "delivered" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(last["status"], "succeeded", "{last}");
+        assert_eq!(last["webhook"], "delivered", "{last}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = hooks.received_requests().await.unwrap_or_default();
+    let mut ids: Vec<&str> = received
+        .iter()
+        .filter_map(|r| r.headers.get("webhook-id")?.to_str().ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(received.len(), 10, "each delivered once");
+    assert_eq!(ids.len(), 10);
+    let s = audited_in(&cluster_redis(), &funded.account).await;
+    assert_eq!(
+        (s.balance.spent, s.balance.reserved, s.balance.available),
+        (10, 0, 0)
+    );
+}

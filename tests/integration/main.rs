@@ -19,6 +19,7 @@ mod hostile_pages;
 mod html;
 mod interaction;
 mod isolation;
+mod jobs;
 mod ledger;
 mod lifecycle;
 mod notifications;

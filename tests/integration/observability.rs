@@ -435,6 +435,8 @@ fn the_alert_rules_are_the_documented_ones() {
         "ShotfarmRedisDown",
         "ShotfarmFleetUnhealthy",
         "ShotfarmWebhooksFailing",
+        "ShotfarmAsyncJobsWaiting",
+        "ShotfarmAsyncWebhooksGivingUp",
     ];
     let mut sorted_alerts = alerts.clone();
     sorted_alerts.sort();

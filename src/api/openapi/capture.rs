@@ -262,6 +262,22 @@ fn responses(body: bool) -> Value {
             },
         }),
     );
+    r.add(
+        "202",
+        json!({
+            "description": "`async=true`: the job is accepted and queued; nothing is charged yet (one credit when its image exists, nothing for a failure). Its result is POSTed to `webhook_url` and shown at `status_url`.",
+            "headers": headers(&["x-request-id", "x-credits-remaining", "x-ratelimit"]),
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["id", "status", "status_url"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^job_[0-9a-f]{32}$"},
+                    "status": {"type": "string", "enum": ["queued"]},
+                    "status_url": {"type": "string"},
+                },
+            }}},
+        }),
+    );
     let after_auth = &["x-credits-remaining", "x-ratelimit"];
     r.error("400", "An option is wrong (`invalid_parameter`, naming each field; `store` when this server has no object storage, `cache` when its cache is off), the body is not a JSON object (`invalid_body`), the URL is refused by the egress policy (`url_not_allowed`), a selector or script the page rejects (`invalid_selector`, `script_error`), a bad `Idempotency-Key`, or a signed link's parameters together with an API key header (`ambiguous_credentials`). Not charged.", after_auth);
     r.error(
@@ -302,7 +318,7 @@ fn responses(body: bool) -> Value {
     r.error("422", "`function_timeout`, `page_crashed`, `output_too_large` or `idempotency_key_reused`. Not charged.", after_auth);
     r.error(
         "429",
-        "`rate_limited`, `too_many_in_flight` or `queue_full` (with Retry-After).",
+        "`rate_limited`, `too_many_in_flight`, `queue_full` or, for `async=true`, `too_many_jobs` (the account's or the server's open jobs at their cap) (with Retry-After).",
         &["x-ratelimit", "retry-after"],
     );
     r.error(

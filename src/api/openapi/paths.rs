@@ -95,6 +95,90 @@ pub(super) fn paths(config: &Config) -> Value {
 }
 
 fn paths_insert(add: &mut impl FnMut(&str, &str, Op)) {
+    // Async capture jobs.
+    let job_id =
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let job = json!({
+        "type": "object",
+        "required": ["id", "status", "created_at", "finished_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "The code a synchronous capture would have answered."},
+                    "message": {"type": "string"},
+                },
+            },
+            "image_url": {"type": "string", "description": "Where the image is served (succeeded jobs, until the result expires)."},
+            "format": {"type": "string"},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "bytes": {"type": "integer"},
+            "webhook": {"type": "string", "enum": ["pending", "delivered", "gave_up"], "description": "The webhook's delivery, once the job finished."},
+        },
+    });
+    let mut r = Responses::new();
+    r.json(
+        "200",
+        "The job (`async=true` capture) of this account.",
+        job,
+        &[],
+    );
+    r.error(
+        "404",
+        "`not_found`: this account has no such job, or it expired.",
+        &[],
+    );
+    authenticated(&mut r, false);
+    add(
+        "/api/v1/screenshots/{id}",
+        "get",
+        Op {
+            id: "getScreenshotJob",
+            tag: "screenshots",
+            summary: "An async capture job's status",
+            security: key_or_session(),
+            parameters: vec![job_id.clone()],
+            body: None,
+            responses: r,
+        },
+    );
+    let mut r = Responses::new();
+    let binary =
+        json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream"}});
+    r.add(
+        "200",
+        json!({
+            "description": "The job's image, until the job expires.",
+            "headers": super::headers(&["x-request-id"]),
+            "content": {
+                "image/png": binary,
+                "image/jpeg": binary,
+                "image/webp": binary,
+                "application/pdf": binary,
+            },
+        }),
+    );
+    r.error("404", "`not_found`: this account has no such job, it expired, or it has no image (not succeeded).", &[]);
+    authenticated(&mut r, false);
+    add(
+        "/api/v1/screenshots/{id}/image",
+        "get",
+        Op {
+            id: "getScreenshotJobImage",
+            tag: "screenshots",
+            summary: "An async capture job's image",
+            security: key_or_session(),
+            parameters: vec![job_id],
+            body: None,
+            responses: r,
+        },
+    );
     // Accounts.
     let mut r = Responses::new();
     r.json(

@@ -46,6 +46,12 @@ pub struct StoreRequest {
     pub path: Option<String>,
 }
 
+/// `async=true`: the capture runs as a job; its result is POSTed to `webhook_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncRequest {
+    pub webhook_url: url::Url,
+}
+
 /// A validated request.
 #[derive(Debug)]
 pub struct CaptureRequest {
@@ -55,6 +61,8 @@ pub struct CaptureRequest {
     pub cache: CacheAsk,
     /// `store=true` (and its `store_path`); `None` = the image is the answer.
     pub store: Option<StoreRequest>,
+    /// `async=true` with its `webhook_url`; `None` = answered synchronously.
+    pub async_job: Option<AsyncRequest>,
 }
 
 #[cfg(test)]

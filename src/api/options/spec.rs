@@ -617,6 +617,23 @@ pub const OPTIONS: &[OptionSpec] = &[
         "With store=true: the object's name inside the account's folder (`2026/home.png`): words of letters, digits, `_` and `-` with single dots between them, joined by `/`; default a random `<uuid>.<ext>`. An object of the same name is replaced.",
     ),
     option(
+        "async",
+        Kind::Boolean,
+        D::Bool(false),
+        "Run the capture as a job: answered 202 with the job's id at once; the result is POSTed (Standard Webhooks-signed with the account's notification secret) to webhook_url and shown at /api/v1/screenshots/{id}. Charged once, when the image exists; a failure is free. Not with cache=true or store=true.",
+    ),
+    option(
+        "webhook_url",
+        Kind::Text {
+            min_len: 1,
+            max_len: Limit::Fixed(MAX_URL as f64),
+            format: Some("uri"),
+            pattern: None,
+        },
+        D::None,
+        "With async=true (required there): the http(s) URL the job's result is POSTed to; it must pass the server's egress policy, like every URL the server fetches.",
+    ),
+    option(
         "response_type",
         Kind::OneOf {
             values: || vec!["binary", "json"],
@@ -688,6 +705,8 @@ mod tests {
                 json!({"geolocation_latitude": 0, "geolocation_longitude": 0})
             }
             "store_path" => json!({"store": true}),
+            "webhook_url" => json!({"async": true}),
+            "async" => json!({"webhook_url": "https://hooks.example.com/shot"}),
             // The longest delay must still be shorter than the timeout.
             "delay" => json!({"timeout": "max"}),
             _ => json!({}),
@@ -710,6 +729,10 @@ mod tests {
                 };
                 map.insert(k, v);
             }
+        }
+        // `webhook_url` goes with async=true only.
+        if name == "async" && value == json!(false) {
+            map.remove("webhook_url");
         }
         map.insert(name.to_string(), value);
         Value::Object(map)
@@ -1062,6 +1085,7 @@ mod tests {
                     "pdf_scale" => number(pdf.scale),
                     "reduced_motion" => json!(s.reduced_motion),
                     "store" => json!(plain.store.is_some()),
+                    "async" => json!(plain.async_job.is_some()),
                     "geolocation_accuracy" => number(100.0), // applied with a position
                     "media" => json!(s.media.map_or("screen", |m| m.as_str())),
                     "response_type" => {

@@ -10,7 +10,7 @@ use super::devices;
 use super::pdf;
 use super::reader::Reader;
 use super::spec::{MAX_BLOCK_URLS, MAX_CLICKS, MAX_SELECTOR, MAX_URL};
-use super::{CacheAsk, CaptureRequest, ResponseType, StoreRequest};
+use super::{AsyncRequest, CacheAsk, CaptureRequest, ResponseType, StoreRequest};
 
 use crate::api::errors::FieldError;
 use crate::config::{is_object_name, CaptureConfig};
@@ -284,6 +284,7 @@ pub(super) fn read(
         );
     }
     let store = read_store(r);
+    let async_job = read_async(r, &cache, &store);
     let unknown: Vec<String> = r.map.keys().cloned().collect();
     for key in unknown {
         r.error(&key, "is not a known option");
@@ -341,6 +342,7 @@ pub(super) fn read(
                 key: cache_key,
             },
             store,
+            async_job,
         }),
         _ => Err(std::mem::take(&mut r.errors)),
     }
@@ -457,6 +459,47 @@ fn read_store(r: &mut Reader) -> Option<StoreRequest> {
         _ => {}
     }
     store.then_some(StoreRequest { path })
+}
+
+/// `async` and `webhook_url`: run the capture as a job and POST its result to the URL (whether
+/// that URL may be reached is the route's to say, with the egress policy). Not with `cache=true`
+/// or `store=true`: an async job's image is kept with the job.
+fn read_async(
+    r: &mut Reader,
+    cache: &Option<bool>,
+    store: &Option<StoreRequest>,
+) -> Option<AsyncRequest> {
+    let wanted = r.bool("async").unwrap_or(false);
+    let webhook = r
+        .string("webhook_url")
+        .and_then(|raw| r.check("webhook_url", parse_url(&raw)));
+    if !wanted {
+        if webhook.is_some() {
+            r.error("webhook_url", "applies with async=true only");
+        }
+        return None;
+    }
+    if *cache == Some(true) {
+        r.error(
+            "cache",
+            "cannot be combined with async=true (an async job keeps its own image)",
+        );
+    }
+    if store.is_some() {
+        r.error(
+            "store",
+            "cannot be combined with async=true (an async job keeps its own image)",
+        );
+    }
+    match webhook {
+        Some(webhook_url) => Some(AsyncRequest { webhook_url }),
+        None => {
+            if !r.has_error("webhook_url") {
+                r.error("webhook_url", "is required with async=true");
+            }
+            None
+        }
+    }
 }
 
 /// `clip_x`, `clip_y` (default 0), `clip_width`, `clip_height`: all or none of the size.

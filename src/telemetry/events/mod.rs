@@ -12,6 +12,7 @@ mod cache;
 mod capture;
 mod connection;
 mod egress;
+mod jobs;
 mod ledger;
 mod notification;
 mod storage;
@@ -22,6 +23,7 @@ pub use cache::{CacheEvicted, CacheLookup, CacheStore, LookupResult, StoreResult
 pub use capture::{register_captures, CaptureFailed, CaptureSucceeded};
 pub use connection::ConnectionClosed;
 pub use egress::{EgressKind, EgressOutcome, EgressRequest};
+pub use jobs::{JobEvent, JobOutcome};
 pub use ledger::{LedgerOperationDone, LedgerOperationFailed};
 pub use notification::{LowBalanceNotification, NotificationOutcome};
 pub use storage::{CaptureUploaded, UploadOutcome};
@@ -79,6 +81,7 @@ mod tests {
         distinct::<EgressKind>();
         distinct::<EgressOutcome>();
         distinct::<NotificationOutcome>();
+        distinct::<JobOutcome>();
         distinct::<UploadOutcome>();
         distinct::<WebhookEvent>();
         distinct::<WebhookResult>();
