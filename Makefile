@@ -99,6 +99,7 @@ bench: deps
 	$(CARGO) bench --bench blocking
 	$(CARGO) bench --bench cache
 	$(CARGO) bench --bench replica_acks
+	$(CARGO) bench --bench async_jobs
 
 # Throughput with 1, 2 and 3 daemons (the same browsers in all) sharing one Redis, then a
 # three-primary Redis Cluster; audits the ledger at the end. About 6 minutes on 2 cores; knobs

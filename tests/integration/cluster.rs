@@ -36,6 +36,7 @@ fn daemon() -> Daemon {
     Daemon::start(|c| {
         c.redis = cluster_redis();
         c.farm.browsers = 1;
+        c.jobs.workers = 2;
         crate::payments::with_webhooks(c);
     })
 }

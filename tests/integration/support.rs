@@ -377,6 +377,9 @@ impl Daemon {
         config.chromium.profile_dir = profiles.path().to_path_buf();
         // Each daemon its own cache directory (one daemon per directory).
         config.cache.dir = profiles.path().join("cache");
+        // No async job workers: every daemon on the shared test Redis would take any test's
+        // jobs (with its own egress policy). The jobs tests turn them on for their daemons.
+        config.jobs.workers = 0;
         config.capture.default_timeout_ms = 20_000;
         config.redis.url = redis_url();
         config.ledger.sweep_interval_ms = 200;

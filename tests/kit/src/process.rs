@@ -99,6 +99,9 @@ pub fn serve(binary: &Path, api: SocketAddr, metrics: SocketAddr, profiles: &Pat
         .env("SHOTFARM_CHROMIUM__PROFILE_DIR", profiles)
         // One daemon per cache directory.
         .env("SHOTFARM_CACHE__DIR", profiles.join("cache"))
+        // No async job workers unless the caller asks (a daemon on a shared Redis would take
+        // other daemons' jobs).
+        .env("SHOTFARM_JOBS__WORKERS", "0")
         .env("SHOTFARM_LIMITS__REQUESTS_PER_MINUTE", "6000000")
         .env("SHOTFARM_LIMITS__BURST", "100000")
         .env_remove("RUST_LOG")
