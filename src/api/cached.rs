@@ -141,7 +141,7 @@ pub fn hit(
         page: meta.page,
     };
     let (mut response, _) =
-        super::screenshot::success(output, response_type, received.elapsed(), request_id);
+        super::image_answer::success(output, response_type, received.elapsed(), request_id);
     let now = now_ms();
     let age = (now - meta.created_ms).max(0) / 1000;
     let left = Duration::from_millis(u64::try_from(meta.expires_ms - now).unwrap_or(0));

@@ -28,6 +28,7 @@ pub(crate) mod credits;
 pub(crate) mod csrf;
 pub(crate) mod dashboard;
 pub(crate) mod errors;
+pub(crate) mod image_answer;
 pub(crate) mod jobs;
 pub(crate) mod json;
 pub(crate) mod keys;

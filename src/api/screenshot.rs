@@ -9,25 +9,25 @@
 use crate::telemetry::events::register_captures;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tracing::Instrument;
-use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
 use super::billing;
 use super::cached::{self, Found};
 use super::errors::{ledger_unavailable, ApiError};
+use super::image_answer;
 use super::jobs;
 use super::json::limited_body;
-use super::options::{self, ResponseType};
+use super::options;
 use super::rate_limit;
 use super::signed_links::{self, Link};
 use super::store_answer;
 use super::{with_request_id, ApiState};
-use crate::farm::{CaptureError, CaptureOutput};
+use crate::farm::CaptureError;
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
 use crate::limits::RateVerdict;
 use crate::notifications::LowBalance;
@@ -260,7 +260,7 @@ async fn capture(
         Ok(output) => {
             let entry = cached.as_ref().map(|c| cached::entry(&output, c, id));
             let (mut response, body) = match &request.store {
-                None => success(output, response_type, received.elapsed(), id),
+                None => image_answer::success(output, response_type, received.elapsed(), id),
                 // Uploaded by the deadline, or the hold is released: charged only once stored.
                 Some(store) => {
                     let until = deadline + ANSWER_SLACK;
@@ -381,78 +381,4 @@ async fn low_balance_headers(
         }
         Err(e) => tracing::warn!("could not read auto top-up settings: {e}"),
     }
-}
-
-pub(super) fn success(
-    output: CaptureOutput,
-    response_type: ResponseType,
-    total: Duration,
-    id: &str,
-) -> (Response, Bytes) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let p = output.timings.phases;
-    let timing = format!(
-        "queue;dur={:.2}, context;dur={:.2}, emulate;dur={:.2}, navigate;dur={:.2}, page;dur={:.2}, capture;dur={:.2}, encode;dur={:.2}, render;dur={:.2}, total;dur={:.2}",
-        ms(output.timings.queue),
-        ms(p.context),
-        ms(p.emulate),
-        ms(p.navigate),
-        ms(p.page),
-        ms(p.capture),
-        ms(p.encode),
-        ms(output.timings.render),
-        ms(total)
-    );
-    let (mut response, body) = match response_type {
-        ResponseType::Binary => {
-            let body = output.image.clone();
-            let mut r = Response::new(body.clone().into());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(output.format.mime()),
-            );
-            (r, body)
-        }
-        ResponseType::Json => {
-            let body = serde_json::json!({
-                "image": base64::engine::general_purpose::STANDARD.encode(&output.image),
-                "format": output.format.as_str(),
-                "width": output.width,
-                "height": output.height,
-                "bytes": output.image.len(),
-                "truncated": output.truncated,
-                "timings": {
-                    "queue_ms": ms(output.timings.queue),
-                    "context_ms": ms(output.timings.phases.context),
-                    "emulate_ms": ms(output.timings.phases.emulate),
-                    "navigate_ms": ms(output.timings.phases.navigate),
-                    "page_ms": ms(output.timings.phases.page),
-                    "capture_ms": ms(output.timings.phases.capture),
-                    "encode_ms": ms(output.timings.phases.encode),
-                    "render_ms": ms(output.timings.render),
-                    "total_ms": ms(total),
-                },
-                "page": output.page,
-            });
-            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-            let mut r = Response::new(body.clone().into());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            (r, body)
-        }
-    };
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        headers.insert("server-timing", v);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-image-width", HeaderValue::from(output.width));
-    headers.insert("x-image-height", HeaderValue::from(output.height));
-    if output.truncated {
-        headers.insert("x-shotfarm-truncated", HeaderValue::from_static("true"));
-    }
-    super::set_request_id(&mut response, id);
-    (response, body)
 }

@@ -336,14 +336,32 @@ fn two_daemons(dirs: &[tempfile::TempDir; 2], redis: &str) -> [(ChildGuard, Stri
         ("SHOTFARM_NOTIFICATIONS__FIRST_RETRY_MS", "100"),
         ("SHOTFARM_NOTIFICATIONS__MAX_RETRY_MS", "400"),
     ];
-    [
-        spawn_binary_on(dirs[0].path(), redis, &env, None),
-        spawn_binary_on(dirs[1].path(), redis, &env, None),
-    ]
+    // Each daemon's log beside its profiles, shown if it never gets ready.
+    [0, 1].map(|i| {
+        let log = dirs[i].path().join("daemon.log");
+        spawn_binary_on(dirs[i].path(), redis, &env, Some(&log))
+    })
 }
 
-async fn ready(base: &str) {
-    crate::support::wait_ready_at(base, 1).await;
+/// Until the daemon at `base` (profiles in `dir`) has its browser ready; its log on failure.
+async fn ready(base: &str, dir: &tempfile::TempDir) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["browsers_ready"].as_u64() == Some(1) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    panic!(
+        "the daemon at {base} never had its browser ready; its log ends:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// Which daemon's worker runs `job` now (its consumer name starts with the daemon's pid).
@@ -371,8 +389,8 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     ];
     let redis = start_redis();
     let [mut a, mut b] = two_daemons(&dirs, &redis.url);
-    ready(&a.1).await;
-    ready(&b.1).await;
+    ready(&a.1, &dirs[0]).await;
+    ready(&b.1, &dirs[1]).await;
     let hooks = receiver().await;
     let funded = provision_on(&redis.url, 5);
     // A page that takes 4 s: longer than the claim's idle limit, so only the heartbeat keeps
@@ -437,8 +455,8 @@ async fn a_hundred_jobs_over_two_daemons_are_each_delivered_and_charged_exactly_
     ];
     let redis = start_redis();
     let daemons = two_daemons(&dirs, &redis.url);
-    ready(&daemons[0].1).await;
-    ready(&daemons[1].1).await;
+    ready(&daemons[0].1, &dirs[0]).await;
+    ready(&daemons[1].1, &dirs[1]).await;
     let hooks = receiver().await;
     let funded = provision_on(&redis.url, 150);
     let hook = format!("{}/hooks/batch", hooks.uri());
