@@ -78,12 +78,19 @@ pub(super) fn success(
     if let Ok(v) = HeaderValue::from_str(&timing) {
         headers.insert("server-timing", v);
     }
+    set_common_headers(&mut response, &output, id);
+    (response, body)
+}
+
+/// What every answer of a capture carries: `no-store`, the image's size, whether it was cut,
+/// and `x-request-id`.
+pub(super) fn set_common_headers(response: &mut Response, output: &CaptureOutput, id: &str) {
+    let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-image-width", HeaderValue::from(output.width));
     headers.insert("x-image-height", HeaderValue::from(output.height));
     if output.truncated {
         headers.insert("x-shotfarm-truncated", HeaderValue::from_static("true"));
     }
-    super::set_request_id(&mut response, id);
-    (response, body)
+    super::set_request_id(response, id);
 }

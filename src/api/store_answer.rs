@@ -116,18 +116,11 @@ pub(crate) async fn store(
     }
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let mut response = Response::new(body.clone().into());
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-image-width", HeaderValue::from(output.width));
-    headers.insert("x-image-height", HeaderValue::from(output.height));
-    if output.truncated {
-        headers.insert("x-shotfarm-truncated", HeaderValue::from_static("true"));
-    }
-    super::set_request_id(&mut response, id);
+    super::image_answer::set_common_headers(&mut response, &output, id);
     Ok((response, body))
 }
 
