@@ -92,6 +92,13 @@ pub(crate) async fn store(
         why: outcome.as_ref().err().map_or("", |(_, why)| why.as_str()),
     }
     .emit(&state.metrics);
+    if outcome.is_err() {
+        // Not charged, so not left for the taking: an upload whose reply came too late (or
+        // whose URL could not be made) may have landed. Best effort, within the bucket's timeout.
+        if let Err(e) = storage.delete(&key).await {
+            tracing::warn!("an unanswered upload may remain in the bucket: {e}");
+        }
+    }
     let url = outcome.map_err(|(outcome, _)| {
         failed(if outcome == UploadOutcome::TimedOut {
             "the bucket did not take the capture in time"

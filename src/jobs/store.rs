@@ -32,6 +32,10 @@ const UPDATE_OPEN: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
+-- A job that started late keeps its record at least an hour from now, so the record of a run
+-- that is charged cannot expire before its outcome is written.
+local left = redis.call('PTTL', KEYS[1])
+if left >= 0 and left < 3600000 then redis.call('PEXPIRE', KEYS[1], 3600000) end
 return 1
 ";
 
