@@ -21,6 +21,9 @@ pub struct JobsConfig {
     pub max_queued_per_account: u64,
     /// Most jobs of all accounts at once; more → 429.
     pub max_queued: u64,
+    /// Largest image a job keeps in Redis for its webhook and status URL (bytes); a larger
+    /// capture fails the job as `output_too_large`, free (Redis holds the ledger too).
+    pub max_image_bytes: u64,
 }
 
 impl Default for JobsConfig {
@@ -31,6 +34,7 @@ impl Default for JobsConfig {
             result_ttl_secs: 86_400,
             max_queued_per_account: 100,
             max_queued: 10_000,
+            max_image_bytes: 16 << 20,
         }
     }
 }

@@ -43,6 +43,7 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("jobs.result_ttl_secs", 60, None),
     ("jobs.max_queued_per_account", 1, None),
     ("jobs.max_queued", 1, None),
+    ("jobs.max_image_bytes", 1_024, None),
 ];
 
 /// "a whole number of at least 1", "… between 1 and 32": the side `got` is on, else both.

@@ -319,6 +319,17 @@ impl Workers {
                 .capture(&self.metrics, &entry.job, spec, deadline)
                 .await;
             match output {
+                Ok(output) if output.image.len() as u64 > config.jobs.max_image_bytes => {
+                    hold.release().await;
+                    let (size, cap) = (output.image.len(), config.jobs.max_image_bytes);
+                    return self
+                        .fail(
+                            entry,
+                            "output_too_large",
+                            format!("the image is {size} bytes; async jobs keep at most {cap} (jobs.max_image_bytes); not charged"),
+                        )
+                        .await;
+                }
                 Ok(output) => {
                     if !self.keep_image(entry, &output).await {
                         hold.release().await;
