@@ -228,6 +228,26 @@ impl JobStore {
         let mut conn = self.conn()?;
         let account = AccountKeys::new(job.account);
         let member = format!("{}|{}", job.account, job.id);
+        // The record first: a submission in progress is never taken for a gone one by another
+        // submission pruning the open sets at the cap (which would let both past it).
+        let record = account.job(job.id);
+        let _: () = redis::pipe()
+            .hset_multiple(
+                &record,
+                &[
+                    ("account", job.account.to_string()),
+                    ("status", "queued".to_string()),
+                    ("created_ms", job.created_ms.to_string()),
+                    ("options", job.options.to_string()),
+                    ("webhook_url", job.webhook_url.to_string()),
+                    ("request_id", job.request_id.to_string()),
+                ],
+            )
+            .ignore()
+            .expire(&record, ttl.as_secs() as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         let _: () = conn.sadd(account.jobs_open(), job.id).await?;
         let mut open: u64 = conn.scard(account.jobs_open()).await?;
         if open > max_per_account {
@@ -247,6 +267,7 @@ impl JobStore {
         }
         if open > max_per_account {
             let _: () = conn.srem(account.jobs_open(), job.id).await?;
+            let _: () = conn.del(&record).await?;
             return Ok(Err(Refused::Account(max_per_account)));
         }
         let _: () = conn.sadd(keys::jobs_open(), &member).await?;
@@ -272,26 +293,9 @@ impl JobStore {
         if all > max_total {
             let _: () = conn.srem(keys::jobs_open(), &member).await?;
             let _: () = conn.srem(account.jobs_open(), job.id).await?;
+            let _: () = conn.del(&record).await?;
             return Ok(Err(Refused::Total(max_total)));
         }
-        let record = account.job(job.id);
-        let _: () = redis::pipe()
-            .hset_multiple(
-                &record,
-                &[
-                    ("account", job.account.to_string()),
-                    ("status", "queued".to_string()),
-                    ("created_ms", job.created_ms.to_string()),
-                    ("options", job.options.to_string()),
-                    ("webhook_url", job.webhook_url.to_string()),
-                    ("request_id", job.request_id.to_string()),
-                ],
-            )
-            .ignore()
-            .expire(&record, ttl.as_secs() as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
         let _: String = redis::cmd("XADD")
             .arg(keys::jobs_stream())
             .arg("*")
