@@ -61,7 +61,7 @@ impl Accounts {
         let stored = SigningSecret {
             account: account.to_string(),
             secret: secrets::new_signing_secret(),
-            created_ms: super::store::now_ms(),
+            created_ms: crate::timestamps::now_ms(),
         };
         let json = serde_json::to_string(&stored)
             .map_err(|e| AccountError::Ledger(LedgerError::Protocol(e.to_string())))?;

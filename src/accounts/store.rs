@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::secrets;
 use crate::ledger::keys::{self, account_field, AccountKeys};
 use crate::ledger::{Ledger, LedgerError, Op, Outcome};
+use crate::timestamps::now_ms;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,12 +453,6 @@ impl Accounts {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

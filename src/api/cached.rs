@@ -180,8 +180,3 @@ fn set_lifetime(response: &mut Response, left: Duration) {
         response.headers_mut().insert(header::CACHE_CONTROL, v);
     }
 }
-
-/// The entry a charged capture fills.
-pub fn entry(output: &CaptureOutput, cached: &Cached, request_id: &str) -> Entry {
-    Entry::of(output, cached.ttl, request_id)
-}

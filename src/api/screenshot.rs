@@ -258,7 +258,9 @@ async fn capture(
         .await
     {
         Ok(output) => {
-            let entry = cached.as_ref().map(|c| cached::entry(&output, c, id));
+            let entry = cached
+                .as_ref()
+                .map(|c| crate::cache::Entry::of(&output, c.ttl, id));
             let (mut response, body) = match &request.store {
                 None => image_answer::success(output, response_type, received.elapsed(), id),
                 // Uploaded by the deadline, or the hold is released: charged only once stored.

@@ -47,8 +47,6 @@ pub fn is_job_id(id: &str) -> bool {
     id.len() == 36 && id.starts_with("job_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub use crate::timestamps::now_ms;
-
 /// The webhook id of a job: the same on every attempt and host.
 pub fn webhook_id(job: &str) -> String {
     format!("msg_{job}")

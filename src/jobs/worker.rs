@@ -198,7 +198,7 @@ impl Workers {
     /// Runs the capture under a hold keyed by the job and writes its outcome once.
     async fn run_job(&self, consumer: &str, entry: &Entry, record: &JobRecord) -> Run {
         let config = self.config.get();
-        let started = super::now_ms().to_string();
+        let started = crate::timestamps::now_ms().to_string();
         match self
             .store
             .update_open(
@@ -402,7 +402,7 @@ impl Workers {
     /// Writes the outcome, once: a second writer (a run that was taken over yet went on) is
     /// refused by the record's `final`.
     async fn finish(&self, entry: &Entry, status: JobStatus, failure: Option<Failure>) -> Run {
-        let finished = super::now_ms().to_string();
+        let finished = crate::timestamps::now_ms().to_string();
         let mut fields: Vec<(&str, &[u8])> = vec![
             ("status", status.as_str().as_bytes()),
             ("finished_ms", finished.as_bytes()),
@@ -513,7 +513,7 @@ pub fn webhook_body(record: &JobRecord, public_url: &str) -> String {
     }
     json!({
         "type": if succeeded { "screenshot.succeeded" } else { "screenshot.failed" },
-        "timestamp": crate::timestamps::iso_time(super::now_ms()),
+        "timestamp": crate::timestamps::iso_time(crate::timestamps::now_ms()),
         "data": data,
     })
     .to_string()
