@@ -17,9 +17,20 @@
 //! very request could not land (the documented "error in the customer's favour"). Once the
 //! daemon is stopped, no process remains under its profile directory.
 //!
-//! `CHAOS_SEED=<n>` replays a run's choices (pages, targets, jitter); the daemon logs of a
-//! failing run (of every run with `CHAOS_KEEP_LOGS=1`) are kept, in the directory the report
-//! names.
+//! Paid orders arrive throughout as Polar's signed `order.paid` webhooks (some of them again,
+//! as Polar retries: the same webhook id re-signed, or a new one), each sent until a daemon
+//! answers 200; at the end every order is granted exactly once. After every fault the ledger
+//! of every account is audited (a fault window ends with that audit).
+//!
+//! Two modes. By default (`make test`) a short fixed plan: 11 faults and a few stalls over 40 s
+//! against one daemon. With `CHAOS_FAULTS=<n>` (`make chaos`: 1,000) a schedule of `n` faults
+//! generated from the seed (kinds, targets, lengths and gaps), mostly cheap ones (renderer and
+//! browser kills, Redis stalls) and some expensive ones (daemon SIGKILL and restart, Redis
+//! restart), against two daemons on the same Redis; the load lasts as long as the schedule.
+//!
+//! `CHAOS_SEED=<n>` replays a run's choices (schedule, pages, targets, jitter, orders); the
+//! daemon logs of a failing run (of every long run, and of every run with `CHAOS_KEEP_LOGS=1`)
+//! are kept with the report (`report.txt`), in the directory the report names.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,10 +41,11 @@ use std::time::{Duration, Instant};
 use shotfarm::ledger::keys::{self, AccountKeys};
 use shotfarm::ledger::TxKind;
 
+use crate::payments::{self, paid, polar_signer, send_webhook, OrderSpec};
 use crate::redis_server::{start_redis, RedisServer};
 use crate::support::{
     browser_pids, enc, eventually, page, processes_under, provision_on, spawn_binary_on,
-    wait_ready_at, ChildGuard, Rng,
+    ChildGuard, Rng,
 };
 
 /// How long clients start new keys.
@@ -44,28 +56,35 @@ const KEY_PATIENCE: Duration = Duration::from_secs(45);
 const CAPTURE_TIMEOUT_MS: u64 = 8_000;
 const HOLD_GRACE_MS: u64 = 1_000;
 const SWEEP_INTERVAL_MS: u64 = 200;
-/// Credits of each account: the first one runs dry under load (402s), the others do not.
+/// Credits of each account: the first one runs dry under load (402s) and is never paid for,
+/// the others do not run dry (and orders add to them).
 const CREDITS: [i64; 4] = [12, 300, 300, 300];
+/// The same for the long mode's much longer load.
+const LONG_CREDITS: [i64; 4] = [12, 3_000, 3_000, 3_000];
 const CLIENTS_PER_ACCOUNT: usize = 3;
 const BROWSERS: usize = 2;
 /// Share of attempts whose client hangs up after 0.3–1.5 s.
 const IMPATIENT_PERCENT: u64 = 12;
-/// How long Redis stays down when it is restarted.
-const REDIS_OUTAGE: Duration = Duration::from_millis(1_500);
+/// How long Redis stays down when the short plan restarts it.
+const REDIS_OUTAGE_MS: u64 = 1_500;
+/// How long the short plan's stalls last (longer than the daemons' 500 ms Redis timeout).
+const STALL_MS: u64 = 1_200;
 
-/// The schedule: when (from the start of the load) each fault is injected; each gets up to
+/// The short plan: when (from the start of the load) each fault is injected; each gets up to
 /// 800 ms of seeded jitter.
 const PLAN: &[(u64, Fault)] = &[
     (3_000, Fault::KillBrowser),
     (6_000, Fault::KillRenderer),
     (9_000, Fault::KillBrowser),
     (12_000, Fault::KillDaemon),
+    (17_000, Fault::StallRedis),
     (19_000, Fault::KillBrowser),
     (22_000, Fault::RestartRedis),
     (26_000, Fault::KillBrowser),
     (26_100, Fault::KillBrowser),
     (28_500, Fault::KillRenderer),
     (30_000, Fault::KillDaemon),
+    (33_000, Fault::StallRedis),
     (35_000, Fault::RestartRedis),
 ];
 
@@ -73,17 +92,154 @@ const PLAN: &[(u64, Fault)] = &[
 enum Fault {
     KillBrowser,
     KillRenderer,
+    StallRedis,
     KillDaemon,
     RestartRedis,
 }
 
 impl Fault {
+    const ALL: [Fault; 5] = [
+        Fault::KillBrowser,
+        Fault::KillRenderer,
+        Fault::StallRedis,
+        Fault::KillDaemon,
+        Fault::RestartRedis,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Fault::KillBrowser => "SIGKILL a Chromium browser",
             Fault::KillRenderer => "SIGKILL a Chromium renderer",
-            Fault::KillDaemon => "SIGKILL the daemon and restart it",
+            Fault::StallRedis => "stall Redis (CLIENT PAUSE ALL)",
+            Fault::KillDaemon => "SIGKILL a daemon and restart it",
             Fault::RestartRedis => "kill Redis and restart it",
+        }
+    }
+}
+
+/// When a step's fault is injected.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// At this time from the start of the load (the short plan).
+    At(Duration),
+    /// This long after the previous step's window was audited (the generated schedule).
+    After(Duration),
+}
+
+/// One fault of the schedule.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    when: When,
+    fault: Fault,
+    /// Chooses the daemon and the victim process.
+    pick: u64,
+    /// A stall's or a Redis outage's length.
+    length_ms: u64,
+    /// How long the fault's window lasts after the fault, before its audit.
+    window_ms: u64,
+}
+
+/// The short mode's plan, with seeded jitter.
+fn short_plan(rng: &mut Rng) -> Vec<Step> {
+    PLAN.iter()
+        .map(|&(at_ms, fault)| Step {
+            when: When::At(Duration::from_millis(at_ms + rng.below(800) as u64)),
+            fault,
+            pick: rng.next(),
+            length_ms: match fault {
+                Fault::StallRedis => STALL_MS,
+                _ => REDIS_OUTAGE_MS,
+            },
+            window_ms: 0,
+        })
+        .collect()
+}
+
+/// `n` faults generated from the seed: many cheap ones (renderer and browser kills, stalls of
+/// 0.1–1 s) with gaps of 0.1–0.5 s, fewer expensive ones (a daemon SIGKILLed and restarted, Redis
+/// down 0.2–1.5 s and restarted) with gaps of 0.5–1.5 s after their recovery.
+fn generated_schedule(rng: &mut Rng, n: usize) -> Vec<Step> {
+    (0..n)
+        .map(|_| {
+            let fault = match rng.below(100) {
+                0..=33 => Fault::KillRenderer,
+                34..=57 => Fault::KillBrowser,
+                58..=83 => Fault::StallRedis,
+                84..=91 => Fault::KillDaemon,
+                _ => Fault::RestartRedis,
+            };
+            let length_ms = match fault {
+                Fault::StallRedis => rng.range(100, 1_000) as u64,
+                Fault::RestartRedis => rng.range(200, 1_500) as u64,
+                _ => 0,
+            };
+            let window_ms = match fault {
+                Fault::KillDaemon | Fault::RestartRedis => rng.range(500, 1_500),
+                _ => rng.range(100, 500),
+            } as u64;
+            Step {
+                when: When::After(Duration::ZERO),
+                fault,
+                pick: rng.next(),
+                length_ms,
+                window_ms,
+            }
+        })
+        .collect()
+}
+
+/// The run's shape: `make test`'s short plan or `make chaos`'s long schedule.
+struct Mode {
+    long: bool,
+    daemons: usize,
+    credits: Vec<i64>,
+    /// The load lasts at least this long, and until the schedule is done.
+    min_load: Duration,
+    /// Pause between two paid orders (ms, low and high).
+    order_every_ms: (i64, i64),
+}
+
+impl Mode {
+    fn from_env() -> Mode {
+        let faults = std::env::var("CHAOS_FAULTS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&n| n > 0);
+        match faults {
+            Some(_) => Mode {
+                long: true,
+                daemons: 2,
+                credits: LONG_CREDITS.to_vec(),
+                min_load: Duration::ZERO,
+                order_every_ms: (800, 3_000),
+            },
+            None => Mode {
+                long: false,
+                daemons: 1,
+                credits: CREDITS.to_vec(),
+                min_load: LOAD,
+                order_every_ms: (2_000, 5_000),
+            },
+        }
+    }
+
+    fn schedule(&self, seed: u64) -> Vec<Step> {
+        let mut rng = Rng(seed);
+        match std::env::var("CHAOS_FAULTS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            Some(n) if self.long => generated_schedule(&mut rng, n),
+            _ => short_plan(&mut rng),
+        }
+    }
+
+    /// How many of each kind must have been injected.
+    fn least(&self, scheduled: usize) -> usize {
+        if self.long {
+            (scheduled / 50).max(1)
+        } else {
+            1
         }
     }
 }
@@ -160,15 +316,22 @@ struct Stats {
 
 /// What clients and the fault injector share.
 struct Ctx {
-    /// The base URL of the daemon incarnation currently running.
-    base: RwLock<String>,
-    load_end: Instant,
+    /// The base URLs of the daemon incarnations currently running (one per daemon slot).
+    bases: RwLock<Vec<String>>,
+    /// Set when the load ends: clients and the payer start nothing new.
+    load_over: AtomicBool,
     stats: Mutex<Stats>,
 }
 
 impl Ctx {
-    fn base(&self) -> String {
-        self.base.read().expect("base lock").clone()
+    /// One of the daemons, chosen by `rng`.
+    fn base(&self, rng: &mut Rng) -> String {
+        let bases = self.bases.read().expect("base lock");
+        bases[rng.below(bases.len())].clone()
+    }
+
+    fn over(&self) -> bool {
+        self.load_over.load(Ordering::Relaxed)
     }
 
     fn count(&self, what: String) {
@@ -223,7 +386,7 @@ async fn settle(
     let settled = loop {
         attempts += 1;
         let request_id = format!("{key}-r{attempts:03}");
-        let url = format!("{}/api/v1/screenshot?{query}", ctx.base());
+        let url = format!("{}/api/v1/screenshot?{query}", ctx.base(rng));
         let mut request = http
             .get(url)
             .header("idempotency-key", &key)
@@ -348,7 +511,7 @@ async fn client(
     let mut rng = Rng(seed);
     let mut out = Vec::new();
     let mut n = 0;
-    while Instant::now() < ctx.load_end {
+    while !ctx.over() {
         let kind = Kind::pick(&mut rng);
         let key = format!("chaos-a{account}-c{no}-k{n}");
         let log = settle(&ctx, &http, &mut rng, account, key, kind).await;
@@ -362,6 +525,124 @@ async fn client(
     out
 }
 
+/// One paid order, as Polar delivers it.
+struct PaidOrder {
+    id: String,
+    account: usize,
+    credits: i64,
+    auto_topup: bool,
+    /// The event as first signed: Polar's retries resend these bytes.
+    body: String,
+    /// The webhook id of its first delivery.
+    webhook_id: String,
+    /// Deliveries answered 200 (the first and every repeat).
+    acknowledged: u32,
+}
+
+/// Delivers `order.paid` webhooks to the daemons until the load ends: new orders of the funded
+/// accounts (never the first, which must run dry), and again orders delivered before, as
+/// Polar retries (the same webhook id signed anew, or a new id). Each delivery is sent until a
+/// daemon answers 200, as Polar does.
+async fn payer(
+    ctx: Arc<Ctx>,
+    accounts: Vec<(usize, String)>,
+    seed: u64,
+    every_ms: (i64, i64),
+) -> (Vec<PaidOrder>, Vec<String>) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let signer = polar_signer();
+    let mut rng = Rng(seed);
+    let mut orders: Vec<PaidOrder> = Vec::new();
+    let mut problems = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(
+            rng.range(every_ms.0, every_ms.1) as u64
+        ))
+        .await;
+        if ctx.over() {
+            break;
+        }
+        let repeat = !orders.is_empty() && rng.percent(30);
+        let (index, delivery) = if repeat {
+            let i = rng.below(orders.len());
+            let o = &orders[i];
+            let delivery = if rng.percent(50) {
+                signer.deliver_as(&o.webhook_id, payments::now_secs(), &o.body)
+            } else {
+                signer.deliver(&o.body)
+            };
+            (i, delivery)
+        } else {
+            let (account, account_id) = &accounts[rng.below(accounts.len())];
+            let pack_id = if rng.percent(75) {
+                "pack_starter"
+            } else {
+                "pack_pro"
+            };
+            let mut spec = OrderSpec::new(account_id, pack_id);
+            spec.auto_topup = rng.percent(25);
+            let body = paid(&spec);
+            let delivery = signer.deliver(&body);
+            orders.push(PaidOrder {
+                id: spec.id.clone(),
+                account: *account,
+                credits: payments::pack(pack_id).2,
+                auto_topup: spec.auto_topup,
+                body,
+                webhook_id: delivery.id.clone(),
+                acknowledged: 0,
+            });
+            (orders.len() - 1, delivery)
+        };
+        let started = Instant::now();
+        loop {
+            let base = ctx.base(&mut rng);
+            let last = match send_webhook(&http, &base, &delivery, None).await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let text = r.text().await.unwrap_or_default();
+                    let code = error_code(&text);
+                    match status {
+                        200 => {
+                            ctx.count("webhook 200".into());
+                            orders[index].acknowledged += 1;
+                            break;
+                        }
+                        500..=599 => {
+                            ctx.count(format!("webhook {status} {code}"));
+                            format!("{status} {text}")
+                        }
+                        _ => {
+                            ctx.count(format!("webhook {status} {code}"));
+                            problems.push(format!(
+                                "order {}: webhook answered {status} {text}",
+                                orders[index].id
+                            ));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    ctx.count("webhook transport error".into());
+                    format!("transport error: {e}")
+                }
+            };
+            if started.elapsed() > KEY_PATIENCE {
+                problems.push(format!(
+                    "order {}: no 200 in {KEY_PATIENCE:?}, last: {last}",
+                    orders[index].id
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.range(200, 800) as u64)).await;
+        }
+    }
+    (orders, problems)
+}
+
 /// What the fault injector did and saw.
 #[derive(Default)]
 struct FaultLog {
@@ -369,11 +650,16 @@ struct FaultLog {
     skipped: Vec<String>,
     problems: Vec<String>,
     daemon_logs: Vec<PathBuf>,
+    /// Account audits made at the end of fault windows.
+    window_audits: u64,
+    /// Fault windows that ended with every account audited.
+    windows_audited: u64,
 }
 
-/// The environment of every daemon incarnation.
-fn daemon_env() -> Vec<(&'static str, String)> {
-    vec![
+/// The environment of every daemon incarnation: short holds, fast Redis timeouts, and the
+/// webhooks of Polar's stand-in (its secret, the packs' products).
+fn daemon_env() -> Vec<(String, String)> {
+    let mut env = vec![
         ("SHOTFARM_FARM__BROWSERS", BROWSERS.to_string()),
         ("SHOTFARM_LEDGER__HOLD_GRACE_MS", HOLD_GRACE_MS.to_string()),
         (
@@ -387,22 +673,65 @@ fn daemon_env() -> Vec<(&'static str, String)> {
             CAPTURE_TIMEOUT_MS.to_string(),
         ),
         ("SHOTFARM_FARM__RESTART_BACKOFF_MAX_MS", "2000".to_string()),
+        (
+            "SHOTFARM_PAYMENTS__WEBHOOK_SECRET",
+            payments::POLAR_SECRET.to_string(),
+        ),
+        (
+            "SHOTFARM_PAYMENTS__WEBHOOK_SECRET_FORMAT",
+            "polar".to_string(),
+        ),
     ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect::<Vec<_>>();
+    for (pack, product) in payments::products() {
+        env.push((
+            format!("SHOTFARM_PAYMENTS__PRODUCTS__{}", pack.to_uppercase()),
+            product,
+        ));
+    }
+    env
 }
 
-/// Starts a daemon incarnation logging to `logs/daemon-<n>.log` (not waiting until it is ready).
+/// Starts an incarnation of daemon `slot`, logging to `logs/daemon<slot>-<n>.log` (not waiting
+/// until it is ready).
 fn start_daemon(
+    slot: usize,
     profiles: &Path,
     redis_url: &str,
     logs: &Path,
     fault_log: &mut FaultLog,
 ) -> (ChildGuard, String) {
-    let log = logs.join(format!("daemon-{}.log", fault_log.daemon_logs.len() + 1));
+    let log = logs.join(format!(
+        "daemon{slot}-{}.log",
+        fault_log.daemon_logs.len() + 1
+    ));
     let env = daemon_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (child, base) = spawn_binary_on(profiles, redis_url, &env, Some(&log));
     fault_log.daemon_logs.push(log);
     (child, base)
+}
+
+/// Whether the daemon at `base` reports `n` ready browsers within `limit`.
+async fn ready_within(base: &str, n: u64, limit: Duration) -> bool {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["browsers_ready"].as_u64() == Some(n) {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 fn sigkill(pid: u32) -> bool {
@@ -419,22 +748,42 @@ fn renderer_pids(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Runs the schedule; returns the daemon and Redis running at its end.
-#[allow(clippy::too_many_arguments)]
-async fn inject_faults(
+/// The daemons and the Redis the faults are injected into.
+struct Injector {
     ctx: Arc<Ctx>,
-    start: Instant,
-    seed: u64,
-    mut daemon: ChildGuard,
-    mut redis: RedisServer,
-    profiles: PathBuf,
+    /// One running incarnation per daemon slot.
+    daemons: Vec<ChildGuard>,
+    /// Each slot's profile directory (all its incarnations share it).
+    profiles: Vec<PathBuf>,
+    redis: Option<RedisServer>,
     logs: PathBuf,
-    mut log: FaultLog,
-) -> (ChildGuard, RedisServer, FaultLog) {
-    let mut rng = Rng(seed);
-    for &(at_ms, fault) in PLAN {
-        let at = start + Duration::from_millis(at_ms + rng.below(800) as u64);
-        tokio::time::sleep_until(at.into()).await;
+    accounts: Vec<String>,
+    log: FaultLog,
+}
+
+impl Injector {
+    fn redis_url(&self) -> String {
+        self.redis.as_ref().expect("Redis is held").url.clone()
+    }
+
+    /// Runs the schedule, auditing every account at the end of each fault's window.
+    async fn run(mut self, start: Instant, schedule: Vec<Step>) -> Injector {
+        for (n, step) in schedule.iter().enumerate() {
+            match step.when {
+                When::At(at) => tokio::time::sleep_until((start + at).into()).await,
+                When::After(gap) => tokio::time::sleep(gap).await,
+            }
+            self.inject(step).await;
+            tokio::time::sleep(Duration::from_millis(step.window_ms)).await;
+            self.audit_window(n + 1, step.fault).await;
+        }
+        self
+    }
+
+    async fn inject(&mut self, step: &Step) {
+        let fault = step.fault;
+        let slot = (step.pick % self.daemons.len() as u64) as usize;
+        let mut injected = true;
         match fault {
             Fault::KillBrowser | Fault::KillRenderer => {
                 let find = |dir: &Path| match fault {
@@ -442,61 +791,149 @@ async fn inject_faults(
                     _ => renderer_pids(dir),
                 };
                 let mut victims = Vec::new();
-                let dir = profiles.clone();
+                let dir = self.profiles[slot].clone();
                 eventually(Duration::from_secs(10), || {
                     victims = find(&dir);
                     !victims.is_empty()
                 })
                 .await;
                 if victims.is_empty() {
-                    log.skipped.push(format!("{}: none found", fault.name()));
-                    continue;
+                    self.log
+                        .skipped
+                        .push(format!("{} of daemon {slot}: none found", fault.name()));
+                    return;
                 }
-                let pid = victims[rng.below(victims.len())];
-                if sigkill(pid) {
-                    *log.injected.entry(fault).or_default() += 1;
-                } else {
-                    log.skipped
+                let pid = victims[((step.pick >> 8) % victims.len() as u64) as usize];
+                if !sigkill(pid) {
+                    self.log
+                        .skipped
                         .push(format!("{}: pid {pid} already gone", fault.name()));
+                    injected = false;
                 }
             }
             Fault::KillDaemon => {
+                let daemon = &mut self.daemons[slot];
                 if let Ok(Some(status)) = daemon.try_wait() {
-                    log.problems
-                        .push(format!("the daemon exited on its own: {status}"));
+                    self.log
+                        .problems
+                        .push(format!("daemon {slot} exited on its own: {status}"));
                 }
+                let pid = daemon.id();
                 daemon.kill().expect("SIGKILL the daemon");
                 let _ = daemon.wait();
-                *log.injected.entry(fault).or_default() += 1;
-                let dir = profiles.clone();
+                let dir = self.profiles[slot].clone();
                 let gone =
                     eventually(Duration::from_secs(10), || processes_under(&dir).is_empty()).await;
                 if !gone {
-                    log.problems.push(format!(
-                        "Chromium outlived the SIGKILLed daemon {}: {:?}",
-                        daemon.id(),
-                        processes_under(&profiles)
+                    self.log.problems.push(format!(
+                        "Chromium outlived the SIGKILLed daemon {slot} (pid {pid}): {:?}",
+                        processes_under(&dir)
                     ));
                 }
-                let (next, base) = start_daemon(&profiles, &redis.url, &logs, &mut log);
-                daemon = next;
+                let url = self.redis_url();
+                let (next, base) = start_daemon(slot, &dir, &url, &self.logs, &mut self.log);
+                self.daemons[slot] = next;
                 // Clients move to it at once (refused or 503 until it is ready).
-                *ctx.base.write().expect("base lock") = base.clone();
-                wait_ready_at(&base, BROWSERS as u64).await;
+                self.ctx.bases.write().expect("base lock")[slot] = base.clone();
+                if !ready_within(&base, BROWSERS as u64, Duration::from_secs(60)).await {
+                    self.log.problems.push(format!(
+                        "daemon {slot} restarted at {base} had no {BROWSERS} ready browsers \
+                         within 60 s"
+                    ));
+                }
             }
             Fault::RestartRedis => {
-                redis = tokio::task::spawn_blocking(move || {
+                let redis = self.redis.take().expect("Redis is held");
+                let outage = Duration::from_millis(step.length_ms);
+                let restarted = tokio::task::spawn_blocking(move || {
                     redis.kill();
-                    std::thread::sleep(REDIS_OUTAGE);
+                    std::thread::sleep(outage);
                     redis.restart().expect("restart redis-server")
                 })
                 .await
                 .expect("Redis restart");
-                *log.injected.entry(fault).or_default() += 1;
+                self.redis = Some(restarted);
+            }
+            Fault::StallRedis => {
+                let url = self.redis_url();
+                let pause = async {
+                    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                    let mut conn = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    redis::cmd("CLIENT")
+                        .arg("PAUSE")
+                        .arg(step.length_ms)
+                        .arg("ALL")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match tokio::time::timeout(Duration::from_secs(2), pause).await {
+                    Ok(Ok(())) => {
+                        tokio::time::sleep(Duration::from_millis(step.length_ms)).await;
+                    }
+                    Ok(Err(e)) => {
+                        self.log.skipped.push(format!("{}: {e}", fault.name()));
+                        injected = false;
+                    }
+                    Err(_) => {
+                        self.log
+                            .skipped
+                            .push(format!("{}: Redis did not answer", fault.name()));
+                        injected = false;
+                    }
+                }
+            }
+        }
+        if injected {
+            *self.log.injected.entry(fault).or_default() += 1;
+        }
+    }
+
+    /// Audits every account on atomic snapshots, waiting (up to 20 s) for Redis to answer.
+    async fn audit_window(&mut self, window: usize, fault: Fault) {
+        let url = self.redis_url();
+        let limit = Instant::now() + Duration::from_secs(20);
+        let mut pending: Vec<String> = self.accounts.clone();
+        while !pending.is_empty() {
+            let mut unread = Vec::new();
+            for account in pending {
+                match try_snapshot(&url, &account).await {
+                    Ok(Some(snapshot)) => {
+                        self.log.window_audits += 1;
+                        let broken = shotfarm::ledger::audit::violations(&snapshot);
+                        if !broken.is_empty() {
+                            self.log.problems.push(format!(
+                                "after fault {window} ({}), {account}: {broken:?}",
+                                fault.name()
+                            ));
+                        }
+                    }
+                    Ok(None) => self.log.problems.push(format!(
+                        "after fault {window} ({}), account {account} is gone",
+                        fault.name()
+                    )),
+                    Err(_) => unread.push(account),
+                }
+            }
+            pending = unread;
+            if pending.is_empty() {
+                self.log.windows_audited += 1;
+            } else if Instant::now() > limit {
+                self.log.problems.push(format!(
+                    "after fault {window} ({}), Redis did not answer for 20 s: {} account(s) \
+                     not audited",
+                    fault.name(),
+                    pending.len()
+                ));
+                break;
+            } else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
-    (daemon, redis, log)
 }
 
 /// An account's snapshot on `url` (`None`: no such account), or why it could not be read
@@ -573,10 +1010,27 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    eprintln!("chaos: seed {seed} (CHAOS_SEED={seed} replays its choices)");
-    let logs = tempfile::tempdir().expect("log dir").keep();
+    let mode = Mode::from_env();
+    let schedule = mode.schedule(seed);
+    eprintln!(
+        "chaos: seed {seed} (CHAOS_SEED={seed} replays its choices); {} mode, {} faults \
+         scheduled, {} daemon(s)",
+        if mode.long { "long" } else { "short" },
+        schedule.len(),
+        mode.daemons
+    );
+    let logs = tempfile::Builder::new()
+        .prefix("chaos-")
+        .tempdir()
+        .expect("log dir")
+        .keep();
     let profiles = tempfile::tempdir().expect("profile dir");
-    let profiles_dir = profiles.path().to_path_buf();
+    let profile_dirs: Vec<PathBuf> = (0..mode.daemons)
+        .map(|slot| profiles.path().join(format!("daemon{slot}")))
+        .collect();
+    for dir in &profile_dirs {
+        std::fs::create_dir_all(dir).expect("profile dir");
+    }
 
     // A Redis of its own: restarting the shared one would break the tests running beside us.
     let redis = tokio::task::spawn_blocking(start_redis)
@@ -585,8 +1039,9 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
     let redis_url = redis.url.clone();
     let funded = {
         let url = redis_url.clone();
+        let credits = mode.credits.clone();
         tokio::task::spawn_blocking(move || {
-            CREDITS
+            credits
                 .iter()
                 .map(|&credits| provision_on(&url, credits))
                 .collect::<Vec<_>>()
@@ -595,13 +1050,25 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         .expect("provision accounts")
     };
     let mut fault_log = FaultLog::default();
-    let (daemon, base) = start_daemon(&profiles_dir, &redis_url, &logs, &mut fault_log);
-    wait_ready_at(&base, BROWSERS as u64).await;
+    let mut daemons = Vec::new();
+    let mut bases = Vec::new();
+    for (slot, dir) in profile_dirs.iter().enumerate() {
+        let (daemon, base) = start_daemon(slot, dir, &redis_url, &logs, &mut fault_log);
+        daemons.push(daemon);
+        bases.push(base);
+    }
+    for base in &bases {
+        assert!(
+            ready_within(base, BROWSERS as u64, Duration::from_secs(60)).await,
+            "the daemon at {base} never had {BROWSERS} ready browsers (logs in {})",
+            logs.display()
+        );
+    }
 
     let start = Instant::now();
     let ctx = Arc::new(Ctx {
-        base: RwLock::new(base),
-        load_end: start + LOAD,
+        bases: RwLock::new(bases),
+        load_over: AtomicBool::new(false),
         stats: Mutex::new(Stats::default()),
     });
     let stop_audit = Arc::new(AtomicBool::new(false));
@@ -626,29 +1093,52 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
             )));
         }
     }
-    let faults = tokio::spawn(inject_faults(
+    // Orders for every account but the first (which must run dry).
+    let payer = tokio::spawn(payer(
         ctx.clone(),
-        start,
-        seed,
-        daemon,
-        redis,
-        profiles_dir.clone(),
-        logs.clone(),
-        fault_log,
+        funded
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(a, f)| (a, f.account.clone()))
+            .collect(),
+        seed ^ 0x0bad_cafe,
+        mode.order_every_ms,
     ));
+    let injector = Injector {
+        ctx: ctx.clone(),
+        daemons,
+        profiles: profile_dirs.clone(),
+        redis: Some(redis),
+        logs: logs.clone(),
+        accounts: funded.iter().map(|f| f.account.clone()).collect(),
+        log: fault_log,
+    };
+    let scheduled = schedule.len();
+    let faults = tokio::spawn(injector.run(start, schedule));
 
-    let (mut daemon, redis, fault_log) = faults.await.expect("the fault schedule ran");
+    let Injector {
+        daemons,
+        redis,
+        log: fault_log,
+        ..
+    } = faults.await.expect("the fault schedule ran");
+    let redis = redis.expect("Redis is held");
+    tokio::time::sleep_until((start + mode.min_load).into()).await;
+    ctx.load_over.store(true, Ordering::Relaxed);
     let mut keys: Vec<KeyLog> = Vec::new();
     for c in clients {
         keys.extend(c.await.expect("a client ran"));
     }
+    let (orders, order_problems) = payer.await.expect("the payer ran");
     let load_time = start.elapsed();
     stop_audit.store(true, Ordering::Relaxed);
     let mut problems = auditor.await.expect("the auditor ran");
     problems.extend(fault_log.problems.iter().cloned());
+    problems.extend(order_problems);
 
     // Holds of killed daemons and of commits that never landed come back through the sweeper
-    // of the running daemon: after the longest hold (timeout + 0.5 s + grace) at the latest.
+    // of the running daemons: after the longest hold (timeout + 0.5 s + grace) at the latest.
     let hold_life = Duration::from_millis(CAPTURE_TIMEOUT_MS + 500 + HOLD_GRACE_MS);
     let settle_by = Instant::now() + hold_life + Duration::from_secs(5);
     let mut snapshots = loop {
@@ -705,27 +1195,76 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         problems.push(format!("{indexed} entries left in the sweep indexes"));
     }
 
-    // Per account: the invariants, the balance, and every charge matched to a delivered key.
+    // Per account: the invariants, the balance, every paid order granted once, and every
+    // charge matched to a delivered key.
+    let mut final_audits = 0;
     let mut explained_free = Vec::new();
     let mut credits_checked = 0;
     let mut charged_total = 0;
     let mut delivered_total = 0;
+    let mut orders_checked = 0;
     for (a, (f, s)) in funded.iter().zip(&mut snapshots).enumerate() {
         // Re-read after the wait, so the checks see the settled state.
         *s = try_snapshot(&redis_url, &f.account)
             .await
             .expect("Redis answers the final snapshot")
             .expect("the account still exists");
+        final_audits += 1;
         let broken = shotfarm::ledger::audit::violations(s);
         if !broken.is_empty() {
             problems.push(format!("{}: invariants broken: {broken:?}", f.account));
         }
         let b = &s.balance;
         credits_checked += b.granted;
-        if b.granted != CREDITS[a] {
+        let account_keys = AccountKeys::new(&f.account);
+
+        // Paid orders: each one's reference applied, one grant each, of its pack's credits.
+        let mine: Vec<&PaidOrder> = orders.iter().filter(|o| o.account == a).collect();
+        let mut paid_credits = 0;
+        let mut kinds = (0, 0);
+        for o in &mine {
+            orders_checked += 1;
+            paid_credits += o.credits;
+            if o.auto_topup {
+                kinds.1 += 1;
+            } else {
+                kinds.0 += 1;
+            }
+            let applied: bool = redis::cmd("SISMEMBER")
+                .arg(account_keys.refs())
+                .arg(keys::order_reference(&o.id))
+                .query_async(&mut conn)
+                .await
+                .expect("read the applied references");
+            if !applied || o.acknowledged == 0 {
+                problems.push(format!(
+                    "{}: order {} (acknowledged {} time(s)) is not among the applied references",
+                    f.account, o.id, o.acknowledged
+                ));
+            }
+        }
+        let grants = |kind: TxKind| -> (usize, i64) {
+            let of = s.transactions.iter().filter(|t| t.kind == kind);
+            (of.clone().count(), of.map(|t| t.amount).sum())
+        };
+        let (purchases, purchased) = grants(TxKind::Purchase);
+        let (topups, topped_up) = grants(TxKind::AutoTopup);
+        if (purchases, topups) != kinds || purchased + topped_up != paid_credits {
             problems.push(format!(
-                "{}: granted {} but {} were granted",
-                f.account, b.granted, CREDITS[a]
+                "{}: {} purchase(s) and {} auto top-up(s) of {} credits in all, for {} and {} \
+                 paid order(s) of {paid_credits} credits",
+                f.account,
+                purchases,
+                topups,
+                purchased + topped_up,
+                kinds.0,
+                kinds.1
+            ));
+        }
+        if b.granted != mode.credits[a] + paid_credits {
+            problems.push(format!(
+                "{}: granted {} but {} + {paid_credits} (orders) were granted",
+                f.account, b.granted, mode.credits[a]
             ));
         }
         if b.reserved != 0 || b.available + b.spent != b.granted {
@@ -740,7 +1279,6 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
             .filter(|t| t.kind == TxKind::Usage)
             .map(|t| t.id.as_str())
             .collect();
-        let account_keys = AccountKeys::new(&f.account);
         let mut charged_holds: HashMap<String, String> = HashMap::new();
         let mut delivered = 0;
         for k in keys.iter().filter(|k| k.account == a) {
@@ -828,34 +1366,38 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         delivered_total += delivered;
     }
 
-    // Stop the daemon gracefully: nothing may remain under its profile directory.
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let exited = tokio::task::spawn_blocking(move || {
-        let limit = Instant::now() + Duration::from_secs(30);
-        loop {
-            match daemon.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < limit => std::thread::sleep(Duration::from_millis(50)),
-                _ => return None,
-            }
+    // Stop the daemons gracefully: nothing may remain under their profile directories.
+    for (slot, mut daemon) in daemons.into_iter().enumerate() {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
         }
-    })
-    .await
-    .expect("join");
-    match exited {
-        Some(status) if status.success() => {}
-        other => problems.push(format!(
-            "the daemon did not exit cleanly on SIGTERM: {other:?}"
-        )),
+        let exited = tokio::task::spawn_blocking(move || {
+            let limit = Instant::now() + Duration::from_secs(30);
+            loop {
+                match daemon.try_wait() {
+                    Ok(Some(status)) => return Some(status),
+                    Ok(None) if Instant::now() < limit => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .expect("join");
+        match exited {
+            Some(status) if status.success() => {}
+            other => problems.push(format!(
+                "daemon {slot} did not exit cleanly on SIGTERM: {other:?}"
+            )),
+        }
     }
-    let dir = profiles_dir.clone();
+    let dir = profiles.path().to_path_buf();
     if !eventually(Duration::from_secs(10), || processes_under(&dir).is_empty()).await {
         problems.push(format!(
-            "orphan Chromium after the daemon stopped: {:?}",
-            processes_under(&profiles_dir)
+            "orphan Chromium after the daemons stopped: {:?}",
+            processes_under(&dir)
         ));
     }
 
@@ -867,36 +1409,76 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
             _ => {}
         }
     }
-    for (fault, least) in [
-        (Fault::KillBrowser, 3),
-        (Fault::KillDaemon, 1),
-        (Fault::RestartRedis, 1),
-    ] {
-        let n = fault_log.injected.get(&fault).copied().unwrap_or(0);
+    let injected_total: u32 = fault_log.injected.values().sum();
+    let least = mode.least(scheduled);
+    for fault in Fault::ALL {
+        let n = fault_log.injected.get(&fault).copied().unwrap_or(0) as usize;
         if n < least {
             problems.push(format!(
-                "only {n} × {} (at least {least} planned)",
+                "only {n} × {} injected (at least {least} wanted)",
                 fault.name()
             ));
         }
     }
+    if mode.long && (injected_total as usize) < scheduled {
+        problems.push(format!(
+            "{injected_total} faults injected of the {scheduled} scheduled"
+        ));
+    }
 
-    // The report.
+    // The report, on stderr and in the log directory.
     let (requests, responses) = {
         let stats = ctx.stats.lock().expect("stats lock");
         (stats.requests, stats.responses.clone())
     };
-    eprintln!(
-        "chaos: load {load_time:.1?}, seed {seed}, daemon logs in {}",
+    let answered: u64 = responses
+        .iter()
+        .filter(|(what, _)| {
+            what.trim_start_matches("webhook ")
+                .starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let mut report = Vec::new();
+    report.push(format!(
+        "seed {seed} ({} mode: CHAOS_SEED={seed}{} replays it); load {:.1} min ({load_time:.1?}); \
+         logs in {}",
+        if mode.long { "long" } else { "short" },
+        if mode.long {
+            format!(" CHAOS_FAULTS={scheduled}")
+        } else {
+            String::new()
+        },
+        load_time.as_secs_f64() / 60.0,
         logs.display()
-    );
-    eprintln!("chaos: {requests} requests sent");
+    ));
+    report.push(format!(
+        "faults: {injected_total} injected of {scheduled} scheduled, {} daemon(s)",
+        mode.daemons
+    ));
+    for fault in Fault::ALL {
+        report.push(format!(
+            "  {:>5} × {}",
+            fault_log.injected.get(&fault).copied().unwrap_or(0),
+            fault.name()
+        ));
+    }
+    if !fault_log.skipped.is_empty() {
+        report.push(format!(
+            "faults skipped ({}): {:?}",
+            fault_log.skipped.len(),
+            fault_log.skipped
+        ));
+    }
+    report.push(format!(
+        "requests: {requests} sent (captures and webhooks), {answered} answered with a status"
+    ));
     for (what, n) in &responses {
-        eprintln!("chaos:   {n:>5} × {what}");
+        report.push(format!("  {n:>6} × {what}"));
     }
     let count = |f: &dyn Fn(&KeyLog) -> bool| keys.iter().filter(|k| f(k)).count();
-    eprintln!(
-        "chaos: {} keys: {} delivered ({} fresh, {} as replays), {} refused with 402, {} thrown \
+    report.push(format!(
+        "{} keys: {} delivered ({} fresh, {} as replays), {} refused with 402, {} thrown \
          scripts refused with 400, {} unexpected, {} gave up; {} needed more than one attempt",
         keys.len(),
         count(&|k| matches!(k.settled, Settled::Delivered { .. })),
@@ -907,49 +1489,56 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         count(&|k| matches!(k.settled, Settled::Unexpected(_))),
         count(&|k| matches!(k.settled, Settled::GaveUp(_))),
         count(&|k| k.attempts > 1),
-    );
-    eprintln!(
-        "chaos: faults injected: {}",
-        fault_log
-            .injected
-            .iter()
-            .map(|(f, n)| format!("{n} × {}", f.name()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if !fault_log.skipped.is_empty() {
-        eprintln!("chaos: faults skipped: {:?}", fault_log.skipped);
-    }
-    eprintln!(
-        "chaos: {} accounts and {credits_checked} credits checked ({} audits during the load); \
-         {charged_total} charged, {delivered_total} delivered, {} free because a commit could \
-         not land",
+    ));
+    report.push(format!(
+        "orders: {orders_checked} paid, {} webhook deliveries acknowledged (the rest of each \
+         order's deliveries are Polar's repeats), each order granted once",
+        orders.iter().map(|o| o.acknowledged).sum::<u32>()
+    ));
+    let audits_during = audits.load(Ordering::Relaxed);
+    report.push(format!(
+        "invariant checks: {} (account audits at the end of {} of {scheduled} fault windows: {}; \
+         background audits every 1.5 s: {audits_during}; final: {final_audits})",
+        fault_log.window_audits + audits_during + final_audits,
+        fault_log.windows_audited,
+        fault_log.window_audits,
+    ));
+    report.push(format!(
+        "{} accounts and {credits_checked} credits checked; {charged_total} charged, \
+         {delivered_total} delivered, {} free because a commit could not land",
         funded.len(),
-        audits.load(Ordering::Relaxed),
         explained_free.len()
-    );
+    ));
     for (f, s) in funded.iter().zip(&snapshots) {
         let b = &s.balance;
-        eprintln!(
-            "chaos:   {}: granted {}, available {}, spent {}, reserved {}",
+        report.push(format!(
+            "  {}: granted {}, available {}, spent {}, reserved {}",
             f.account, b.granted, b.available, b.spent, b.reserved
-        );
+        ));
     }
     for line in &explained_free {
-        eprintln!("chaos:   free image: {line}");
+        report.push(format!("  free image: {line}"));
     }
+    report.push(format!("violations: {}", problems.len()));
+    for problem in &problems {
+        report.push(format!("  - {problem}"));
+    }
+    for line in &report {
+        eprintln!("chaos: {line}");
+    }
+    let _ = std::fs::write(logs.join("report.txt"), report.join("\n") + "\n");
 
     tokio::task::spawn_blocking(move || redis.kill())
         .await
         .expect("stop Redis");
     assert!(
         problems.is_empty(),
-        "chaos (seed {seed}; daemon logs kept in {}) found {} problem(s):\n  - {}",
+        "chaos (seed {seed}; daemon logs and report kept in {}) found {} problem(s):\n  - {}",
         logs.display(),
         problems.len(),
         problems.join("\n  - ")
     );
-    if std::env::var_os("CHAOS_KEEP_LOGS").is_none() {
+    if !mode.long && std::env::var_os("CHAOS_KEEP_LOGS").is_none() {
         let _ = std::fs::remove_dir_all(&logs);
     }
     drop(profiles);

@@ -23,7 +23,7 @@ use crate::support::{
 
 const TOKEN: &str = "polar_oat_test";
 /// The webhook secret as Polar's dashboard shows it (its bytes are the HMAC key).
-const POLAR_SECRET: &str = "polar_whs_q8Vd3kTz0LmN5xR2bWc7YhJf4GsPa9Ue6iKoXtB1";
+pub(crate) const POLAR_SECRET: &str = "polar_whs_q8Vd3kTz0LmN5xR2bWc7YhJf4GsPa9Ue6iKoXtB1";
 /// A Standard Webhooks secret: `whsec_` + base64 of the key.
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const STARTER_PRODUCT: &str = "0b5d2c0e-3c1f-4a4e-9d55-6a1f7e2b9c01";
@@ -36,7 +36,7 @@ const PUBLIC_URL: &str = "https://shots.example";
 const POLAR_TIMEOUT_MS: u64 = 2_000;
 
 /// pack id → (Polar product id, name, credits, price in cents), as the daemon's config has them.
-fn pack(id: &str) -> (&'static str, &'static str, i64, i64) {
+pub(crate) fn pack(id: &str) -> (&'static str, &'static str, i64, i64) {
     match id {
         "pack_starter" => (STARTER_PRODUCT, "Starter", 100, 500),
         "pack_pro" => (PRO_PRODUCT, "Pro", 1000, 3500),
@@ -46,7 +46,7 @@ fn pack(id: &str) -> (&'static str, &'static str, i64, i64) {
 }
 
 /// `pack_enterprise` is deliberately left without a product.
-fn products() -> BTreeMap<String, String> {
+pub(crate) fn products() -> BTreeMap<String, String> {
     ["pack_starter", "pack_pro", "pack_business"]
         .into_iter()
         .map(|id| (id.to_string(), pack(id).0.to_string()))
@@ -118,7 +118,7 @@ fn random_token(len: usize) -> String {
     out
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -382,7 +382,7 @@ impl Signer {
         self.deliver_as(&format!("msg_{}", random_token(27)), now_secs(), body)
     }
 
-    fn deliver_as(&self, id: &str, timestamp: i64, body: &str) -> Delivery {
+    pub(crate) fn deliver_as(&self, id: &str, timestamp: i64, body: &str) -> Delivery {
         Delivery {
             id: id.to_string(),
             timestamp: timestamp.to_string(),
@@ -395,7 +395,7 @@ impl Signer {
 /// One webhook request as Polar sends it.
 #[derive(Clone)]
 pub(crate) struct Delivery {
-    id: String,
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
     body: String,
@@ -412,7 +412,21 @@ pub(crate) async fn deliver_to(base: &str, d: &Delivery) -> (u16, Value) {
 }
 
 async fn post_webhook_at(base: &str, d: &Delivery, without: Option<&str>) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
+    let response = send_webhook(&reqwest::Client::new(), base, d, without)
+        .await
+        .expect("webhook delivery");
+    json_of(response).await
+}
+
+/// Posts `d` to the Polar endpoint at `base` with `http`, leaving out the header named in
+/// `without`; a lost connection is the caller's to retry, as Polar does.
+pub(crate) async fn send_webhook(
+    http: &reqwest::Client,
+    base: &str,
+    d: &Delivery,
+    without: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = http
         .post(format!("{base}/api/v1/webhooks/polar"))
         .header("content-type", "application/json")
         .header("user-agent", "polar.sh webhooks")
@@ -426,7 +440,7 @@ async fn post_webhook_at(base: &str, d: &Delivery, without: Option<&str>) -> (u1
             request = request.header(name, value);
         }
     }
-    json_of(request.send().await.expect("webhook delivery")).await
+    request.send().await
 }
 
 pub(crate) async fn deliver(d: &Delivery) -> (u16, Value) {
@@ -439,11 +453,11 @@ pub(crate) fn polar_signer() -> Signer {
 
 /// An order of one pack for one account.
 pub(crate) struct OrderSpec<'a> {
-    id: String,
+    pub(crate) id: String,
     account: &'a str,
     email: &'a str,
     pack_id: &'a str,
-    auto_topup: bool,
+    pub(crate) auto_topup: bool,
 }
 
 impl<'a> OrderSpec<'a> {
