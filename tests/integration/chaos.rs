@@ -44,9 +44,10 @@ use shotfarm::ledger::TxKind;
 use crate::payments::{self, paid, polar_signer, send_webhook, OrderSpec};
 use crate::redis_server::{start_redis, RedisServer};
 use crate::support::{
-    browser_pids, enc, eventually, page, processes_under, provision_on, spawn_binary_on,
+    browser_pids, enc, eventually, page, processes_under, provision_on, spawn_binary_with,
     ChildGuard, Rng,
 };
+use testkit::sentinel::{SentinelGroup, MASTER};
 
 /// How long clients start new keys.
 const LOAD: Duration = Duration::from_secs(40);
@@ -95,15 +96,17 @@ enum Fault {
     StallRedis,
     KillDaemon,
     RestartRedis,
+    FailoverRedis,
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::KillBrowser,
         Fault::KillRenderer,
         Fault::StallRedis,
         Fault::KillDaemon,
         Fault::RestartRedis,
+        Fault::FailoverRedis,
     ];
 
     fn name(self) -> &'static str {
@@ -112,7 +115,10 @@ impl Fault {
             Fault::KillRenderer => "SIGKILL a Chromium renderer",
             Fault::StallRedis => "stall Redis (CLIENT PAUSE ALL)",
             Fault::KillDaemon => "SIGKILL a daemon and restart it",
-            Fault::RestartRedis => "kill Redis and restart it",
+            Fault::RestartRedis => "kill a Redis node and restart it",
+            Fault::FailoverRedis => {
+                "SIGKILL the Redis primary (Sentinel promotes a replica), restart it as a replica"
+            }
         }
     }
 }
@@ -156,25 +162,32 @@ fn short_plan(rng: &mut Rng) -> Vec<Step> {
 }
 
 /// `n` faults generated from the seed: many cheap ones (renderer and browser kills, stalls of
-/// 0.1–1 s) with gaps of 0.1–0.5 s, fewer expensive ones (a daemon SIGKILLed and restarted, Redis
-/// down 0.2–1.5 s and restarted) with gaps of 0.5–1.5 s after their recovery.
-fn generated_schedule(rng: &mut Rng, n: usize) -> Vec<Step> {
+/// 0.1–1 s, 0.1–0.6 s under Sentinels, whose down-after time is 1 s) with gaps of 0.1–0.5 s,
+/// fewer expensive ones (a daemon SIGKILLed and restarted, a Redis node down 0.2–1.5 s and
+/// restarted, and with Sentinels the primary killed, failed over and restarted as a replica
+/// 0.5–2 s later) with gaps of 0.5–1.5 s after their recovery.
+fn generated_schedule(rng: &mut Rng, n: usize, sentinel: bool) -> Vec<Step> {
     (0..n)
         .map(|_| {
             let fault = match rng.below(100) {
                 0..=33 => Fault::KillRenderer,
                 34..=57 => Fault::KillBrowser,
                 58..=83 => Fault::StallRedis,
-                84..=91 => Fault::KillDaemon,
+                84..=90 => Fault::KillDaemon,
+                91..=95 if sentinel => Fault::FailoverRedis,
                 _ => Fault::RestartRedis,
             };
             let length_ms = match fault {
+                Fault::StallRedis if sentinel => rng.range(100, 600) as u64,
                 Fault::StallRedis => rng.range(100, 1_000) as u64,
                 Fault::RestartRedis => rng.range(200, 1_500) as u64,
+                Fault::FailoverRedis => rng.range(500, 2_000) as u64,
                 _ => 0,
             };
             let window_ms = match fault {
-                Fault::KillDaemon | Fault::RestartRedis => rng.range(500, 1_500),
+                Fault::KillDaemon | Fault::RestartRedis | Fault::FailoverRedis => {
+                    rng.range(500, 1_500)
+                }
                 _ => rng.range(100, 500),
             } as u64;
             Step {
@@ -191,6 +204,8 @@ fn generated_schedule(rng: &mut Rng, n: usize) -> Vec<Step> {
 /// The run's shape: `make test`'s short plan or `make chaos`'s long schedule.
 struct Mode {
     long: bool,
+    /// A primary, two replicas and three Sentinels (else one Redis).
+    sentinel: bool,
     daemons: usize,
     credits: Vec<i64>,
     /// The load lasts at least this long, and until the schedule is done.
@@ -208,6 +223,7 @@ impl Mode {
         match faults {
             Some(_) => Mode {
                 long: true,
+                sentinel: std::env::var("CHAOS_SENTINEL").as_deref() != Ok("0"),
                 daemons: 2,
                 credits: LONG_CREDITS.to_vec(),
                 min_load: Duration::ZERO,
@@ -215,6 +231,7 @@ impl Mode {
             },
             None => Mode {
                 long: false,
+                sentinel: false,
                 daemons: 1,
                 credits: CREDITS.to_vec(),
                 min_load: LOAD,
@@ -229,14 +246,16 @@ impl Mode {
             .ok()
             .and_then(|s| s.parse::<usize>().ok())
         {
-            Some(n) if self.long => generated_schedule(&mut rng, n),
+            Some(n) if self.long => generated_schedule(&mut rng, n, self.sentinel),
             _ => short_plan(&mut rng),
         }
     }
 
     /// How many of each kind must have been injected.
-    fn least(&self, scheduled: usize) -> usize {
-        if self.long {
+    fn least(&self, fault: Fault, scheduled: usize) -> usize {
+        if fault == Fault::FailoverRedis && !self.sentinel {
+            0
+        } else if self.long {
             (scheduled / 50).max(1)
         } else {
             1
@@ -699,7 +718,7 @@ fn daemon_env() -> Vec<(String, String)> {
 fn start_daemon(
     slot: usize,
     profiles: &Path,
-    redis_url: &str,
+    redis: &DaemonRedis,
     logs: &Path,
     fault_log: &mut FaultLog,
 ) -> (ChildGuard, String) {
@@ -709,7 +728,8 @@ fn start_daemon(
     ));
     let env = daemon_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (child, base) = spawn_binary_on(profiles, redis_url, &env, Some(&log));
+    let args: Vec<&str> = redis.args.iter().map(String::as_str).collect();
+    let (child, base) = spawn_binary_with(profiles, &redis.url, &env, Some(&log), &args);
     fault_log.daemon_logs.push(log);
     (child, base)
 }
@@ -748,6 +768,30 @@ fn renderer_pids(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The Redis the daemons use.
+enum Store {
+    /// One redis-server.
+    Single(RedisServer),
+    /// A primary, replicas and Sentinels.
+    Sentinel(SentinelGroup),
+}
+
+impl Store {
+    /// The primary's URL as the Sentinels name it now.
+    fn primary_url(&self) -> anyhow::Result<String> {
+        Ok(match self {
+            Store::Single(r) => r.url.clone(),
+            Store::Sentinel(g) => format!("redis://127.0.0.1:{}/0", g.primary_port()?),
+        })
+    }
+}
+
+/// How a daemon finds its Redis: `redis.url`, and the arguments that name the Sentinels.
+struct DaemonRedis {
+    url: String,
+    args: Vec<String>,
+}
+
 /// The daemons and the Redis the faults are injected into.
 struct Injector {
     ctx: Arc<Ctx>,
@@ -755,7 +799,11 @@ struct Injector {
     daemons: Vec<ChildGuard>,
     /// Each slot's profile directory (all its incarnations share it).
     profiles: Vec<PathBuf>,
-    redis: Option<RedisServer>,
+    /// Taken while a blocking step (kill, restart, failover) holds it.
+    redis: Option<Store>,
+    /// The primary's URL (the harness's audits read from it), as of the last fault.
+    primary: Arc<RwLock<String>>,
+    daemon_redis: DaemonRedis,
     logs: PathBuf,
     accounts: Vec<String>,
     log: FaultLog,
@@ -763,7 +811,26 @@ struct Injector {
 
 impl Injector {
     fn redis_url(&self) -> String {
-        self.redis.as_ref().expect("Redis is held").url.clone()
+        self.primary.read().expect("primary lock").clone()
+    }
+
+    /// Runs `step` on the Redis store on a blocking thread (the kit's calls wait), then learns
+    /// where the primary is.
+    async fn with_store(
+        &mut self,
+        step: impl FnOnce(&mut Store) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let mut store = self.redis.take().expect("Redis is held");
+        let (store, done) = tokio::task::spawn_blocking(move || {
+            let done = step(&mut store);
+            (store, done)
+        })
+        .await
+        .expect("a Redis step");
+        let primary = store.primary_url();
+        self.redis = Some(store);
+        *self.primary.write().expect("primary lock") = primary?;
+        done
     }
 
     /// Runs the schedule, auditing every account at the end of each fault's window.
@@ -847,8 +914,8 @@ impl Injector {
                         processes_under(&dir)
                     ));
                 }
-                let url = self.redis_url();
-                let (next, base) = start_daemon(slot, &dir, &url, &self.logs, &mut self.log);
+                let (next, base) =
+                    start_daemon(slot, &dir, &self.daemon_redis, &self.logs, &mut self.log);
                 self.daemons[slot] = next;
                 // Clients move to it at once (refused or 503 until it is ready).
                 self.ctx.bases.write().expect("base lock")[slot] = base.clone();
@@ -860,16 +927,53 @@ impl Injector {
                 }
             }
             Fault::RestartRedis => {
-                let redis = self.redis.take().expect("Redis is held");
-                let outage = Duration::from_millis(step.length_ms);
-                let restarted = tokio::task::spawn_blocking(move || {
-                    redis.kill();
-                    std::thread::sleep(outage);
-                    redis.restart().expect("restart redis-server")
-                })
-                .await
-                .expect("Redis restart");
-                self.redis = Some(restarted);
+                let (pick, length_ms) = (step.pick >> 16, step.length_ms);
+                let done = self
+                    .with_store(move |store| match store {
+                        Store::Single(redis) => {
+                            redis.kill();
+                            std::thread::sleep(Duration::from_millis(length_ms));
+                            *redis = redis.restart()?;
+                            Ok(())
+                        }
+                        Store::Sentinel(group) => {
+                            // Any node; the primary only for less than the Sentinels'
+                            // down-after time (whatever they decide meanwhile is theirs to).
+                            let port =
+                                group.servers[(pick % group.servers.len() as u64) as usize].port;
+                            let outage = if port == group.primary_port()? {
+                                length_ms.min(500)
+                            } else {
+                                length_ms
+                            };
+                            group.server(port)?.kill();
+                            std::thread::sleep(Duration::from_millis(outage));
+                            group.restart(port)
+                        }
+                    })
+                    .await;
+                if let Err(e) = done {
+                    self.log.problems.push(format!("{}: {e:#}", fault.name()));
+                }
+            }
+            Fault::FailoverRedis => {
+                let length_ms = step.length_ms;
+                let done = self
+                    .with_store(move |store| {
+                        let Store::Sentinel(group) = store else {
+                            anyhow::bail!("a failover needs the Sentinel topology");
+                        };
+                        let old = group.primary_port()?;
+                        group.server(old)?.kill();
+                        group.wait_failover(old, Duration::from_secs(30))?;
+                        // The daemons run on the new primary while the old one is down.
+                        std::thread::sleep(Duration::from_millis(length_ms));
+                        group.restart(old)
+                    })
+                    .await;
+                if let Err(e) = done {
+                    self.log.problems.push(format!("{}: {e:#}", fault.name()));
+                }
             }
             Fault::StallRedis => {
                 let url = self.redis_url();
@@ -977,7 +1081,7 @@ async fn try_snapshot(
 
 /// Checks every account's invariants on atomic snapshots until `stop`.
 async fn audit_during_load(
-    url: String,
+    primary: Arc<RwLock<String>>,
     accounts: Vec<String>,
     stop: Arc<AtomicBool>,
     audits: Arc<AtomicU64>,
@@ -985,6 +1089,7 @@ async fn audit_during_load(
     let mut problems = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         for account in &accounts {
+            let url = primary.read().expect("primary lock").clone();
             match try_snapshot(&url, account).await {
                 Ok(Some(snapshot)) => {
                     audits.fetch_add(1, Ordering::Relaxed);
@@ -1051,10 +1156,46 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
     }
 
     // A Redis of its own: restarting the shared one would break the tests running beside us.
-    let redis = tokio::task::spawn_blocking(start_redis)
-        .await
-        .expect("start Redis");
-    let redis_url = redis.url.clone();
+    // The long mode's is a primary with two replicas and three Sentinels; the daemons find the
+    // primary through the Sentinels, and wait for one replica to hold every credit mutation
+    // (`ledger.replica_acks = 1`: nothing answered is lost with a primary).
+    let (store, daemon_redis) = if mode.sentinel {
+        let group = tokio::task::spawn_blocking(|| SentinelGroup::start(2, 3))
+            .await
+            .expect("join")
+            .expect("a primary, two replicas and three Sentinels");
+        let config = logs.join("sentinel.toml");
+        let sentinels: Vec<String> = group
+            .sentinel_urls()
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[redis]\nsentinels = [{}]\nsentinel_master = {MASTER:?}\n\n\
+                 [ledger]\nreplica_acks = 1\nreplica_ack_timeout_ms = 500\n",
+                sentinels.join(", ")
+            ),
+        )
+        .expect("write the daemons' Sentinel config");
+        let url = group.servers[0].url.clone();
+        (
+            Store::Sentinel(group),
+            DaemonRedis {
+                url,
+                args: vec!["--config".into(), config.display().to_string()],
+            },
+        )
+    } else {
+        let redis = tokio::task::spawn_blocking(start_redis)
+            .await
+            .expect("start Redis");
+        let url = redis.url.clone();
+        (Store::Single(redis), DaemonRedis { url, args: vec![] })
+    };
+    let redis_url = store.primary_url().expect("the primary");
+    let primary = Arc::new(RwLock::new(redis_url.clone()));
     let funded = {
         let url = redis_url.clone();
         let credits = mode.credits.clone();
@@ -1071,7 +1212,7 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
     let mut daemons = Vec::new();
     let mut bases = Vec::new();
     for (slot, dir) in profile_dirs.iter().enumerate() {
-        let (daemon, base) = start_daemon(slot, dir, &redis_url, &logs, &mut fault_log);
+        let (daemon, base) = start_daemon(slot, dir, &daemon_redis, &logs, &mut fault_log);
         daemons.push(daemon);
         bases.push(base);
     }
@@ -1092,7 +1233,7 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
     let stop_audit = Arc::new(AtomicBool::new(false));
     let audits = Arc::new(AtomicU64::new(0));
     let auditor = tokio::spawn(audit_during_load(
-        redis_url.clone(),
+        primary.clone(),
         funded.iter().map(|f| f.account.clone()).collect(),
         stop_audit.clone(),
         audits.clone(),
@@ -1127,7 +1268,9 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         ctx: ctx.clone(),
         daemons,
         profiles: profile_dirs.clone(),
-        redis: Some(redis),
+        redis: Some(store),
+        primary: primary.clone(),
+        daemon_redis,
         logs: logs.clone(),
         accounts: funded.iter().map(|f| f.account.clone()).collect(),
         log: fault_log,
@@ -1142,6 +1285,8 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         ..
     } = faults.await.expect("the fault schedule ran");
     let redis = redis.expect("Redis is held");
+    // Where the primary is after the last fault.
+    let redis_url = redis.primary_url().expect("the primary");
     tokio::time::sleep_until((start + mode.min_load).into()).await;
     ctx.load_over.store(true, Ordering::Relaxed);
     let mut keys: Vec<KeyLog> = Vec::new();
@@ -1428,8 +1573,8 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         }
     }
     let injected_total: u32 = fault_log.injected.values().sum();
-    let least = mode.least(scheduled);
     for fault in Fault::ALL {
+        let least = mode.least(fault, scheduled);
         let n = fault_log.injected.get(&fault).copied().unwrap_or(0) as usize;
         if n < least {
             problems.push(format!(
@@ -1471,10 +1616,18 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
         logs.display()
     ));
     report.push(format!(
-        "faults: {injected_total} injected of {scheduled} scheduled, {} daemon(s)",
-        mode.daemons
+        "faults: {injected_total} injected of {scheduled} scheduled, {} daemon(s), {}",
+        mode.daemons,
+        if mode.sentinel {
+            "Redis: a primary, 2 replicas, 3 Sentinels (ledger.replica_acks = 1)"
+        } else {
+            "one Redis"
+        }
     ));
     for fault in Fault::ALL {
+        if mode.least(fault, scheduled) == 0 {
+            continue;
+        }
         report.push(format!(
             "  {:>5} × {}",
             fault_log.injected.get(&fault).copied().unwrap_or(0),
@@ -1547,9 +1700,7 @@ async fn chaos_keeps_every_ledger_exact_and_leaves_no_chromium() {
     }
     let _ = std::fs::write(logs.join("report.txt"), report.join("\n") + "\n");
 
-    tokio::task::spawn_blocking(move || redis.kill())
-        .await
-        .expect("stop Redis");
+    drop(redis);
     assert!(
         problems.is_empty(),
         "chaos (seed {seed}; daemon logs and report kept in {}) found {} problem(s):\n  - {}",
