@@ -127,9 +127,11 @@ fuzz: deps
 
 # The long chaos run (not part of `make test`, which runs the same test's short plan): a schedule
 # of CHAOS_FAULTS faults generated from a seed (Chromium browser and renderer kills, Redis stalls,
-# daemon SIGKILLs, Redis restarts) under load from several accounts against two daemons on one
-# Redis, with Polar webhooks arriving; the ledger audited after every fault window, every charge
-# matched to a delivered image, every paid order granted once. About 15-20 minutes on 2 cores.
+# daemon SIGKILLs, Redis node restarts, primary kills with Sentinel failover) under load from
+# several accounts against two daemons on a primary, two replicas and three Sentinels
+# (CHAOS_SENTINEL=0: one Redis), with Polar webhooks arriving; the ledger audited after every
+# fault window, every charge matched to a delivered image, every paid order granted once. About
+# 20 minutes on 2 cores.
 # It prints the seed and a report (also in report.txt of the log directory it names);
 # `CHAOS_SEED=<n> make chaos` replays a run.
 CHAOS_FAULTS ?= 1000

@@ -22,11 +22,14 @@
 //! answers 200; at the end every order is granted exactly once. After every fault the ledger
 //! of every account is audited (a fault window ends with that audit).
 //!
-//! Two modes. By default (`make test`) a short fixed plan: 11 faults and a few stalls over 40 s
-//! against one daemon. With `CHAOS_FAULTS=<n>` (`make chaos`: 1,000) a schedule of `n` faults
-//! generated from the seed (kinds, targets, lengths and gaps), mostly cheap ones (renderer and
-//! browser kills, Redis stalls) and some expensive ones (daemon SIGKILL and restart, Redis
-//! restart), against two daemons on the same Redis; the load lasts as long as the schedule.
+//! Two modes. By default (`make test`) a short fixed plan: 13 faults (two of them stalls of Redis
+//! with `CLIENT PAUSE … ALL`) over 40 s against one daemon. With `CHAOS_FAULTS=<n>` (`make
+//! chaos`: 1,000) a schedule of `n` faults generated from the seed (kinds, targets, lengths and
+//! gaps), mostly cheap ones (renderer and browser kills, Redis stalls) and some expensive ones
+//! (daemon SIGKILL and restart, a Redis node killed and restarted, the primary SIGKILLed, failed
+//! over by the Sentinels and restarted as a replica), against two daemons on a primary with two
+//! replicas and three Sentinels (`ledger.replica_acks = 1`; `CHAOS_SENTINEL=0`: one Redis, no
+//! failovers); the load lasts as long as the schedule.
 //!
 //! `CHAOS_SEED=<n>` replays a run's choices (schedule, pages, targets, jitter, orders); the
 //! daemon logs of a failing run (of every long run, and of every run with `CHAOS_KEEP_LOGS=1`)
