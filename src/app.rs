@@ -269,15 +269,16 @@ where
     for worker in &workers {
         worker.abort();
     }
+    // Low-balance notifications not delivered yet stay in Redis: another daemon, or this one
+    // restarted, delivers them (a delivery under way here goes on until the runtime ends; one
+    // cut short is claimed again once its lease is over).
+    low_balance_poller.abort();
     farm.shutdown(config.server.shutdown_grace()).await;
     // Requests still open got their answer when the farm closed; give them a moment to flush.
     let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;
     // Captures have settled their holds by now; holds of this daemon still open (none, unless
     // Redis was down) are left to any daemon's sweeper.
     sweeper.abort();
-    // Low-balance notifications not delivered yet stay in Redis: another daemon, or this one
-    // restarted, delivers them (delivery tasks end with the runtime).
-    low_balance_poller.abort();
     reloader.abort();
     let _ = metrics_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), metrics_server).await;
