@@ -93,6 +93,16 @@ if $FOR_TESTS; then
     fi
 fi
 
+# The failover tests run a primary, replicas and Sentinels of their own (Debian's redis-sentinel).
+if $FOR_TESTS; then
+    if command -v redis-sentinel >/dev/null 2>&1; then
+        log "found redis-sentinel: $(command -v redis-sentinel)"
+    else
+        missing+=("--no-install-recommends redis-sentinel")
+        labels+=("redis-sentinel")
+    fi
+fi
+
 # The OpenAPI test runs schemathesis (from PyPI) in a venv of its own: Debian's python is
 # externally managed, so pip installs nothing system-wide.
 if ! $FOR_TESTS || /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then

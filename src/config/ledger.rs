@@ -11,6 +11,13 @@ pub struct RedisConfig {
     /// Redis Cluster: URLs of some of its nodes (`redis://10.0.0.1:6379`, …); the rest of the
     /// topology is discovered. Empty = a single Redis at `url`.
     pub cluster_nodes: Vec<String>,
+    /// Redis Sentinel: addresses of the Sentinels watching the ledger's primary
+    /// (`redis://10.0.0.1:26379`, …). The daemon asks them where the primary is, follows a
+    /// failover without a restart, and takes the database, user and password for the primary
+    /// from `url` (its host and port are ignored). Empty = no Sentinel.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the primary under (`sentinel monitor <name> …`).
+    pub sentinel_master: String,
     /// How long connecting may take before Redis counts as unreachable, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How long one command may wait for its reply, in milliseconds.
@@ -22,6 +29,8 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379/0".to_string(),
             cluster_nodes: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: String::new(),
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
         }

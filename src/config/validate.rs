@@ -161,6 +161,15 @@ impl Config {
             !(self.chromium.sandbox == SandboxMode::On && running_as_root()),
             "chromium.sandbox: \"on\" cannot work while the daemon runs as root (Chromium refuses it): use \"auto\" or run as another user",
         );
+        let r = &self.redis;
+        check(
+            r.sentinels.is_empty() || r.cluster_nodes.is_empty(),
+            "redis.sentinels: Sentinel and Redis Cluster (redis.cluster_nodes) exclude each other; set one",
+        );
+        check(
+            r.sentinels.is_empty() || !r.sentinel_master.trim().is_empty(),
+            "redis.sentinel_master: the name the Sentinels monitor the primary under is required with redis.sentinels",
+        );
         let l = &self.ledger;
         check(
             l.hold_grace_ms >= self.redis.response_timeout_ms,

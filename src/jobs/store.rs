@@ -136,8 +136,52 @@ pub struct Depth {
 
 /// The workers' own connections, one per blocking read in progress.
 enum Pool {
-    Single(deadpool_redis::Pool),
+    /// To the data node the shared connection writes to (a single Redis, or the primary the
+    /// Sentinels name): made anew when that node moves, so blocking reads follow a failover.
+    Node(Box<NodePool>),
     Cluster(deadpool_redis::cluster::Pool),
+}
+
+struct NodePool {
+    /// `redis.url`, whose host and port are replaced by the data node's.
+    url: url::Url,
+    connection: redis::AsyncConnectionConfig,
+    size: usize,
+    /// The pool and the node (`host:port`) it connects to.
+    current: std::sync::Mutex<Option<(String, deadpool_redis::Pool)>>,
+}
+
+impl NodePool {
+    /// The pool for `node`, made when the node changed.
+    fn for_node(&self, node: &str) -> Result<deadpool_redis::Pool, LedgerError> {
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| unavailable("the jobs' pool lock is poisoned"))?;
+        if let Some((at, pool)) = current.as_ref() {
+            if at == node {
+                return Ok(pool.clone());
+            }
+        }
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| unavailable(format!("not a host:port: {node}")))?;
+        let mut url = self.url.clone();
+        url.set_host(Some(host)).map_err(unavailable)?;
+        url.set_port(Some(port))
+            .map_err(|()| unavailable("redis.url cannot take a port"))?;
+        let manager =
+            deadpool_redis::Manager::new_with_config(url.as_str(), self.connection.clone())
+                .map_err(unavailable)?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(self.size)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        *current = Some((node.to_string(), pool.clone()));
+        Ok(pool)
+    }
 }
 
 /// The jobs' Redis side; cheap to clone.
@@ -167,15 +211,12 @@ impl JobStore {
                 .set_response_timeout(Some(
                     BLOCK_SINGLE + Duration::from_millis(config.response_timeout_ms),
                 ));
-            let manager = deadpool_redis::Manager::new_with_config(config.url.as_str(), connection)
-                .map_err(unavailable)?;
-            Pool::Single(
-                deadpool_redis::Pool::builder(manager)
-                    .max_size(size)
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(unavailable)?,
-            )
+            Pool::Node(Box::new(NodePool {
+                url: url::Url::parse(&config.url).map_err(unavailable)?,
+                connection,
+                size,
+                current: std::sync::Mutex::new(None),
+            }))
         } else {
             let mut cluster =
                 deadpool_redis::cluster::Config::from_urls(config.cluster_nodes.clone());
@@ -456,8 +497,12 @@ impl JobStore {
             return Ok(None);
         }
         match &*self.pool {
-            Pool::Single(pool) => {
-                let mut conn = pool.get().await.map_err(unavailable)?;
+            Pool::Node(pool) => {
+                let (_, node) = self
+                    .redis
+                    .data_node()
+                    .ok_or_else(|| unavailable("not connected to Redis yet"))?;
+                let mut conn = pool.for_node(&node)?.get().await.map_err(unavailable)?;
                 read_new(&mut *conn, consumer, BLOCK_SINGLE).await
             }
             Pool::Cluster(pool) => {

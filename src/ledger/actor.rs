@@ -101,9 +101,11 @@ async fn run(redis: RedisHandle, request: Request, metrics: Arc<Metrics>) {
     let started = Instant::now();
     let op = &request.op;
     let result = match redis.get() {
-        Ok(mut conn) => {
+        Ok(conn) => {
             let mut attempt = 0;
             loop {
+                // Each attempt on one link, so the WAIT below can vouch for its writes.
+                let mut conn = conn.pinned();
                 let done = match store::execute(&mut conn, op).await {
                     // Answered only once durable on the replicas `ledger.replica_acks` names
                     // (also a re-check that changed nothing: an earlier attempt's write may

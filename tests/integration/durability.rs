@@ -15,11 +15,16 @@ use crate::support::{
 
 async fn redis_cmd<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
     let client = redis::Client::open(url).expect("redis url");
+    // redis-rs' default response timeout (500 ms) is short for a machine running the suite.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)));
     let mut conn = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("redis connection");
-    cmd.query_async(&mut conn).await.expect("redis command")
+    cmd.query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("redis {:?} at {url}: {e}", cmd.args_iter().next()))
 }
 
 /// Until the replica at `url` reports its link to the primary up.

@@ -12,6 +12,7 @@ mod durability;
 mod egress;
 mod emulation;
 mod error_pages;
+mod failover;
 mod filter_lists;
 mod hardening_http;
 mod hold;

@@ -21,7 +21,7 @@ use crate::support::{
     page, provision_as, redis_url, Daemon, Funded,
 };
 
-const TOKEN: &str = "polar_oat_test";
+pub(crate) const TOKEN: &str = "polar_oat_test";
 /// The webhook secret as Polar's dashboard shows it (its bytes are the HMAC key).
 const POLAR_SECRET: &str = "polar_whs_q8Vd3kTz0LmN5xR2bWc7YhJf4GsPa9Ue6iKoXtB1";
 /// A Standard Webhooks secret: `whsec_` + base64 of the key.
@@ -46,7 +46,7 @@ fn pack(id: &str) -> (&'static str, &'static str, i64, i64) {
 }
 
 /// `pack_enterprise` is deliberately left without a product.
-fn products() -> BTreeMap<String, String> {
+pub(crate) fn products() -> BTreeMap<String, String> {
     ["pack_starter", "pack_pro", "pack_business"]
         .into_iter()
         .map(|id| (id.to_string(), pack(id).0.to_string()))
@@ -460,7 +460,7 @@ impl<'a> OrderSpec<'a> {
 
 /// Polar's `Order` object with `refunded` cents refunded so far (cumulative, as Polar reports
 /// it); the whole price makes it a fully refunded order.
-fn order_json(o: &OrderSpec<'_>, refunded: i64) -> Value {
+pub(crate) fn order_json(o: &OrderSpec<'_>, refunded: i64) -> Value {
     let (product, name, _, price) = pack(o.pack_id);
     let customer_id = "a7c3e1f9-5b2d-4e8a-9c6f-3d1b7e5a2c80";
     let head = json!({
@@ -553,7 +553,7 @@ pub(crate) fn paid(o: &OrderSpec<'_>) -> String {
     event("order.paid", order_json(o, 0))
 }
 
-fn refunded(o: &OrderSpec<'_>) -> String {
+pub(crate) fn refunded(o: &OrderSpec<'_>) -> String {
     event("order.refunded", order_json(o, pack(o.pack_id).3))
 }
 
@@ -562,7 +562,7 @@ fn partially_refunded(o: &OrderSpec<'_>, cents: i64) -> String {
     event("order.refunded", order_json(o, cents))
 }
 
-fn of_kind(s: &shotfarm::ledger::store::Snapshot, kind: &str) -> usize {
+pub(crate) fn of_kind(s: &shotfarm::ledger::store::Snapshot, kind: &str) -> usize {
     s.transactions
         .iter()
         .filter(|t| t.kind.as_str() == kind)
@@ -1340,7 +1340,7 @@ async fn a_private_daemon_standard_secret_unreachable_polar_and_redis_down() {
 }
 
 /// `GET /v1/orders/` as Polar answers it: one page of orders.
-fn orders_page(items: Vec<Value>, max_page: u32) -> ResponseTemplate {
+pub(crate) fn orders_page(items: Vec<Value>, max_page: u32) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "items": items,
         "pagination": {"total_count": 5, "max_page": max_page},

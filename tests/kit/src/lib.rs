@@ -10,5 +10,6 @@ pub mod ports;
 pub mod process;
 pub mod procfs;
 pub mod redis;
+pub mod sentinel;
 
 pub use ports::free_port;

@@ -107,6 +107,22 @@ fn spawn(
         .args(&extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    let (pid, exited) = launch(cmd, port)?;
+    Ok(RedisServer {
+        port,
+        url: format!("redis://127.0.0.1:{port}/0"),
+        pid,
+        dir,
+        persistence,
+        extra,
+        exited,
+    })
+}
+
+/// Starts `cmd` (a server that listens on `port`) from a thread that waits for it as long as it
+/// runs; returns its pid and the flag that thread sets when it exited, once the port answers.
+pub(crate) fn launch(mut cmd: Command, port: u16) -> anyhow::Result<(u32, Arc<AtomicBool>)> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
     crate::process::with_death_signal(&mut cmd);
     let exited = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<u32>>();
@@ -124,24 +140,16 @@ fn spawn(
     let pid = rx
         .recv()
         .context("the redis-server thread")?
-        .context("cannot start redis-server (`make test` installs it)")?;
-    let server = RedisServer {
-        port,
-        url: format!("redis://127.0.0.1:{port}/0"),
-        pid,
-        dir,
-        persistence,
-        extra,
-        exited,
-    };
+        .with_context(|| format!("cannot start {program} (`make test` installs it)"))?;
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if start.elapsed() > Duration::from_secs(10) {
-            bail!("redis-server on port {port} did not start");
+            crate::process::signal(pid, libc::SIGKILL);
+            bail!("redis on port {port} did not start");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(server)
+    Ok((pid, exited))
 }
 
 /// A Redis Cluster of `masters` primaries (no replicas), every slot assigned, made with
