@@ -22,7 +22,7 @@ use crate::ledger::{
     Hold, HoldRequest, Idempotency, Ledger, Outcome, Reservation, Settled, StoredResult,
 };
 use crate::live::Live;
-use crate::notifications::{Delivery, Notifier, Signed};
+use crate::notifications::{Delivery, LowBalance, Notifier, Signed};
 use crate::telemetry::events::{InternalEvent, JobEvent, JobOutcome};
 use crate::telemetry::Metrics;
 
@@ -36,6 +36,8 @@ pub struct Workers {
     pub metrics: Arc<Metrics>,
     pub egress: Arc<EgressPolicy>,
     pub notifier: Notifier,
+    /// Delivers the low-balance notification a job's charge queued (`commit.lua`).
+    pub low_balance: LowBalance,
     pub config: Live<Config>,
     pub parse: ParseOptions,
 }
@@ -331,6 +333,7 @@ impl Workers {
         };
         let result_ttl = Duration::from_secs(config.jobs.result_ttl_secs);
         match hold.commit(Some(done), result_ttl).await {
+            Settled::Charged { crossed: true, .. } => self.low_balance.nudge(&entry.account),
             Settled::Charged { .. } | Settled::Retrying { .. } => {}
             Settled::Voided { .. } => {
                 tracing::warn!("the job's hold expired before its commit; the image is free")
