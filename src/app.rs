@@ -22,7 +22,8 @@ use crate::farm::{Farm, Placement};
 use crate::jobs::worker::Workers;
 use crate::jobs::JobStore;
 use crate::ledger::{sweeper, Ledger, LedgerError, RedisHandle};
-use crate::notifications::Notifier;
+use crate::notifications::store::NoticeStore;
+use crate::notifications::{LowBalance, Notifier};
 use crate::payments::Payments;
 use crate::service_manager;
 use crate::storage::Storage;
@@ -149,13 +150,8 @@ where
         placement,
         filters.clone(),
     );
-    let notifier = Notifier::new(
-        &config,
-        egress_proxy.addr(),
-        egress.clone(),
-        metrics.clone(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let notifier =
+        Notifier::new(&config, egress_proxy.addr(), egress.clone()).map_err(anyhow::Error::msg)?;
     // The bucket of store=true captures (credentials from the environment), when configured.
     let storage = Storage::from_config(&config.storage).context("[storage]")?;
     if let Some(storage) = &storage {
@@ -185,6 +181,16 @@ where
         .map_err(|e| anyhow::anyhow!("[jobs]: {e}"))?;
     let live = crate::live::Live::new((*config).clone());
     let payments = Arc::new(Payments::on_live(live.clone()).map_err(anyhow::Error::msg)?);
+    // Low-balance notifications: pending in Redis (queued by the charge that crossed), delivered
+    // by this daemon or any other on the same Redis.
+    let low_balance = LowBalance::new(
+        NoticeStore::new(redis.clone()),
+        notifier.clone(),
+        accounts.clone(),
+        live.clone(),
+        metrics.clone(),
+    );
+    let low_balance_poller = low_balance.spawn_poller();
     let state = ApiState {
         farm: farm.clone(),
         ledger: ledger.clone(),
@@ -194,6 +200,7 @@ where
         config: live.clone(),
         payments: payments.clone(),
         notifier,
+        low_balance,
         cache,
         storage,
         jobs: jobs.clone(),
@@ -217,6 +224,7 @@ where
         metrics: metrics.clone(),
         egress: state.egress.clone(),
         notifier: state.notifier.clone(),
+        low_balance: state.low_balance.clone(),
         config: live.clone(),
         parse,
     }
@@ -261,6 +269,10 @@ where
     for worker in &workers {
         worker.abort();
     }
+    // Low-balance notifications not delivered yet stay in Redis: another daemon, or this one
+    // restarted, delivers them (a delivery under way here goes on until the runtime ends; one
+    // cut short is claimed again once its lease is over).
+    low_balance_poller.abort();
     farm.shutdown(config.server.shutdown_grace()).await;
     // Requests still open got their answer when the farm closed; give them a moment to flush.
     let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;

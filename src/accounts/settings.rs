@@ -31,7 +31,7 @@ const FIELDS: [&str; 5] = [
     "topup_enabled",
     "topup_threshold_set",
     "topup_pack",
-    "notify_url",
+    account_field::NOTIFY_URL,
     "notify_secret",
 ];
 
@@ -95,7 +95,7 @@ impl Accounts {
                     ("topup_pack", settings.pack_id.clone()),
                     (account_field::TOPUP_THRESHOLD, effective.to_string()),
                     (
-                        "notify_url",
+                        account_field::NOTIFY_URL,
                         settings.notification_url.clone().unwrap_or_default(),
                     ),
                     (

@@ -30,7 +30,6 @@ use super::{with_request_id, ApiState};
 use crate::farm::CaptureError;
 use crate::ledger::{Hold, HoldRequest, Outcome, Reservation, Settled};
 use crate::limits::RateVerdict;
-use crate::notifications::LowBalance;
 
 use crate::farm::ANSWER_SLACK;
 
@@ -341,8 +340,9 @@ async fn check_main_url(state: &ApiState, spec: &crate::farm::CaptureSpec) -> Re
 }
 
 /// `x-credits-low: true` and `x-credits-suggested-pack` once auto top-up's threshold is
-/// crossed: the prompt to buy more, never a charge. The one charge that crossed also queues
-/// the account's notification, if it set a URL (delivered off this request's path).
+/// crossed: the prompt to buy more, never a charge. The one charge that crossed also queued
+/// the account's notification in Redis (`commit.lua`), if it set a URL: this daemon delivers it
+/// now, off this request's path (any daemon would, later, were this one to stop).
 async fn low_balance_headers(
     state: &ApiState,
     account: &str,
@@ -353,6 +353,10 @@ async fn low_balance_headers(
     response
         .headers_mut()
         .insert("x-credits-low", HeaderValue::from_static("true"));
+    if crossed {
+        // Whatever the settings read below does: the notification is in Redis already.
+        state.low_balance.nudge(account);
+    }
     match state.accounts.auto_topup(account).await {
         Ok(settings) => {
             if let Ok(pack) = HeaderValue::from_str(&settings.pack_id) {
@@ -362,23 +366,12 @@ async fn low_balance_headers(
             }
             if crossed {
                 tracing::info!(
+                    available,
                     threshold = settings.threshold,
                     pack = %settings.pack_id,
                     notify = settings.notification_url.is_some(),
                     "balance fell below the auto top-up threshold"
                 );
-                if let (Some(url), Some(secret)) =
-                    (settings.notification_url, settings.notification_secret)
-                {
-                    state.notifier.low_balance(LowBalance {
-                        account: account.to_string(),
-                        url,
-                        secret,
-                        balance: available,
-                        threshold: settings.threshold,
-                        pack: state.payments.pack(&settings.pack_id),
-                    });
-                }
             }
         }
         Err(e) => tracing::warn!("could not read auto top-up settings: {e}"),

@@ -12,7 +12,7 @@ use crate::jobs::JobStore;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::live::Live;
-use crate::notifications::Notifier;
+use crate::notifications::{LowBalance, Notifier};
 use crate::payments::Payments;
 use crate::storage::Storage;
 use crate::telemetry::Metrics;
@@ -29,6 +29,8 @@ pub struct ApiState {
     pub config: Live<Config>,
     pub payments: Arc<Payments>,
     pub notifier: Notifier,
+    /// Delivers the low-balance notification a charge queued in Redis.
+    pub low_balance: LowBalance,
     /// The capture cache; `None` when `cache.enabled` was off at start.
     pub cache: Option<Cache>,
     /// The bucket of `store=true` captures; `None` when `[storage]` names none.

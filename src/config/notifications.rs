@@ -1,5 +1,5 @@
 //! `[notifications]`: delivery of signed low-balance notifications (attempts, retry waits,
-//! timeouts).
+//! timeouts, and how pending ones kept in Redis are shared between daemons).
 
 use std::time::Duration;
 
@@ -16,9 +16,15 @@ pub struct NotificationsConfig {
     pub max_retry_ms: u64,
     /// How long one attempt may take (ms).
     pub timeout_ms: u64,
-    /// Most notifications being delivered (or waiting to retry) at once; more are dropped,
-    /// logged and counted.
+    /// Most notifications this daemon delivers (or waits to retry) at once; more wait in
+    /// Redis for a free slot here or on another daemon.
     pub max_pending: usize,
+    /// A notification whose attempt has not settled for this long (ms) may be taken over by
+    /// another daemon (its daemon died mid-attempt). Longer than `timeout_ms`.
+    pub lease_ms: u64,
+    /// How often each daemon looks in Redis for notifications due (ms): those of a dead
+    /// daemon, retries whose wait is over, crossings charged by async jobs.
+    pub poll_ms: u64,
 }
 
 impl Default for NotificationsConfig {
@@ -29,6 +35,8 @@ impl Default for NotificationsConfig {
             max_retry_ms: 300_000,
             timeout_ms: 5_000,
             max_pending: 1_000,
+            lease_ms: 30_000,
+            poll_ms: 1_000,
         }
     }
 }
@@ -40,5 +48,15 @@ impl NotificationsConfig {
             .first_retry_ms
             .saturating_mul(1u64 << attempt.saturating_sub(1).min(32));
         Duration::from_millis(doubled.min(self.max_retry_ms))
+    }
+
+    /// How long a pending notification's record lives after a claim or a rescheduled retry:
+    /// its lease or longest wait, and an hour's margin (it is deleted once settled).
+    pub fn record_ttl(&self) -> Duration {
+        Duration::from_millis(
+            self.lease_ms
+                .max(self.max_retry_ms)
+                .saturating_add(3_600_000),
+        )
     }
 }

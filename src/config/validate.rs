@@ -38,6 +38,8 @@ pub(super) const BOUNDS: &[(&str, i128, Option<i128>)] = &[
     ("notifications.attempts", 1, None),
     ("notifications.timeout_ms", 1, None),
     ("notifications.max_pending", 1, None),
+    ("notifications.lease_ms", 100, None),
+    ("notifications.poll_ms", 10, Some(60_000)),
     ("jobs.workers", 0, Some(256)),
     ("jobs.claim_idle_ms", 300, None),
     ("jobs.result_ttl_secs", 60, None),
@@ -180,6 +182,11 @@ impl Config {
         check(
             l.replica_acks == 0 || l.replica_ack_timeout_ms < self.redis.response_timeout_ms,
             "ledger.replica_ack_timeout_ms: must be shorter than redis.response_timeout_ms (the WAIT must answer before the client gives up on it)",
+        );
+        let n = &self.notifications;
+        check(
+            n.lease_ms >= n.timeout_ms.saturating_add(2_000),
+            "notifications.lease_ms: must be at least notifications.timeout_ms + 2000 (an attempt in progress must not be taken over)",
         );
         let a = &self.auth;
         check(

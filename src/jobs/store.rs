@@ -408,12 +408,6 @@ impl JobStore {
         }))
     }
 
-    /// The hold of the job's latest run, as the record noted it.
-    pub async fn hold(&self, account: &str, id: &str) -> Result<Option<String>, LedgerError> {
-        let mut conn = self.conn()?;
-        Ok(conn.hget(AccountKeys::new(account).job(id), "hold").await?)
-    }
-
     /// The stored image of a job.
     pub async fn image(&self, account: &str, id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
         let mut conn = self.conn()?;

@@ -19,10 +19,10 @@ use crate::config::Config;
 use crate::egress::{EgressPolicy, UrlBlocked};
 use crate::farm::{CaptureError, CaptureOutput, Farm, ANSWER_SLACK};
 use crate::ledger::{
-    Hold, HoldRequest, Idempotency, Ledger, Op, Outcome, Reservation, Settled, StoredResult,
+    Hold, HoldRequest, Idempotency, Ledger, Outcome, Reservation, Settled, StoredResult,
 };
 use crate::live::Live;
-use crate::notifications::{Delivery, Notifier, Signed};
+use crate::notifications::{Delivery, LowBalance, Notifier, Signed};
 use crate::telemetry::events::{InternalEvent, JobEvent, JobOutcome};
 use crate::telemetry::Metrics;
 
@@ -36,6 +36,8 @@ pub struct Workers {
     pub metrics: Arc<Metrics>,
     pub egress: Arc<EgressPolicy>,
     pub notifier: Notifier,
+    /// Delivers the low-balance notification a job's charge queued (`commit.lua`).
+    pub low_balance: LowBalance,
     pub config: Live<Config>,
     pub parse: ParseOptions,
 }
@@ -248,60 +250,43 @@ impl Workers {
             description: format!("Async {}", lowercase_first(&spec.describe())),
             max_held: config.ledger.max_in_flight_per_account,
         };
-        let mut released_earlier = false;
-        let hold = loop {
-            match Hold::reserve(&self.ledger, request.clone()).await {
-                Ok(Reservation::Held(hold)) => break hold,
-                // An earlier run committed: the image is in the record, charged once already.
-                Ok(Reservation::Refused(
-                    Outcome::IdempotencyReplay { .. }
-                    | Outcome::IdempotencyResultUnavailable { .. },
-                )) => return self.succeed(entry).await,
-                Ok(Reservation::Refused(Outcome::IdempotencyInFlight { .. })) => {
-                    // An earlier run's hold is open. Taken over (its worker went silent for
-                    // claim_idle_ms): give that credit back and hold anew. Its worker, were it
-                    // alive after all, finds its hold released: its commit charges nothing and
-                    // its outcome is refused by `final`.
-                    let earlier = self.hold_of(entry).await;
-                    match (entry.reclaimed && !released_earlier, earlier) {
-                        (true, Some(hold)) => {
-                            released_earlier = true;
-                            let _ = self
-                                .ledger
-                                .run(Op::Release {
-                                    account: entry.account.clone(),
-                                    hold,
-                                    idempotency: Some(idempotency.clone()),
-                                })
-                                .await;
-                        }
-                        _ => return Run::Later("an earlier run's hold is still open".into()),
-                    }
-                }
-                Ok(Reservation::Refused(Outcome::TooManyInFlight { .. })) => {
-                    // The account's other captures fill its cap: this worker serves others
-                    // meanwhile, and the job is taken up again once its claim is stale.
-                    return Run::Later("the account's captures in flight are at their cap".into());
-                }
-                Ok(Reservation::Refused(Outcome::Insufficient { available })) => {
-                    return self
-                        .fail(
-                            entry,
-                            "insufficient_credits",
-                            format!("the account has {available} credits; the job was not run"),
-                        )
-                        .await
-                }
-                Ok(Reservation::Refused(Outcome::NoAccount)) => {
-                    return self
-                        .fail(entry, "unauthorized", "no such account".into())
-                        .await
-                }
-                Ok(Reservation::Refused(other)) => {
-                    return Run::Later(format!("unexpected reserve outcome {}", other.name()))
-                }
-                Err(e) => return Run::Later(e.to_string()),
+        let hold = match Hold::reserve(&self.ledger, request).await {
+            Ok(Reservation::Held(hold)) => hold,
+            // An earlier run committed: the image is in the record, charged once already.
+            Ok(Reservation::Refused(
+                Outcome::IdempotencyReplay { .. } | Outcome::IdempotencyResultUnavailable { .. },
+            )) => return self.succeed(entry).await,
+            Ok(Reservation::Refused(Outcome::IdempotencyInFlight { .. })) => {
+                // An earlier run's hold is open. Its worker went silent (this is a
+                // takeover) or is slow: either way it may still commit, so its hold is
+                // left alone — releasing it would let that run deliver an image free. The
+                // job is taken up again after claim_idle_ms: by then that run committed
+                // (a replay below) or its hold expired (the sweeper gives the credit back).
+                return Run::Later("an earlier run's hold is still open".into());
             }
+            Ok(Reservation::Refused(Outcome::TooManyInFlight { .. })) => {
+                // The account's other captures fill its cap: this worker serves others
+                // meanwhile, and the job is taken up again once its claim is stale.
+                return Run::Later("the account's captures in flight are at their cap".into());
+            }
+            Ok(Reservation::Refused(Outcome::Insufficient { available })) => {
+                return self
+                    .fail(
+                        entry,
+                        "insufficient_credits",
+                        format!("the account has {available} credits; the job was not run"),
+                    )
+                    .await
+            }
+            Ok(Reservation::Refused(Outcome::NoAccount)) => {
+                return self
+                    .fail(entry, "unauthorized", "no such account".into())
+                    .await
+            }
+            Ok(Reservation::Refused(other)) => {
+                return Run::Later(format!("unexpected reserve outcome {}", other.name()))
+            }
+            Err(e) => return Run::Later(e.to_string()),
         };
         let hold_id = hold.id().to_string();
         if let Err(e) = self
@@ -348,21 +333,13 @@ impl Workers {
         };
         let result_ttl = Duration::from_secs(config.jobs.result_ttl_secs);
         match hold.commit(Some(done), result_ttl).await {
+            Settled::Charged { crossed: true, .. } => self.low_balance.nudge(&entry.account),
             Settled::Charged { .. } | Settled::Retrying { .. } => {}
             Settled::Voided { .. } => {
                 tracing::warn!("the job's hold expired before its commit; the image is free")
             }
         }
         self.succeed(entry).await
-    }
-
-    /// The hold of the job's latest run, as its record noted it.
-    async fn hold_of(&self, entry: &Entry) -> Option<String> {
-        self.store
-            .hold(&entry.account, &entry.job)
-            .await
-            .ok()
-            .flatten()
     }
 
     /// Writes the image (before the commit: a later run finds it). False when the job was

@@ -31,6 +31,19 @@ pub fn sweep(shard: u32) -> String {
     format!("sf:{}:sweep", tag(shard))
 }
 
+/// The low-balance notifications due in a shard: a sorted set of account ids scored by when
+/// the account's pending notification ([`AccountKeys::low_balance`]) may next be attempted (ms
+/// since the epoch, Redis time). In the shard's slot, so `commit.lua` writes it with the charge
+/// that crossed; every daemon scans the shards' sets, like the sweep indexes.
+pub fn low_balance_due(shard: u32) -> String {
+    format!("sf:{}:lowbal_due", tag(shard))
+}
+
+/// How long a pending low-balance notification lives before any daemon claimed it (ms): a
+/// fleet that delivers nothing for a day loses it. Each claim sets a lifetime of its own
+/// (`notifications::store`), so a claimed one expires once its retries are long over.
+pub const LOW_BALANCE_FIRST_TTL_MS: u64 = 86_400_000;
+
 /// The async jobs stream (every job's `account` and `job` id, in order of submission), read by
 /// every daemon's workers through the consumer group [`JOBS_GROUP`]. One key with its own hash
 /// tag: on a Redis Cluster it lives in one slot, and every command on it names only it.
@@ -157,6 +170,19 @@ impl AccountKeys {
     pub fn sweep(&self) -> String {
         sweep(self.shard)
     }
+
+    /// Hash: the account's pending low-balance notification (at most one: a newer crossing
+    /// replaces it), written by `commit.lua` with the charge that crossed: `id` (its
+    /// `webhook-id`, `msg_<hold id>`), `balance`, `threshold`, `at` (ms, Redis time) and
+    /// `attempts` so far. Deleted once delivered, refused or given up; expires besides.
+    pub fn low_balance(&self) -> String {
+        format!("{}lowbal:{}", self.prefix, self.id)
+    }
+
+    /// The low-balance notifications due in this account's shard.
+    pub fn low_balance_due(&self) -> String {
+        low_balance_due(self.shard)
+    }
 }
 
 /// String: a shared cache entry's expiry (ms since the epoch), living exactly as long as the
@@ -225,6 +251,9 @@ pub mod account_field {
     /// The low-balance threshold `commit.lua` compares with (0 = off); the accounts settings
     /// write it.
     pub const TOPUP_THRESHOLD: &str = "topup_threshold";
+    /// The account's notification URL ('' = none): the accounts settings write it,
+    /// `commit.lua` queues a low-balance notification only when it is set.
+    pub const NOTIFY_URL: &str = "notify_url";
 
     /// Every shared field and the script that names it.
     #[cfg(test)]
@@ -237,6 +266,7 @@ pub mod account_field {
         (CREATED, include_str!("scripts/create_account.lua")),
         (PASSWORD, include_str!("scripts/create_account.lua")),
         (TOPUP_THRESHOLD, include_str!("scripts/commit.lua")),
+        (NOTIFY_URL, include_str!("scripts/commit.lua")),
     ];
 }
 
@@ -262,6 +292,9 @@ mod tests {
             k.idempotency("x"),
             k.rate_limit("key_1"),
             k.sweep(),
+            // commit.lua queues the low-balance notification with the charge: one slot.
+            k.low_balance(),
+            k.low_balance_due(),
         ] {
             assert!(key.contains(&tag), "{key} lacks {tag}");
             assert_eq!(key.matches('{').count(), 1, "{key}: one hash tag only");

@@ -54,6 +54,9 @@ pub struct Metrics {
     /// Low-balance notifications by outcome (`delivered`, `retried`, `gave_up`, `refused`,
     /// `dropped`).
     pub notifications_total: IntCounterVec,
+    /// Low-balance notifications pending in Redis (the whole fleet's, sampled by each daemon's
+    /// poll: due now, waiting for a retry or being attempted).
+    pub notifications_pending: IntGauge,
     /// Uploads of `store=true` captures to the bucket by outcome (`stored`, `failed`,
     /// `timed_out`).
     pub storage_uploads_total: IntCounterVec,
@@ -221,6 +224,11 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let notifications_pending = IntGauge::new(
+            "shotfarm_notifications_pending",
+            "Low-balance notifications pending in Redis (the fleet's, sampled)",
+        )
+        .expect("static metric definition");
         let jobs_total = IntCounterVec::new(
             Opts::new("shotfarm_jobs_total", "Async capture jobs by outcome"),
             &["outcome"],
@@ -330,6 +338,7 @@ impl Metrics {
             Box::new(egress_requests_total.clone()),
             Box::new(webhooks_total.clone()),
             Box::new(notifications_total.clone()),
+            Box::new(notifications_pending.clone()),
             Box::new(storage_uploads_total.clone()),
             Box::new(jobs_total.clone()),
             Box::new(jobs_waiting.clone()),
@@ -413,6 +422,7 @@ impl Metrics {
             egress_requests_total,
             webhooks_total,
             notifications_total,
+            notifications_pending,
             storage_uploads_total,
             jobs_total,
             jobs_waiting,

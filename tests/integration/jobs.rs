@@ -16,7 +16,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::redis_server::start_redis;
 use crate::support::{
     audited, audited_on, client_with_key, page, provision, provision_on, spawn_binary_on,
-    ChildGuard, Daemon,
+    ChildGuard, Daemon, Funded,
 };
 
 /// One daemon for the in-process tests: 2 workers whose claims go stale after 2 s.
@@ -333,6 +333,9 @@ fn two_daemons(dirs: &[tempfile::TempDir; 2], redis: &str) -> [(ChildGuard, Stri
         ("SHOTFARM_FARM__BROWSERS", "1"),
         ("SHOTFARM_JOBS__WORKERS", "3"),
         ("SHOTFARM_JOBS__CLAIM_IDLE_MS", "1500"),
+        // A dead run's hold is left to expire (a takeover never releases it): soon, here.
+        ("SHOTFARM_LEDGER__HOLD_GRACE_MS", "2000"),
+        ("SHOTFARM_LEDGER__SWEEP_INTERVAL_MS", "200"),
         ("SHOTFARM_NOTIFICATIONS__FIRST_RETRY_MS", "100"),
         ("SHOTFARM_NOTIFICATIONS__MAX_RETRY_MS", "400"),
     ];
@@ -381,6 +384,28 @@ async fn runner(redis: &str, account: &str, job: &str) -> Option<u32> {
     worker?.split('-').next()?.parse().ok()
 }
 
+/// Submits a job of a page that takes 4 s — longer than the claim's idle limit, so only the
+/// heartbeat keeps the job with its worker — and waits until a worker runs it: its id and the
+/// pid of the daemon running it.
+async fn slow_job(base: &str, redis: &str, funded: &Funded, hooks: &MockServer) -> (String, u32) {
+    let (code, accepted) = submit(
+        base,
+        &funded.key,
+        json!({"url": page("/slow/4000"), "async": true, "timeout": 8000,
+               "webhook_url": format!("{}/hooks/shot", hooks.uri())}),
+    )
+    .await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().expect("id").to_string();
+    for _ in 0..100 {
+        if let Some(pid) = runner(redis, &funded.account, &id).await {
+            return (id, pid);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no worker took the job");
+}
+
 #[tokio::test]
 async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_and_charged_once() {
     let dirs = [
@@ -393,26 +418,7 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     ready(&b.1, &dirs[1]).await;
     let hooks = receiver().await;
     let funded = provision_on(&redis.url, 5);
-    // A page that takes 4 s: longer than the claim's idle limit, so only the heartbeat keeps
-    // the job with its worker until that worker's daemon dies.
-    let (code, accepted) = submit(
-        &a.1,
-        &funded.key,
-        json!({"url": page("/slow/4000"), "async": true, "timeout": 20000,
-               "webhook_url": format!("{}/hooks/shot", hooks.uri())}),
-    )
-    .await;
-    assert_eq!(code, 202, "{accepted}");
-    let id = accepted["id"].as_str().expect("id").to_string();
-    let mut pid = None;
-    for _ in 0..100 {
-        pid = runner(&redis.url, &funded.account, &id).await;
-        if pid.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid = pid.expect("a worker took the job");
+    let (id, pid) = slow_job(&a.1, &redis.url, &funded, &hooks).await;
     // Well into the capture, the daemon running it dies.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let (killed, survivor) = if pid == a.0 .0.id() {
@@ -444,6 +450,46 @@ async fn a_job_survives_the_sigkill_of_the_daemon_running_it_and_is_delivered_an
     );
     let snapshot = audited_on(&redis.url, &funded.account).await;
     assert_eq!(snapshot.balance.spent, 1, "charged once");
+    assert_eq!(snapshot.balance.reserved, 0, "no hold left open");
+}
+
+/// A worker that stalls (its daemon SIGSTOPped past the claim's idle limit) is taken over, but
+/// its hold is left alone: when it resumes and commits, the image it delivers is charged. (A
+/// takeover that released the hold let that run deliver its image free.)
+#[tokio::test]
+async fn a_stalled_worker_taken_over_still_charges_the_image_it_delivers() {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let redis = start_redis();
+    let [a, b] = two_daemons(&dirs, &redis.url);
+    ready(&a.1, &dirs[0]).await;
+    ready(&b.1, &dirs[1]).await;
+    let hooks = receiver().await;
+    let funded = provision_on(&redis.url, 5);
+    let (id, pid) = slow_job(&a.1, &redis.url, &funded, &hooks).await;
+    let survivor = if pid == a.0 .0.id() { &b } else { &a };
+    // Into the capture, the daemon running it stalls past the idle limit (the other takes the
+    // job over meanwhile), then resumes while its Chromium finishes the page.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // (The other daemon's workers look for stale entries between blocking reads of up to 2 s:
+    // 5 s leaves time for the takeover.)
+    assert!(testkit::process::signal(pid, libc::SIGSTOP));
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    assert!(testkit::process::signal(pid, libc::SIGCONT));
+    let done = settled(&survivor.1, &funded.key, &id, Duration::from_secs(90)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["webhook"], "delivered");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let secret = secret(&survivor.1, &funded.key).await;
+    let requests = hooks.received_requests().await.unwrap_or_default();
+    assert_eq!(verified(&requests, &secret).len(), 1, "delivered once");
+    let snapshot = audited_on(&redis.url, &funded.account).await;
+    assert_eq!(
+        snapshot.balance.spent, 1,
+        "the delivered image is charged, once"
+    );
     assert_eq!(snapshot.balance.reserved, 0, "no hold left open");
 }
 

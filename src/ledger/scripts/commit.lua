@@ -1,13 +1,18 @@
 -- Commit: charge a hold (phase two, success). A hold resolves exactly once.
 -- KEYS[1] account hash  KEYS[2] holds hash  KEYS[3] shard sweep index  KEYS[4] hold record
 -- KEYS[5] transaction log  KEYS[6] captures per UTC day (hash: YYYY-MM-DD -> count)
--- KEYS[7] idempotency hash (only when the hold has one)
+-- KEYS[7] the account's pending low-balance notification (hash)
+-- KEYS[8] the shard's index of due low-balance notifications (sorted set)
+-- KEYS[9] idempotency hash (only when the hold has one)
 -- ARGV[1] hold id  ARGV[2] account id  ARGV[3] idempotency ttl (ms)
 -- ARGV[4] result state ('done' or 'done_large')  ARGV[5] result metadata  ARGV[6] result body
+-- ARGV[7] lifetime of a new pending notification (ms)
 -- Returns {'committed', available, low, crossed}: low = 1 when auto top-up's threshold is set
 -- and available is below it; crossed = 1 when this charge took the owned balance below it.
-local account, holds, sweep, record, log, daily, idem =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- A crossing on an account with a notification URL queues its notification here, with the
+-- charge (one script, one slot): no crash can separate the two.
+local account, holds, sweep, record, log, daily, notice, due, idem =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local hold, account_id = ARGV[1], ARGV[2]
 
 -- The UTC date of a Unix time (days-from-civil inverted; Redis' clock, the same for every host).
@@ -61,4 +66,16 @@ end
 local before = available + reserved
 local low = (threshold > 0 and available < threshold) and 1 or 0
 local crossed = (threshold > 0 and before >= threshold and before - amount < threshold) and 1 or 0
+if crossed == 1 then
+  local url = redis.call('HGET', account, 'notify_url')
+  if url and url ~= '' then
+    -- At most one pending per account: a newer crossing replaces an older one not yet
+    -- delivered (its balance is the newer), under a webhook-id of its own.
+    redis.call('DEL', notice)
+    redis.call('HSET', notice, 'id', 'msg_' .. hold, 'balance', available,
+      'threshold', threshold, 'at', now, 'attempts', 0)
+    redis.call('PEXPIRE', notice, tonumber(ARGV[7]))
+    redis.call('ZADD', due, now, account_id)
+  end
+end
 return {'committed', available, low, crossed}

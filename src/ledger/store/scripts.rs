@@ -113,7 +113,9 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .key(k.sweep())
                 .key(k.hold_record(hold))
                 .key(k.transactions())
-                .key(k.usage_by_day());
+                .key(k.usage_by_day())
+                .key(k.low_balance())
+                .key(k.low_balance_due());
             if let Some(i) = idempotency {
                 inv.key(k.idempotency(&i.key_hash));
             }
@@ -126,7 +128,8 @@ pub async fn execute<C: ConnectionLike>(conn: &mut C, op: &Op) -> Result<Outcome
                 .arg(u64::try_from(result_ttl.as_millis()).unwrap_or(u64::MAX))
                 .arg(state)
                 .arg(meta)
-                .arg(body);
+                .arg(body)
+                .arg(keys::LOW_BALANCE_FIRST_TTL_MS);
             inv.invoke_async(conn).await?
         }
         Op::Release {

@@ -16,7 +16,7 @@ pub enum NotificationOutcome {
     /// The URL answered with a permanent refusal (4xx other than 408/429), or the egress policy
     /// refused it.
     Refused,
-    /// Not even queued: too many were already pending.
+    /// Not sent: the account has no notification URL any more.
     Dropped,
 }
 labels!(NotificationOutcome {

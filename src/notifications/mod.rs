@@ -1,72 +1,43 @@
-//! Low-balance notifications: when a charge takes an account below its auto top-up threshold,
-//! one signed POST to the URL the account configured, retried with backoff, off the capture's
-//! path (the capture answers at once; delivery happens on its own task).
+//! Signed Standard Webhooks messages, and the low-balance notifications that use them: when a
+//! charge takes an account below its auto top-up threshold, one signed POST to the URL the
+//! account configured, retried with backoff, off the capture's path.
 //!
-//! A notification is a Standard Webhooks message: headers `webhook-id` (the same on every retry,
-//! so a receiver can drop repeats), `webhook-timestamp` and `webhook-signature` (`v1,` + base64
-//! HMAC-SHA256 over `id.timestamp.body` with the account's `whsec_` secret), and a JSON body
-//! `{"type": "credits.low", "timestamp", "data": {…}}`.
+//! - [`Notifier`]: the sender. A message carries the headers `webhook-id` (the same on every
+//!   attempt and host, so a receiver can drop repeats), `webhook-timestamp` and
+//!   `webhook-signature` (`v1,` + base64 HMAC-SHA256 over `id.timestamp.body` with the
+//!   account's `whsec_` secret). The URL is someone else's: each attempt is checked against the
+//!   egress policy first and then sent through the egress proxy, which resolves once and
+//!   connects only to what it checked — the same defence captures get. Async jobs' webhooks use
+//!   [`Notifier::send`] too (their pending state lives with the job, `jobs`).
+//! - [`store`]: pending low-balance notifications in Redis.
+//! - [`low_balance`]: their delivery, by any daemon.
 //!
-//! The URL is someone else's: each attempt is checked against the egress policy first and then
-//! sent through the egress proxy, which resolves once and connects only to what it checked —
-//! the same defence captures get, so a notification URL cannot reach the operator's network.
-//! Pending low-balance notifications live in memory: a daemon that stops loses its undelivered
-//! ones. The same sender ([`Notifier::send`]) delivers async jobs' results, whose pending state
-//! lives in Redis with the job (`jobs`), so another daemon resumes them.
+//! **A restart or a crash delays a low-balance notification, never loses or doubles it.** The
+//! pending notification is written by `commit.lua`, in the same script as the charge that
+//! crossed (its record and its shard's due set carry the account's hash tag, so the script stays
+//! in one Redis Cluster slot): a charge that crossed always has its notification, before the
+//! capture is answered. Its `webhook-id` is `msg_<hold id>`: one crossing, one id, whoever sends
+//! it. Any daemon claims a due one (a lease), makes one attempt and settles it (deleted once
+//! delivered, refused or given up; else rescheduled after the retry wait); a daemon that died
+//! mid-attempt settles nothing, and another claims it once the lease is over. So delivery is at
+//! least once with one stable id (the Standard Webhooks contract): a message cut short by a crash
+//! after the receiver took it is sent again under the same id. At most one is pending per
+//! account: a newer crossing before the older was delivered replaces it (the newer balance,
+//! its own id).
 
-use crate::telemetry::events::{InternalEvent, LowBalanceNotification, NotificationOutcome};
+pub(crate) mod low_balance;
+pub(crate) mod store;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use url::Url;
 
-use crate::config::{Config, NotificationsConfig, PackConfig};
+use crate::config::{Config, NotificationsConfig};
 use crate::egress::EgressPolicy;
-use crate::telemetry::Metrics;
 
-/// One fall below the threshold, to be told to `url`.
-#[derive(Debug, Clone)]
-pub struct LowBalance {
-    pub account: String,
-    pub url: String,
-    /// `whsec_…`
-    pub secret: String,
-    /// The balance right after the charge that crossed.
-    pub balance: i64,
-    pub threshold: i64,
-    pub pack: Option<PackConfig>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Payload<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    timestamp: String,
-    data: Data<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Data<'a> {
-    account_id: &'a str,
-    balance: i64,
-    threshold: i64,
-    suggested_pack: Option<Pack<'a>>,
-    purchase_url: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Pack<'a> {
-    id: &'a str,
-    name: &'a str,
-    credits: i64,
-    price_cents: i64,
-}
+pub use low_balance::LowBalance;
 
 /// Sends notifications; cheap to clone.
 #[derive(Clone)]
@@ -78,9 +49,6 @@ struct Inner {
     client: reqwest::Client,
     egress: Arc<EgressPolicy>,
     config: NotificationsConfig,
-    pending: AtomicUsize,
-    metrics: Arc<Metrics>,
-    purchase_url: String,
 }
 
 /// One Standard Webhooks message to send: the same `id` on every attempt (and, for an async
@@ -105,7 +73,8 @@ pub enum Delivery {
 }
 
 /// How one attempt ended.
-enum Attempt {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
     Delivered,
     /// Worth another try (network error, timeout, non-2xx answer).
     Failed(String),
@@ -119,7 +88,6 @@ impl Notifier {
         config: &Config,
         proxy: SocketAddr,
         egress: Arc<EgressPolicy>,
-        metrics: Arc<Metrics>,
     ) -> Result<Notifier, String> {
         let n = &config.notifications;
         let client = reqwest::Client::builder()
@@ -137,34 +105,8 @@ impl Notifier {
                 client,
                 egress,
                 config: n.clone(),
-                pending: AtomicUsize::new(0),
-                metrics,
-                purchase_url: format!(
-                    "{}/dashboard/credits",
-                    config.auth.public_url.trim_end_matches('/')
-                ),
             }),
         })
-    }
-
-    /// Queues one notification and returns at once. Dropped (logged, counted) when
-    /// `max_pending` are already under way.
-    pub fn low_balance(&self, event: LowBalance) {
-        let inner = self.inner.clone();
-        let taken = inner
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < inner.config.max_pending).then_some(n + 1)
-            });
-        if taken.is_err() {
-            let why = format!("{} already pending", inner.config.max_pending);
-            inner.report(NotificationOutcome::Dropped, &event, "", 0, &why, None);
-            return;
-        }
-        tokio::spawn(async move {
-            inner.deliver(&event).await;
-            inner.pending.fetch_sub(1, Ordering::AcqRel);
-        });
     }
 
     /// Delivers one signed message on the caller's task (an async job's result): the same
@@ -177,91 +119,24 @@ impl Notifier {
     ) -> Delivery {
         self.inner.send_signed(message, on_retry).await
     }
+
+    /// One attempt at a signed message (the low-balance notifications schedule their retries
+    /// in Redis): the egress check, the signature, the POST through the proxy, all within
+    /// `timeout_ms` + 1 s (so it ends well inside `lease_ms`).
+    pub async fn attempt_once(&self, message: &Signed<'_>) -> Attempt {
+        let signer = match standardwebhooks::Webhook::new(message.secret) {
+            Ok(signer) => signer,
+            Err(e) => return Attempt::Refused(format!("secret: {e}")),
+        };
+        let limit = Duration::from_millis(self.inner.config.timeout_ms.saturating_add(1_000));
+        match tokio::time::timeout(limit, self.inner.attempt(message, &signer)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::Failed(format!("no answer within {limit:?}")),
+        }
+    }
 }
 
 impl Inner {
-    fn report(
-        &self,
-        outcome: NotificationOutcome,
-        event: &LowBalance,
-        webhook_id: &str,
-        attempt: u32,
-        why: &str,
-        wait: Option<Duration>,
-    ) {
-        LowBalanceNotification {
-            outcome,
-            account: &event.account,
-            webhook_id,
-            attempt,
-            why,
-            wait,
-        }
-        .emit(&self.metrics);
-    }
-
-    fn body(&self, event: &LowBalance) -> Result<String, serde_json::Error> {
-        serde_json::to_string(&Payload {
-            kind: "credits.low",
-            timestamp: now_rfc3339(),
-            data: Data {
-                account_id: &event.account,
-                balance: event.balance,
-                threshold: event.threshold,
-                suggested_pack: event.pack.as_ref().map(|p| Pack {
-                    id: &p.id,
-                    name: &p.name,
-                    credits: p.credits,
-                    price_cents: p.price_cents,
-                }),
-                purchase_url: self.purchase_url.clone(),
-            },
-        })
-    }
-
-    async fn deliver(&self, event: &LowBalance) {
-        let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-        let body = match self.body(event) {
-            Ok(body) => body,
-            Err(e) => return self.give_up(event, &id, &format!("payload: {e}")),
-        };
-        let message = Signed {
-            url: &event.url,
-            secret: &event.secret,
-            id: &id,
-            body: &body,
-        };
-        let outcome = self
-            .send_signed(&message, |attempt, why, wait| {
-                let outcome = NotificationOutcome::Retried;
-                self.report(outcome, event, &id, attempt, why, Some(wait));
-            })
-            .await;
-        match outcome {
-            Delivery::Delivered { attempt } => self.report(
-                NotificationOutcome::Delivered,
-                event,
-                &id,
-                attempt,
-                "",
-                None,
-            ),
-            Delivery::Refused { attempt, why } => self.report(
-                NotificationOutcome::Refused,
-                event,
-                &id,
-                attempt,
-                &why,
-                None,
-            ),
-            Delivery::GaveUp { why, .. } => self.give_up(event, &id, &why),
-        }
-    }
-
-    fn give_up(&self, event: &LowBalance, id: &str, why: &str) {
-        self.report(NotificationOutcome::GaveUp, event, id, 0, why, None);
-    }
-
     /// Delivers one signed message: up to `notifications.attempts` tries, doubling waits
     /// between them (`on_retry(attempt, why, wait)` before each wait), no retry once refused.
     async fn send_signed(
@@ -335,12 +210,6 @@ impl Inner {
             Err(e) => Attempt::Failed(e.to_string()),
         }
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
