@@ -249,6 +249,38 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_and_replica_acks_settings_are_checked_together() {
+        let text = r#"
+            [redis]
+            sentinels = ["redis://127.0.0.1:26379"]
+            cluster_nodes = ["redis://127.0.0.1:7000"]
+            response_timeout_ms = 500
+            [ledger]
+            replica_acks = 1
+            replica_ack_timeout_ms = 500
+        "#;
+        let err = Config::from_toml_str(text).expect_err("must fail");
+        let all = err.problems.join("\n");
+        for expected in [
+            "redis.sentinels: Sentinel and Redis Cluster (redis.cluster_nodes) exclude each other",
+            "redis.sentinel_master: the name the Sentinels monitor the primary under is required",
+            "ledger.replica_acks: not supported with Redis Cluster",
+            "ledger.replica_ack_timeout_ms: must be shorter than redis.response_timeout_ms",
+        ] {
+            assert!(all.contains(expected), "{expected} not in {all}");
+        }
+        let fine = r#"
+            [redis]
+            sentinels = ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"]
+            sentinel_master = "shotfarm"
+            [ledger]
+            replica_acks = 1
+        "#;
+        let config = Config::from_toml_str(fine).expect("Sentinel with replica acks is valid");
+        assert_eq!(config.redis.sentinels.len(), 2);
+    }
+
+    #[test]
     fn filter_lists_must_be_readable_and_pinned_names_host_names() {
         let text = r#"
             [egress.hosts]

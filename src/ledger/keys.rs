@@ -44,6 +44,14 @@ pub fn low_balance_due(shard: u32) -> String {
 /// (`notifications::store`), so a claimed one expires once its retries are long over.
 pub const LOW_BALANCE_FIRST_TTL_MS: u64 = 86_400_000;
 
+/// A counter `ledger.replica_acks`' group `WAIT` increments first, on the same connection, so
+/// the `WAIT` covers every write the primary holds at that moment, whichever connection made it
+/// (a `WAIT` alone counts from its own connection's last write: none, after a retry that found
+/// its operation already applied).
+pub fn replica_wait_tick() -> String {
+    "sf:replica_wait_tick".to_string()
+}
+
 /// The async jobs stream (every job's `account` and `job` id, in order of submission), read by
 /// every daemon's workers through the consumer group [`JOBS_GROUP`]. One key with its own hash
 /// tag: on a Redis Cluster it lives in one slot, and every command on it names only it.

@@ -46,8 +46,10 @@ enum Locator {
         sentinels: Vec<Client>,
         master: String,
         template: ConnectionInfo,
-        /// A connection to each Sentinel, made when first asked.
-        asked: Mutex<Vec<Option<MultiplexedConnection>>>,
+        /// A connection to each Sentinel, made when first asked, and which one answered last
+        /// (asked first next time, so a dead Sentinel costs one connect timeout, not one per
+        /// check).
+        asked: Mutex<(usize, Vec<Option<MultiplexedConnection>>)>,
     },
 }
 
@@ -101,7 +103,7 @@ impl Following {
                 .map(|s| Client::open(s.as_str()).map_err(|e| bad_config("redis.sentinels", e)))
                 .collect::<Result<Vec<_>, _>>()?;
             Locator::Sentinel {
-                asked: Mutex::new(vec![None; sentinels.len()]),
+                asked: Mutex::new((0, vec![None; sentinels.len()])),
                 sentinels,
                 master: master.to_string(),
                 template,
@@ -258,16 +260,19 @@ impl Following {
                 template,
                 asked,
             } => {
-                let mut asked = asked.lock().await;
+                let mut guard = asked.lock().await;
+                let (first, cached) = &mut *guard;
                 let mut last = String::from("no Sentinel configured");
-                for (i, sentinel) in sentinels.iter().enumerate() {
-                    match self.ask(sentinel, &mut asked[i], master).await {
+                let n = sentinels.len();
+                for i in (0..n).map(|k| (*first + k) % n) {
+                    match self.ask(&sentinels[i], &mut cached[i], master).await {
                         Ok(Some((host, port))) => {
-                            return Ok(template.clone().set_addr(ConnectionAddr::Tcp(host, port)))
+                            *first = i;
+                            return Ok(template.clone().set_addr(ConnectionAddr::Tcp(host, port)));
                         }
                         Ok(None) => last = format!("the Sentinels do not know {master:?}"),
                         Err(e) => {
-                            asked[i] = None;
+                            cached[i] = None;
                             last = e.to_string();
                         }
                     }

@@ -4,8 +4,13 @@
 //! callers arriving meanwhile make the next group. So concurrent operations share replication
 //! round trips instead of queueing one `WAIT` each.
 //!
+//! A `WAIT` counts from its connection's last write, and a ledger script that finds its work
+//! already done (a retry) writes nothing: so each group's `WAIT` follows an `INCR` of
+//! [`keys::replica_wait_tick`] in the same pipeline, and covers every write the primary held then.
+//!
 //! A caller whose link is not the one the `WAIT` ran on is answered `Unavailable`: its writes
-//! went down a connection that is gone, and a `WAIT` elsewhere says nothing about them.
+//! went down a connection that is gone, maybe to a primary that is gone, and a `WAIT` elsewhere
+//! says nothing about them (its retry re-applies or re-finds them on the current link).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::link::Following;
-use crate::ledger::LedgerError;
+use crate::ledger::{keys, LedgerError};
 
 type Answer = oneshot::Sender<Result<(), LedgerError>>;
 
@@ -61,11 +66,17 @@ async fn group_waits(
             continue;
         }
         let mut conn = link.conn.clone();
-        let waited: Result<i64, _> = redis::cmd("WAIT")
+        // The tick first: a write of this connection, after every write the primary holds now
+        // (the group's included, whichever connection of this process made them).
+        let waited: Result<(i64, i64), _> = redis::pipe()
+            .cmd("INCR")
+            .arg(keys::replica_wait_tick())
+            .cmd("WAIT")
             .arg(acks)
             .arg(ms)
             .query_async(&mut conn)
             .await;
+        let waited = waited.map(|(_, got)| got);
         if let Err(e) = &waited {
             following.suspect(e);
         }
