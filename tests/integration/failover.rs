@@ -24,8 +24,8 @@ use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer};
 
 use crate::payments::{
-    deliver_to, of_kind, order_json, orders_page, paid, polar_signer, products, refunded,
-    with_webhooks, OrderSpec, TOKEN,
+    deliver_to, of_kind, order_json, orders_page, paid, polar_signer, reconcile_with, refunded,
+    with_webhooks, OrderSpec,
 };
 use crate::support::{
     audited_on, client_with_key, enc, metric_value, page, provision_on, Daemon, Funded,
@@ -364,35 +364,15 @@ async fn eventually_no_holds(url: &str, account: &str) -> bool {
 
 /// `shotfarm payments reconcile` (the real binary), finding the primary through the Sentinels.
 fn reconcile(group: &SentinelGroup, polar: &str) -> String {
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("shotfarm.toml");
     let sentinels: Vec<String> = group
         .sentinel_urls()
         .iter()
         .map(|u| format!("\"{u}\""))
         .collect();
-    let products: String = products()
-        .iter()
-        .map(|(pack, product)| format!("{pack} = \"{product}\"\n"))
-        .collect();
-    std::fs::write(
-        &config,
-        format!(
-            "[redis]\nsentinels = [{}]\nsentinel_master = \"{MASTER}\"\n[payments]\npolar_server = \"sandbox\"\npolar_api_url = \"{polar}\"\npolar_access_token = \"{TOKEN}\"\n[payments.products]\n{products}",
-            sentinels.join(", ")
-        ),
-    )
-    .expect("config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotfarm"))
-        .args(["payments", "reconcile", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("shotfarm payments reconcile");
-    assert!(
-        out.status.success(),
-        "reconcile failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let redis = format!(
+        "sentinels = [{}]\nsentinel_master = \"{MASTER}\"",
+        sentinels.join(", ")
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let dir = tempfile::tempdir().expect("tmp");
+    reconcile_with(dir.path(), &redis, polar)
 }

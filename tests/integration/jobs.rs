@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::redis_server::start_redis;
 use crate::support::{
-    audited, audited_on, client_with_key, page, provision, provision_on, spawn_binary_on,
+    audited, audited_on, client_with_key, page, provision, provision_on, ready, spawn_binary_on,
     ChildGuard, Daemon, Funded,
 };
 
@@ -344,27 +344,6 @@ fn two_daemons(dirs: &[tempfile::TempDir; 2], redis: &str) -> [(ChildGuard, Stri
         let log = dirs[i].path().join("daemon.log");
         spawn_binary_on(dirs[i].path(), redis, &env, Some(&log))
     })
-}
-
-/// Until the daemon at `base` (profiles in `dir`) has its browser ready; its log on failure.
-async fn ready(base: &str, dir: &tempfile::TempDir) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if let Ok(v) = r.json::<Value>().await {
-                if v["browsers_ready"].as_u64() == Some(1) {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-    panic!(
-        "the daemon at {base} never had its browser ready; its log ends:\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
 }
 
 /// Which daemon's worker runs `job` now (its consumer name starts with the daemon's pid).

@@ -23,7 +23,7 @@ use crate::payments::{
 };
 use crate::redis_server::{cluster_nodes, start_redis};
 use crate::support::{
-    audited_in, client_with_key, credits_header, enc, metric_value, page, provision_in,
+    audited_in, client_with_key, credits_header, enc, metric_value, page, provision_in, ready,
     spawn_binary_on, ChildGuard, Funded,
 };
 
@@ -497,27 +497,6 @@ impl Ledger {
             .expect("ZSCORE");
         (id, due.is_some())
     }
-}
-
-/// Until the daemon at `base` has its browser ready; its log on failure.
-async fn ready(base: &str, dir: &tempfile::TempDir) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(90) {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if let Ok(v) = r.json::<Value>().await {
-                if v["browsers_ready"].as_u64() == Some(1) {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-    panic!(
-        "the daemon at {base} never had its browser ready; its log ends:\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
 }
 
 /// Logs in at `base` as `email` and sets auto top-up: `threshold`, `pack_pro`, `url`.

@@ -1363,6 +1363,12 @@ pub(crate) fn orders_page(items: Vec<Value>, max_page: u32) -> ResponseTemplate 
 
 /// `shotfarm payments reconcile` (the real binary) against the stand-in and the test Redis.
 fn reconcile(dir: &std::path::Path) -> String {
+    reconcile_with(dir, &format!("url = \"{}\"", redis_url()), &polar().uri())
+}
+
+/// `shotfarm payments reconcile` (the real binary), with `redis` as its config's `[redis]`
+/// section and the Polar API at `polar`; its report.
+pub(crate) fn reconcile_with(dir: &std::path::Path, redis: &str, polar: &str) -> String {
     let config = dir.join("shotfarm.toml");
     let products: String = products()
         .iter()
@@ -1371,9 +1377,7 @@ fn reconcile(dir: &std::path::Path) -> String {
     std::fs::write(
         &config,
         format!(
-            "[redis]\nurl = \"{}\"\n[payments]\npolar_server = \"sandbox\"\npolar_api_url = \"{}\"\npolar_access_token = \"{TOKEN}\"\n[payments.products]\n{products}",
-            redis_url(),
-            polar().uri()
+            "[redis]\n{redis}\n[payments]\npolar_server = \"sandbox\"\npolar_api_url = \"{polar}\"\npolar_access_token = \"{TOKEN}\"\n[payments.products]\n{products}",
         ),
     )
     .expect("config");

@@ -754,3 +754,25 @@ impl TestBrowser {
         self.process.kill().await;
     }
 }
+
+/// Until the spawned daemon at `base` (its log `daemon.log` in `dir`) has its browser ready,
+/// for up to 90 s; its log's end on failure.
+pub async fn ready(base: &str, dir: &tempfile::TempDir) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["browsers_ready"].as_u64() == Some(1) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    panic!(
+        "the daemon at {base} never had its browser ready; its log ends:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}

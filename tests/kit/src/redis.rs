@@ -63,12 +63,12 @@ impl RedisServer {
 
     /// Starts the server again on the same port and directory (its append-only file reloads).
     pub fn restart(&self) -> anyhow::Result<RedisServer> {
-        spawn(
-            self.port,
-            Arc::clone(&self.dir),
-            self.persistence,
-            self.extra.clone(),
-        )
+        self.restart_with(self.extra.clone())
+    }
+
+    /// [`RedisServer::restart`] with other extra arguments than it was first started with.
+    pub fn restart_with(&self, extra: Vec<String>) -> anyhow::Result<RedisServer> {
+        spawn(self.port, Arc::clone(&self.dir), self.persistence, extra)
     }
 }
 

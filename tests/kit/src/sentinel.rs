@@ -133,15 +133,25 @@ impl SentinelGroup {
         }
     }
 
-    /// Starts the killed node on `port` again (its append-only file reloads); the Sentinels
-    /// turn it into a replica of the current primary. Returns once it replicates in step.
+    /// Starts the killed node on `port` again (its append-only file reloads): as a replica of
+    /// the primary the Sentinels name now (not of the one it first replicated: its role may have
+    /// changed since), or as the primary when it still is the one they name. Returns once every
+    /// replica is in step.
     pub fn restart(&mut self, port: u16) -> anyhow::Result<()> {
         let slot = self
             .servers
             .iter()
             .position(|s| s.port == port)
             .with_context(|| format!("no data node on port {port}"))?;
-        let again = self.servers[slot].restart()?;
+        let primary = self.primary_port()?;
+        let extra = if primary == port {
+            Vec::new()
+        } else {
+            ["--replicaof", "127.0.0.1", &primary.to_string()]
+                .map(String::from)
+                .to_vec()
+        };
+        let again = self.servers[slot].restart_with(extra)?;
         self.servers[slot] = again;
         self.wait_in_step(Duration::from_secs(30))
     }
