@@ -9,7 +9,7 @@ use futures::future::join_all;
 use serde_json::Value;
 
 use crate::payments::{deliver_to, paid, polar_signer, OrderSpec};
-use crate::redis_server::cluster_nodes;
+use crate::redis_server::{cluster_nodes, cluster_nodes_toml};
 use crate::support::{
     audited_in, client_with_key, credits_header, enc, page, provision_in, spawn_binary_with,
     wait_ready_at, Daemon, Funded,
@@ -136,14 +136,7 @@ async fn a_daemon_killed_mid_load_leaves_holds_that_another_daemon_expires() {
     let survivor = daemon();
     survivor.wait_ready(1).await;
     let profiles = tempfile::tempdir().expect("profiles");
-    let nodes = format!(
-        "[{}]",
-        cluster_nodes()
-            .iter()
-            .map(|n| format!("\"{n}\""))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let nodes = cluster_nodes_toml();
     let (mut victim, base) = spawn_binary_with(
         profiles.path(),
         "redis://127.0.0.1:1/0",

@@ -34,8 +34,8 @@ use crate::support::{
 /// How long the load runs before the fault, and after the Sentinels named the new primary.
 const BEFORE: Duration = Duration::from_secs(3);
 const AFTER: Duration = Duration::from_secs(4);
-/// How long the replica is stalled before the primary dies (under the Sentinels'
-/// down-after time, so they still count it as a candidate).
+/// How long the replicas are stalled before the primary dies (under the Sentinels'
+/// down-after time, so they still count them as candidates).
 const STALL: Duration = Duration::from_millis(800);
 /// Most orders per daemon: the stand-in lists them on one page of Polar's 100.
 const MAX_ORDERS: usize = 90;
@@ -210,8 +210,8 @@ async fn a_sentinel_failover_under_load_loses_nothing_answered_with_replica_acks
     tasks.extend(more);
     tokio::time::sleep(BEFORE).await;
 
-    // The replica stalls; the primary answers alone, then dies; the replica resumes and the
-    // Sentinels promote it.
+    // The replicas stall; the primary answers alone, then dies; the replicas resume and the
+    // Sentinels promote one.
     let replicas = [group.servers[1].pid, group.servers[2].pid];
     for pid in replicas {
         assert!(testkit::process::signal(pid, libc::SIGSTOP));

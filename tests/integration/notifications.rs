@@ -21,7 +21,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::payments::{
     capture, code, customer, daemon, deliver, hmac_sha256, json_of, paid, polar_signer, OrderSpec,
 };
-use crate::redis_server::{cluster_nodes, start_redis};
+use crate::redis_server::{cluster_nodes, cluster_nodes_toml, start_redis};
 use crate::support::{
     audited_in, client_with_key, credits_header, enc, metric_value, page, provision_in, ready,
     spawn_binary_on, ChildGuard, Funded,
@@ -427,14 +427,7 @@ impl Ledger {
     }
 
     fn cluster() -> Ledger {
-        let nodes = format!(
-            "[{}]",
-            cluster_nodes()
-                .iter()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let nodes = cluster_nodes_toml();
         Ledger {
             redis: RedisConfig {
                 cluster_nodes: cluster_nodes(),

@@ -29,3 +29,9 @@ pub fn cluster() -> &'static [RedisServer] {
 pub fn cluster_nodes() -> Vec<String> {
     testkit::redis::node_urls(cluster())
 }
+
+/// The cluster's node URLs as a TOML array (for `SHOTFARM_REDIS__CLUSTER_NODES`).
+pub fn cluster_nodes_toml() -> String {
+    let quoted: Vec<String> = cluster_nodes().iter().map(|n| format!("\"{n}\"")).collect();
+    format!("[{}]", quoted.join(","))
+}
