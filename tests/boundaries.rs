@@ -18,22 +18,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The stores: the only places that speak Redis and name its keys.
+const STORES: &[&str] = &[
+    "ledger/",
+    "accounts/",
+    "limits/",
+    "cache/index.rs",
+    "jobs/store.rs",
+    "notifications/store.rs",
+];
+
 /// Crate → the places (a folder `x/` or a file `x.rs` under `src/`) that may use it.
 const HOMES: &[(&str, &[&str])] = &[
     ("warp", &["api/"]),
     ("hyper", &["api/", "egress/proxy.rs"]),
     ("chromiumoxide", &["farm/"]),
-    (
-        "redis",
-        &[
-            "ledger/",
-            "accounts/",
-            "limits/",
-            "cache/index.rs",
-            "jobs/store.rs",
-            "notifications/store.rs",
-        ],
-    ),
+    ("redis", STORES),
     ("deadpool_redis", &["jobs/store.rs"]),
     ("reqwest", &["payments/", "notifications/"]),
     ("actix", &["farm/", "ledger/actor.rs"]),
@@ -42,17 +42,7 @@ const HOMES: &[(&str, &[&str])] = &[
 
 /// Modules of ours that only some places may use: Redis key names (and the hash fields the
 /// Lua scripts share) belong to the stores.
-const INTERNAL_HOMES: &[(&str, &[&str])] = &[(
-    "ledger::keys",
-    &[
-        "ledger/",
-        "accounts/",
-        "limits/",
-        "cache/index.rs",
-        "jobs/store.rs",
-        "notifications/store.rs",
-    ],
-)];
+const INTERNAL_HOMES: &[(&str, &[&str])] = &[("ledger::keys", STORES)];
 
 /// Modules no other module may import (the ground floor imports nothing).
 const GROUND_FLOOR: &str = "config";

@@ -201,16 +201,19 @@ pub const MAX_CLICKS: usize = 10;
 /// Most URL patterns one capture may block.
 pub const MAX_BLOCK_URLS: usize = 50;
 
+/// An http(s) URL option (`url`, `webhook_url`).
+const URL_TEXT: Kind = Kind::Text {
+    min_len: 1,
+    max_len: Limit::Fixed(MAX_URL as f64),
+    format: Some("uri"),
+    pattern: None,
+};
+
 /// Every capture option, in the order the README's table lists them.
 pub const OPTIONS: &[OptionSpec] = &[
     option(
         "url",
-        Kind::Text {
-            min_len: 1,
-            max_len: Limit::Fixed(MAX_URL as f64),
-            format: Some("uri"),
-            pattern: None,
-        },
+        URL_TEXT,
         D::None,
         "The http or https page to capture (this or `html` is required); it (and every address the page loads) must pass the egress policy.",
     ),
@@ -624,12 +627,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     ),
     option(
         "webhook_url",
-        Kind::Text {
-            min_len: 1,
-            max_len: Limit::Fixed(MAX_URL as f64),
-            format: Some("uri"),
-            pattern: None,
-        },
+        URL_TEXT,
         D::None,
         "With async=true (required there): the http(s) URL the job's result is POSTed to; it must pass the server's egress policy, like every URL the server fetches.",
     ),
